@@ -1,0 +1,288 @@
+"""`submit`, `status`, `jobs` and `stop`: the job lifecycle commands."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.catalog.db import CatalogError, as_utc
+from orchestrator.catalog.models import Job
+from orchestrator.catalog.repository import TERMINAL_JOB_STATES, Catalog
+from orchestrator.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    DbOpt,
+    JsonOpt,
+    StateDirOpt,
+    console,
+    fail,
+    fmt_time,
+    open_catalog,
+    print_json,
+)
+from orchestrator.cluster import connect, disconnect, resolve_address
+from orchestrator.paths import db_url, run_dir, state_dir
+from orchestrator.spec import JobFileError, JobSpec, load_job_file
+
+HEARTBEAT_STALE_S = 30.0
+
+
+def _controller_alive(job: Job) -> bool:
+    hb = as_utc(job.controller_heartbeat_at)
+    return hb is not None and datetime.now(UTC) - hb < timedelta(seconds=HEARTBEAT_STALE_S)
+
+
+def _check_local_resources(spec: JobSpec, address: str | None) -> None:
+    if address is None and spec.resources.gpus_per_rank > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        need = spec.world_size * spec.resources.gpus_per_rank
+        if have < need:
+            fail(f"resources.gpus_per_rank: {spec.world_size} ranks x {spec.resources.gpus_per_rank:g} GPU "
+                 f"need {need:g} GPUs; this machine has {have}", EXIT_USAGE)
+
+
+def submit(
+    job_file: Annotated[Path, typer.Argument(help="Job file (YAML)")],
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)")] = None,
+    db: DbOpt = None,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow the job until it ends")] = True,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard the job's earlier checkpoints, metrics and history")] = False,
+    state_dir_opt: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a job file and run it on Ray."""
+    try:
+        spec = load_job_file(job_file)
+    except JobFileError as e:
+        fail(str(e), EXIT_USAGE)
+    addr = resolve_address(address)
+    if addr is None and not follow:
+        fail("--no-follow needs a Ray cluster that outlives this command (--address or RAY_ADDRESS); "
+             "the embedded cluster ends with it", EXIT_USAGE)
+    _check_local_resources(spec, addr)
+    sd = state_dir(state_dir_opt)
+    catalog = open_catalog(state_dir_opt, db)
+    existing = catalog.get_job(spec.name)
+    if existing is not None and existing.state not in TERMINAL_JOB_STATES and _controller_alive(existing):
+        fail(f"job {spec.name!r} is already {existing.state} (attempt {existing.current_attempt}); "
+             f"stop it first with 'orchestrator stop {spec.name}'", EXIT_USAGE)
+    if existing is not None and existing.state == "succeeded" and not fresh:
+        console.print(f"job {spec.name!r} already succeeded at step {existing.last_step}/{existing.steps_total}; "
+                      "pass --fresh to run it again from step 0")
+        raise typer.Exit(0)
+    rdir = run_dir(sd, spec.name)
+    if fresh:
+        catalog.delete_job(spec.name)
+        shutil.rmtree(rdir, ignore_errors=True)
+        if spec.checkpoint.folder:
+            shutil.rmtree(spec.checkpoint.folder, ignore_errors=True)
+    conn = _connect_for(spec, addr)
+    try:
+        catalog.create_job(spec.name, spec.model_dump(mode="json", by_alias=True), spec.world_size,
+                           spec.training.steps, str(rdir), conn.address)
+        rdir.mkdir(parents=True, exist_ok=True)
+        ctrl = _start_controller(spec, db_url(sd, db), rdir)
+        if not follow:
+            if json_out:
+                print_json({"job": spec.name, "address": conn.address, "state": "pending"})
+            else:
+                console.print(spec.name)
+            return
+        code = _follow(catalog, spec, ctrl, json_out)
+    finally:
+        if conn.embedded:
+            disconnect()
+    raise typer.Exit(code)
+
+
+def _connect_for(spec: JobSpec, addr: str | None) -> Any:
+    import ray
+
+    from orchestrator.controller.placement import capacity_error, node_views
+
+    r = spec.resources
+    need = (spec.world_size + spec.reliability.spares) * r.cpus_per_rank
+    try:
+        conn = connect(addr, num_cpus=need)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        fail(f"cannot connect to the Ray cluster at {addr}: {str(e).splitlines()[0]}")
+    if not conn.embedded:
+        err = capacity_error(node_views(ray.nodes()), set(), spec.world_size, r.cpus_per_rank, r.gpus_per_rank)
+        if err is not None:
+            disconnect()
+            fail(f"resources: {err}", EXIT_USAGE)
+    return conn
+
+
+def _start_controller(spec: JobSpec, url: str, rdir: Path) -> Any:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.controller.controller import NAMESPACE, JobController, controller_name
+
+    name = controller_name(spec.name)
+    try:
+        old = ray.get_actor(name, namespace=NAMESPACE)
+        ray.kill(old, no_restart=True)
+    except ValueError:
+        pass
+    # The controller lives next to this command: it needs the state folder.
+    here = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(JobController).options(
+        name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_concurrency=16,
+        max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+    )
+    return actor.remote(spec.model_dump(mode="json", by_alias=True), url, str(rdir))
+
+
+def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
+    import ray
+
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                      disable=json_out, transient=False) as bar:
+            task = bar.add_task(spec.name, total=spec.training.steps, info="starting")
+            while True:
+                job = catalog.require_job(spec.name)
+                loss = f"loss {job.last_loss:.4f}" if job.last_loss is not None else ""
+                tps = f"{job.tokens_per_second:,.0f} tok/s" if job.tokens_per_second else ""
+                info = "  ".join(x for x in (job.state, f"attempt {job.current_attempt}", loss, tps) if x)
+                bar.update(task, completed=job.last_step, info=info)
+                if job.state in TERMINAL_JOB_STATES:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping the job (Ctrl-C) ...")
+        try:
+            ray.get(ctrl.stop.remote("interrupted by the operator (Ctrl-C)"), timeout=30)
+            ray.get(ctrl.wait.remote(120), timeout=150)
+        except Exception as e:  # the cluster may already be going down
+            console.print(f"could not stop cleanly: {e}")
+        return 130
+    return _report_end(catalog.require_job(spec.name), json_out)
+
+
+def _report_end(job: Job, json_out: bool) -> int:
+    if json_out:
+        print_json(job_summary(job))
+    elif job.state == "succeeded":
+        console.print(f"job {job.name} succeeded: step {job.last_step}/{job.steps_total}, "
+                      f"{job.current_attempt} attempt(s), final loss {job.last_loss:.4f}")
+    else:
+        console.print(f"[red]job {job.name} {job.state}:[/red] {job.reason}")
+    return 0 if job.state == "succeeded" else EXIT_FAILED
+
+
+def job_summary(job: Job, *, with_ranks: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "job": job.name, "state": job.state, "step": job.last_step, "steps": job.steps_total,
+        "loss": job.last_loss, "tokens_per_second": job.tokens_per_second, "attempt": job.current_attempt,
+        "world_size": job.world_size, "reason": job.reason, "submitted_at": as_utc(job.submitted_at),
+        "started_at": as_utc(job.started_at), "ended_at": as_utc(job.ended_at),
+        "controller_alive": job.state not in TERMINAL_JOB_STATES and _controller_alive(job),
+        "run_dir": job.run_dir,
+    }
+    if with_ranks:
+        out["attempts"] = [
+            {"attempt": a.number, "state": a.state, "start_step": a.start_step, "end_step": a.end_step,
+             "started_at": as_utc(a.started_at), "ended_at": as_utc(a.ended_at), "reason": a.reason}
+            for a in job.attempts
+        ]
+        current = next((a for a in job.attempts if a.number == job.current_attempt), None)
+        out["ranks"] = [] if current is None else [
+            {"rank": r.rank, "host": r.host, "pid": r.pid, "state": r.state, "step": r.step,
+             "exit_code": r.exit_code, "signal": r.signal, "log": r.log_path}
+            for r in current.ranks
+        ]
+    return out
+
+
+def status(
+    job: Annotated[str | None, typer.Argument(help="Job name (default: every job)")] = None,
+    db: DbOpt = None,
+    state_dir_opt: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """State, step, attempt and ranks of a job (or of every job)."""
+    catalog = open_catalog(state_dir_opt, db, must_exist=True)
+    if job is None:
+        jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out)
+        return
+    row = _get_job(catalog, job)
+    summary = job_summary(row, with_ranks=True)
+    if json_out:
+        print_json(summary)
+        return
+    loss = "-" if row.last_loss is None else f"{row.last_loss:.4f}"
+    console.print(f"[bold]{row.name}[/bold]  {row.state}  step {row.last_step}/{row.steps_total}  "
+                  f"loss {loss}  attempt {row.current_attempt}  ranks {row.world_size}")
+    if row.reason:
+        console.print(f"reason: {row.reason}")
+    t = Table("rank", "host", "pid", "state", "step", "exit")
+    for r in summary["ranks"]:
+        t.add_row(str(r["rank"]), r["host"] or "-", str(r["pid"] or "-"), r["state"], str(r["step"]),
+                  r["signal"] or ("-" if r["exit_code"] is None else str(r["exit_code"])))
+    console.print(t)
+
+
+def _get_job(catalog: Catalog, name: str) -> Job:
+    try:
+        row = catalog.get_job(name)
+    except CatalogError as e:
+        fail(str(e))
+    if row is None:
+        fail(f"no job named {name!r} in the catalog", EXIT_USAGE)
+    return row
+
+
+def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Every job in the catalog, newest first."""
+    catalog = open_catalog(state_dir_opt, db, must_exist=True)
+    rows = catalog.list_jobs()
+    if json_out:
+        print_json([job_summary(j) for j in rows])
+        return
+    t = Table("job", "state", "step", "loss", "attempt", "ranks", "submitted")
+    for j in rows:
+        t.add_row(j.name, j.state, f"{j.last_step}/{j.steps_total}",
+                  "-" if j.last_loss is None else f"{j.last_loss:.4f}", str(j.current_attempt),
+                  str(j.world_size), fmt_time(as_utc(j.submitted_at)))
+    console.print(t)
+
+
+def stop(
+    job: Annotated[str, typer.Argument(help="Job name")],
+    db: DbOpt = None,
+    state_dir_opt: StateDirOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the job has stopped")] = True,
+) -> None:
+    """Stop a running job; recorded as a planned interruption."""
+    import ray
+
+    from orchestrator.controller.controller import NAMESPACE, controller_name
+
+    catalog = open_catalog(state_dir_opt, db, must_exist=True)
+    row = _get_job(catalog, job)
+    if row.state in TERMINAL_JOB_STATES:
+        fail(f"job {job!r} is not running (state {row.state})", EXIT_USAGE)
+    try:
+        ray.init(address=row.ray_address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
+        ctrl = ray.get_actor(controller_name(job), namespace=NAMESPACE)
+        ray.get(ctrl.stop.remote("stopped by the operator (orchestrator stop)"), timeout=30)
+        if wait:
+            ray.get(ctrl.wait.remote(300), timeout=330)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        fail(f"cannot reach the controller of job {job!r} at {row.ray_address}: {str(e).splitlines()[0]}")
+    finally:
+        disconnect()
+    console.print(f"job {job} {catalog.require_job(job).state}")

@@ -1,0 +1,18 @@
+"""The `orchestrator` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestrator.cli import jobs
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Run and keep alive 4D-parallel training jobs on Ray.")
+app.command()(jobs.submit)
+app.command()(jobs.status)
+app.command("jobs")(jobs.jobs)
+app.command()(jobs.stop)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,48 @@
+"""Connecting to Ray: the embedded local cluster by default, a real one by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    embedded: bool
+    address: str
+    """GCS address other processes can connect to (status, stop, chaos)."""
+
+
+def resolve_address(explicit: str | None) -> str | None:
+    return explicit or os.environ.get(ENV_RAY_ADDRESS) or None
+
+
+def connect(address: str | None, *, num_cpus: float | None = None) -> Connection:
+    """Join the cluster at `address`, or start an embedded one sized for the job.
+
+    The embedded cluster declares at least `num_cpus` logical CPUs even on a
+    smaller machine: ranks may outnumber cores (they just run slower).
+    """
+    import ray
+
+    from orchestrator.controller.controller import NAMESPACE
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address:
+        ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING,
+                       log_to_driver=False)
+        return Connection(embedded=False, address=ctx.address_info.get("gcs_address", address))
+    cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
+    ctx = ray.init(num_cpus=int(cpus + 0.999), include_dashboard=False, namespace=NAMESPACE,
+                   logging_level=logging.WARNING, log_to_driver=False)
+    return Connection(embedded=True, address=ctx.address_info["gcs_address"])
+
+
+def disconnect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,467 @@
+"""JobController: the per-job Ray actor that launches, watches and restarts ranks.
+
+The controller is an explicit state machine (`ControllerState`); its only
+decisions come from the pure restart policy in `policy.py`. It keeps no state
+that the catalog does not also hold, so a controller that is killed and
+restarted by Ray picks the job up from the catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from orchestrator.catalog.repository import Catalog
+from orchestrator.controller.placement import (
+    bundles,
+    capacity_error,
+    exclusion_selector,
+    node_views,
+)
+from orchestrator.controller.policy import (
+    Action,
+    AttemptOutcome,
+    JobHistory,
+    OutcomeKind,
+    PolicyConfig,
+    decide,
+)
+from orchestrator.controller.trainer_config import trainer_config
+from orchestrator.controller.worker import RankWorker
+from orchestrator.spec import JobSpec
+from trainer.checkpoint import committed_checkpoints
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "orchestrator"
+POLL_INTERVAL_S = 0.5
+PLACEMENT_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 300.0
+STOP_GRACE_S = 3.0
+
+
+def controller_name(job: str) -> str:
+    return f"controller:{job}"
+
+
+def utc(ts: float | None = None) -> datetime:
+    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
+
+
+class ControllerState(enum.StrEnum):
+    PENDING = "pending"
+    PLACING = "placing"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ControllerState.SUCCEEDED, ControllerState.FAILED, ControllerState.STOPPED)
+
+
+_TRANSITIONS: dict[ControllerState, set[ControllerState]] = {
+    ControllerState.PENDING: {ControllerState.PLACING, ControllerState.STOPPED, ControllerState.FAILED},
+    ControllerState.PLACING: {ControllerState.RUNNING, ControllerState.RESTARTING,
+                              ControllerState.FAILED, ControllerState.STOPPED},
+    ControllerState.RUNNING: {ControllerState.RESTARTING, ControllerState.SUCCEEDED,
+                              ControllerState.FAILED, ControllerState.STOPPED},
+    ControllerState.RESTARTING: {ControllerState.PLACING, ControllerState.FAILED, ControllerState.STOPPED},
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclass
+class LiveAttempt:
+    """Handles of the attempt in flight."""
+
+    number: int
+    attempt_id: int
+    start_step: int
+    pg: Any = None
+    workers: list[Any] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    node_ids: list[str] = field(default_factory=list)
+    first_step_seen: bool = False
+
+
+class JobController:
+    """Runs one job to its end. Constructed by Ray; the loop starts at once in a thread."""
+
+    def __init__(self, spec: dict[str, Any], db_url: str, run_dir: str, *, autostart: bool = True) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.spec = JobSpec.model_validate(spec)
+        self.catalog = Catalog(db_url)
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = Path(self.spec.checkpoint.folder or self.run_dir / "checkpoints")
+        self.state = ControllerState.PENDING
+        self._stop_reason: str | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self.history = JobHistory()
+        self.live: LiveAttempt | None = None
+        self._open_interruption: int | None = None
+        self._thread: threading.Thread | None = None
+        if autostart:
+            self._thread = threading.Thread(target=self._main, name="controller", daemon=True)
+            self._thread.start()
+
+    # ---- public actor methods ----------------------------------------------------
+    def ping(self) -> str:
+        return self.state.value
+
+    def stop(self, reason: str = "stopped by the operator") -> str:
+        self._stop_reason = reason
+        self._stop.set()
+        return self.state.value
+
+    def wait(self, timeout_s: float | None = None) -> str:
+        self._done.wait(timeout_s)
+        return self.state.value
+
+    def worker_handles(self) -> list[Any]:
+        return list(self.live.workers) if self.live else []
+
+    # ---- state machine ---------------------------------------------------------------
+    def _set_state(self, new: ControllerState, reason: str | None = None) -> None:
+        if new != self.state and new not in _TRANSITIONS.get(self.state, set()):
+            raise InvalidTransition(f"{self.state.value} -> {new.value}")
+        logger.info("job %s: %s -> %s%s", self.spec.name, self.state.value, new.value,
+                    f" ({reason})" if reason else "")
+        self.state = new
+        fields: dict[str, Any] = {"state": new.value, "controller_heartbeat_at": utc()}
+        if reason is not None:
+            fields["reason"] = reason
+        if new.terminal:
+            fields["ended_at"] = utc()
+        self.catalog.update_job(self.spec.name, **fields)
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # the loop must always leave a terminal state behind
+            logger.exception("controller crashed")
+            self._teardown()
+            try:
+                self._set_state(ControllerState.FAILED, f"controller error: {type(e).__name__}: {e}")
+            except Exception:
+                logger.exception("could not record the failure")
+        finally:
+            self._done.set()
+
+    def _run(self) -> None:
+        self._adopt_previous_attempts()
+        policy = PolicyConfig(max_restarts=self.spec.reliability.max_restarts,
+                              spares_available=self.spec.reliability.spares,
+                              allow_shrink_dp=self.spec.reliability.allow_shrink_dp)
+        while True:
+            if self._stop.is_set():
+                self._set_state(ControllerState.STOPPED, self._stop_reason)
+                return
+            self._set_state(ControllerState.PLACING)
+            outcome = self._run_attempt()
+            self.history.outcomes.append(outcome)
+            decision = decide(outcome, self.history, policy)
+            logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
+            self._record_outcome(outcome, decision.reason)
+            for host in decision.cordon_hosts:
+                self.catalog.set_host_state(host, "cordoned", reason=decision.reason, actor="controller",
+                                            interruption_id=self._open_interruption, create=True)
+            if decision.action is Action.SUCCEED:
+                self._set_state(ControllerState.SUCCEEDED, decision.reason)
+                return
+            if decision.action is Action.STOP:
+                self._set_state(ControllerState.STOPPED, decision.reason)
+                return
+            if decision.action is Action.FAIL:
+                self._set_state(ControllerState.FAILED, decision.reason)
+                return
+            self.history.restarts += 1
+            self._set_state(ControllerState.RESTARTING, decision.reason)
+
+    def _adopt_previous_attempts(self) -> None:
+        """After a controller restart: close what the previous incarnation left open."""
+        job = self.catalog.require_job(self.spec.name)
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            # Same submission, new incarnation: earlier failures still count.
+            self.history.restarts = len([a for a in job.attempts if a.state in ("failed", "lost")])
+        for a in job.attempts:
+            if a.state in ("starting", "running"):
+                self.catalog.update_attempt(a.id, state="lost", ended_at=utc(),
+                                            reason="controller lost while the attempt ran")
+                for r in a.ranks:
+                    if r.ended_at is None:
+                        self.catalog.upsert_rank(a.id, r.rank, state="lost", ended_at=utc())
+                committed = self._committed_step()
+                self._open_interruption = self.catalog.record_interruption(
+                    job_name=self.spec.name, attempt=a.number, planned=False, category="unknown",
+                    component="unknown", confidence=0.0, kind=OutcomeKind.CONTROLLER_LOST.value,
+                    explanation="the job's controller died; its ranks died with it",
+                    detected_at=utc(), stopped_at=utc(), step_at_fault=job.last_step,
+                    resume_step=committed, steps_lost=max(0, job.last_step - committed),
+                )
+
+    # ---- one attempt ----------------------------------------------------------------
+    def _next_attempt_number(self) -> int:
+        job = self.catalog.require_job(self.spec.name)
+        return max([a.number for a in job.attempts], default=0) + 1
+
+    def _committed_step(self) -> int:
+        ck = committed_checkpoints(self.checkpoint_dir)
+        return ck[-1].step if ck else 0
+
+    def _run_attempt(self) -> AttemptOutcome:
+        number = self._next_attempt_number()
+        start_step = self._committed_step()
+        layout = self.spec.parallelism.model_dump(include={"dp", "tp", "pp", "cp"})
+        attempt_id = self.catalog.start_attempt(self.spec.name, number, start_step, layout)
+        live = LiveAttempt(number=number, attempt_id=attempt_id, start_step=start_step)
+        self.live = live
+        try:
+            err = self._place(live)
+            if err is not None:
+                return AttemptOutcome(OutcomeKind.PLACEMENT_FAILED, start_step, start_step, detail=err)
+            if self._stop.is_set():
+                return self._stopped(live)
+            self._start_ranks(live)
+            self._set_state(ControllerState.RUNNING)
+            self.catalog.update_attempt(attempt_id, state="running")
+            return self._supervise(live)
+        finally:
+            self._teardown()
+
+    def _place(self, live: LiveAttempt) -> str | None:
+        r = self.spec.resources
+        world = self.spec.world_size
+        views = node_views(ray.nodes())
+        cordoned = self.catalog.cordoned_hosts()
+        err = capacity_error(views, cordoned, world, r.cpus_per_rank, r.gpus_per_rank)
+        if err is not None:
+            return err
+        selector = exclusion_selector(views, cordoned)
+        live.pg = placement_group(
+            bundles(world, r.cpus_per_rank, r.gpus_per_rank),
+            strategy="PACK" if r.placement == "pack" else "SPREAD",
+            bundle_label_selector=[selector] * world if selector else None,
+        )
+        deadline = time.time() + PLACEMENT_TIMEOUT_S
+        while not self._stop.is_set():
+            ready, _ = ray.wait([live.pg.ready()], timeout=1.0)
+            if ready:
+                break
+            if time.time() > deadline:
+                return f"placement group for {world} ranks not ready after {PLACEMENT_TIMEOUT_S:.0f} s"
+        if self._stop.is_set():
+            return None
+        actor = ray.remote(RankWorker)
+        for rank in range(world):
+            live.workers.append(actor.options(
+                num_cpus=r.cpus_per_rank, num_gpus=r.gpus_per_rank or None,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(live.pg, placement_group_bundle_index=rank),
+                max_restarts=0,
+            ).remote(self.spec.name, rank, live.number, str(self.run_dir)))
+        infos = ray.get([w.info.remote() for w in live.workers], timeout=START_TIMEOUT_S)
+        by_id = {v.node_id: v for v in node_views(ray.nodes())}
+        for rank, info in enumerate(infos):
+            view = by_id.get(info["node_id"])
+            host = view.host if view else info["hostname"]
+            live.hosts.append(host)
+            live.node_ids.append(info["node_id"])
+            self.catalog.see_host(host, info["node_id"], info["ip"])
+            self.catalog.upsert_rank(live.attempt_id, rank, host=host, node_id=info["node_id"],
+                                     state="placed")
+        self._infos = infos
+        return None
+
+    def _start_ranks(self, live: LiveAttempt) -> None:
+        cfg_path = self.run_dir / "attempts" / f"attempt-{live.number:03d}" / "trainer.json"
+        cfg_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(json.dumps(trainer_config(self.spec), indent=1))
+        master_addr = self._infos[0]["ip"]
+        master_port = ray.get(live.workers[0].free_port.remote())
+        local_index: dict[str, int] = {}
+        refs = []
+        for rank, w in enumerate(live.workers):
+            node = live.node_ids[rank]
+            local_rank = local_index.get(node, 0)
+            local_index[node] = local_rank + 1
+            env = {"RANK": str(rank), "WORLD_SIZE": str(self.spec.world_size), "LOCAL_RANK": str(local_rank),
+                   "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+            refs.append(w.start.remote(str(cfg_path), env, str(self.checkpoint_dir),
+                                       self.spec.resources.cpus_per_rank))
+        pids = ray.get(refs, timeout=START_TIMEOUT_S)
+        now = utc()
+        for rank, pid in enumerate(pids):
+            log = self.run_dir / "logs" / f"attempt-{live.number:03d}" / f"rank-{rank:05d}.log"
+            self.catalog.upsert_rank(live.attempt_id, rank, pid=pid, state="running", started_at=now,
+                                     log_path=str(log))
+
+    def _supervise(self, live: LiveAttempt) -> AttemptOutcome:
+        hang_limit = self.spec.reliability.hang_timeout_s
+        last_progress = time.time()
+        last_step = live.start_step
+        seen_ckpt = self._committed_step()
+        while True:
+            if self._stop.is_set():
+                return self._stopped(live)
+            polls, dead = self._poll(live)
+            now = time.time()
+            steps = [p["beacon"]["step"] for p in polls if p and p.get("beacon")]
+            step = min(steps) if len(steps) == len(live.workers) else last_step
+            if step > last_step:
+                last_step, last_progress = step, now
+                self._on_progress(live, polls)
+            seen_ckpt = self._track_checkpoints(polls, seen_ckpt, live.number)
+            self.catalog.update_job(self.spec.name, controller_heartbeat_at=utc(now))
+            if dead:
+                rank = dead[0]
+                return AttemptOutcome(OutcomeKind.NODE_LOST, self._committed_step(), live.start_step,
+                                      (rank,), (live.hosts[rank],), True,
+                                      f"rank {rank}'s worker on host {live.hosts[rank]} died")
+            failed = [p for p in polls if p["returncode"] not in (None, 0)]
+            if failed:
+                first = min(failed, key=lambda p: p["time"])
+                how = first["signal"] or f"exit code {first['returncode']}"
+                self._record_rank_ends(live, polls)
+                return AttemptOutcome(OutcomeKind.CRASH, self._committed_step(), live.start_step,
+                                      (first["rank"],), (live.hosts[first["rank"]],), False,
+                                      f"rank {first['rank']} exited with {how}")
+            if all(p["returncode"] == 0 for p in polls):
+                self._record_rank_ends(live, polls)
+                self._on_progress(live, polls)
+                done = [p["beacon"] for p in polls if p.get("beacon")]
+                if done and all(b.get("phase") == "done" for b in done):
+                    return AttemptOutcome(OutcomeKind.SUCCEEDED, self._committed_step(), live.start_step)
+                return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
+                                      detail="every rank exited early without an error")
+            if live.first_step_seen and now - last_progress > hang_limit:
+                lag = min(polls, key=lambda p: (p.get("beacon") or {}).get("step", 0))
+                return AttemptOutcome(OutcomeKind.HANG, self._committed_step(), live.start_step,
+                                      (lag["rank"],), (live.hosts[lag["rank"]],), False,
+                                      f"no step completed for {now - last_progress:.0f} s "
+                                      f"(limit {hang_limit:g} s); rank {lag['rank']} lags")
+            time.sleep(POLL_INTERVAL_S)
+
+    def _poll(self, live: LiveAttempt) -> tuple[list[dict[str, Any]], list[int]]:
+        refs = [w.poll.remote() for w in live.workers]
+        polls: list[dict[str, Any]] = []
+        dead: list[int] = []
+        for rank, ref in enumerate(refs):
+            try:
+                polls.append(ray.get(ref, timeout=30))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                dead.append(rank)
+                polls.append({"rank": rank, "returncode": None, "signal": None, "beacon": None,
+                              "time": time.time(), "running": False})
+        return polls, dead
+
+    def _on_progress(self, live: LiveAttempt, polls: list[dict[str, Any]]) -> None:
+        b0 = polls[0].get("beacon") or {}
+        fields: dict[str, Any] = {"last_step": int(b0.get("step", 0))}
+        if b0.get("loss") is not None:
+            fields["last_loss"] = float(b0["loss"])
+        if b0.get("tokens_per_second") is not None:
+            fields["tokens_per_second"] = float(b0["tokens_per_second"])
+        self.catalog.update_job(self.spec.name, **fields)
+        if not live.first_step_seen and fields["last_step"] > live.start_step:
+            live.first_step_seen = True
+            self.catalog.update_attempt(live.attempt_id, first_step_at=utc())
+            if self._open_interruption is not None:
+                self.catalog.update_interruption(self._open_interruption, resumed_at=utc())
+                self._open_interruption = None
+        for p in polls:
+            if p.get("beacon"):
+                self.catalog.upsert_rank(live.attempt_id, p["rank"], step=int(p["beacon"].get("step", 0)))
+
+    def _track_checkpoints(self, polls: list[dict[str, Any]], seen: int, attempt: int) -> int:
+        b0 = polls[0].get("beacon") or {}
+        step = int(b0.get("checkpoint_step", 0) or 0)
+        if step > seen:
+            self.catalog.record_checkpoint(self.spec.name, step, b0.get("checkpoint_path", ""), attempt,
+                                           b0.get("checkpoint_blocked_s"), b0.get("checkpoint_seconds"))
+            return step
+        return seen
+
+    def _record_rank_ends(self, live: LiveAttempt, polls: list[dict[str, Any]]) -> None:
+        for p in polls:
+            rc = p.get("returncode")
+            if rc is None:
+                continue
+            self.catalog.upsert_rank(live.attempt_id, p["rank"], exit_code=rc, signal=p.get("signal"),
+                                     state="exited" if rc == 0 else "failed", ended_at=utc(p["time"]))
+
+    def _stopped(self, live: LiveAttempt) -> AttemptOutcome:
+        return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
+                              detail=self._stop_reason or "stopped by the operator")
+
+    def _record_outcome(self, o: AttemptOutcome, reason: str) -> None:
+        live = self.live
+        if live is None:
+            return
+        state = {OutcomeKind.SUCCEEDED: "succeeded", OutcomeKind.STOPPED: "stopped"}.get(o.kind, "failed")
+        job = self.catalog.require_job(self.spec.name)
+        self.catalog.update_attempt(live.attempt_id, state=state, ended_at=utc(), end_step=job.last_step,
+                                    reason=o.detail or reason)
+        if o.kind is OutcomeKind.SUCCEEDED:
+            return
+        now = utc()
+        planned = o.kind is OutcomeKind.STOPPED
+        self._open_interruption = self.catalog.record_interruption(
+            job_name=self.spec.name, attempt=live.number, planned=planned, category="unknown",
+            component="unknown", confidence=0.0, kind="operator_stop" if planned else o.kind.value,
+            explanation=o.detail, ranks=list(o.culprit_ranks), hosts=list(o.culprit_hosts),
+            evidence={"detail": o.detail}, detected_at=now, stopped_at=now,
+            step_at_fault=job.last_step, resume_step=o.committed_step,
+            steps_lost=max(0, job.last_step - o.committed_step),
+        )
+
+    def _teardown(self) -> None:
+        live = self.live
+        if live is None:
+            return
+        refs = []
+        for w in live.workers:
+            try:
+                refs.append(w.stop.remote(STOP_GRACE_S))
+            except Exception:
+                pass
+        ends = []
+        for ref in refs:
+            try:
+                ends.append(ray.get(ref, timeout=STOP_GRACE_S + 30))
+            except Exception:
+                ends.append(None)
+        for rank, w in enumerate(live.workers):
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:
+                pass
+            end = ends[rank] if rank < len(ends) else None
+            fields: dict[str, Any] = {"ended_at": utc()}
+            if end is not None and end.get("returncode") is not None:
+                fields.update(exit_code=end["returncode"], signal=end.get("signal"))
+            self.catalog.upsert_rank(live.attempt_id, rank, **fields)
+        self.catalog.close_open_ranks(live.attempt_id, "stopped")
+        if live.pg is not None:
+            try:
+                remove_placement_group(live.pg)
+            except Exception:
+                pass
+        live.workers.clear()
+        live.pg = None

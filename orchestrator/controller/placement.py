@@ -1,0 +1,81 @@
+"""Hosts and placement: which Ray nodes a job may use, and the gang reservation.
+
+A host is a Ray node. Its name is the node's `host` label when set (Helm sets
+it to the Kubernetes node name; tests that start several Ray nodes on one
+machine set it per node), else its hostname, made unique with the node id when
+several Ray nodes share a hostname.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+HOST_LABEL = "host"
+NODE_ID_LABEL = "ray.io/node-id"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node_id: str
+    host: str
+    address: str
+    alive: bool
+    cpus: float
+    gpus: float
+
+
+def node_views(nodes: list[dict[str, Any]]) -> list[NodeView]:
+    """Host names for the entries of `ray.nodes()`."""
+    alive = [n for n in nodes if n.get("Alive")]
+    counts = Counter(n.get("NodeManagerHostname", "") for n in alive if not _label(n))
+    out = []
+    for n in nodes:
+        host = _label(n)
+        if not host:
+            host = n.get("NodeManagerHostname", "") or n["NodeID"][:12]
+            if counts[host] > 1:
+                host = f"{host}-{n['NodeID'][:8]}"
+        res = n.get("Resources", {})
+        out.append(NodeView(node_id=n["NodeID"], host=host, address=n.get("NodeManagerAddress", ""),
+                            alive=bool(n.get("Alive")), cpus=float(res.get("CPU", 0)),
+                            gpus=float(res.get("GPU", 0))))
+    return out
+
+
+def _label(n: dict[str, Any]) -> str:
+    return (n.get("Labels") or {}).get(HOST_LABEL, "")
+
+
+def usable_nodes(views: list[NodeView], cordoned: set[str]) -> list[NodeView]:
+    return [v for v in views if v.alive and v.host not in cordoned]
+
+
+def bundles(world_size: int, cpus: float, gpus: float) -> list[dict[str, float]]:
+    b: dict[str, float] = {"CPU": cpus}
+    if gpus:
+        b["GPU"] = gpus
+    return [dict(b) for _ in range(world_size)]
+
+
+def exclusion_selector(views: list[NodeView], cordoned: set[str]) -> dict[str, str] | None:
+    """Label selector that keeps bundles off cordoned (or dead) nodes."""
+    bad = sorted(v.node_id for v in views if v.host in cordoned)
+    return {NODE_ID_LABEL: f"!in({','.join(bad)})"} if bad else None
+
+
+def capacity_error(views: list[NodeView], cordoned: set[str], world_size: int, cpus: float,
+                   gpus: float) -> str | None:
+    """Why `world_size` ranks cannot fit the usable nodes' total resources, or None."""
+    usable = usable_nodes(views, cordoned)
+    slots = 0
+    for v in usable:
+        by_cpu = int(v.cpus // cpus) if cpus else world_size
+        by_gpu = int(v.gpus // gpus) if gpus else world_size
+        slots += min(by_cpu, by_gpu)
+    if slots >= world_size:
+        return None
+    excluded = f" ({len(cordoned & {v.host for v in views})} cordoned)" if cordoned else ""
+    return (f"{world_size} ranks x ({cpus:g} CPU, {gpus:g} GPU) do not fit the cluster: "
+            f"{len(usable)} usable nodes{excluded} hold {slots} rank slots")

@@ -1,0 +1,161 @@
+"""RankWorker: a Ray actor that supervises one rank's trainer process.
+
+The trainer runs in a child process, not inside the actor, so that a rank can
+be killed (SIGKILL), frozen (SIGSTOP) or crash on its own while the actor lives
+on to report its exit code and signal, read its beacons and clean up. This is
+the same split torchelastic makes between agent and worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from trainer.launch import (
+    ENV_ATTEMPT,
+    ENV_BEACON_FILE,
+    ENV_CHECKPOINT_DIR,
+    ENV_CONTROL_FILE,
+    ENV_CPUS,
+    ENV_RUN_DIR,
+)
+
+
+def signal_name(returncode: int | None) -> str | None:
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"SIG{-returncode}"
+
+
+def tail(path: str | os.PathLike[str], max_bytes: int = 4096) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL the trainer if its supervising actor dies, so no rank is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class RankWorker:
+    """One per rank per attempt; created inside the job's placement group."""
+
+    def __init__(self, job: str, rank: int, attempt: int, run_dir: str) -> None:
+        self.job, self.rank, self.attempt = job, rank, attempt
+        self.run_dir = Path(run_dir)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.run_dir / "logs" / f"attempt-{attempt:03d}" / f"rank-{rank:05d}.log"
+        self.beacon_path = self.run_dir / "beacons" / f"rank-{rank:05d}.json"
+        self.control_path = self.run_dir / "control" / f"rank-{rank:05d}.json"
+        self.started_at: float | None = None
+
+    def info(self) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "hostname": socket.gethostname(), "actor_pid": os.getpid(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+    def free_port(self) -> int:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return int(s.getsockname()[1])
+
+    def start(self, config_path: str, env: dict[str, str], checkpoint_dir: str, cpus: float) -> int:
+        """Start the trainer process; returns its pid."""
+        for p in (self.log_path, self.beacon_path, self.control_path):
+            p.parent.mkdir(parents=True, exist_ok=True)
+        self.beacon_path.unlink(missing_ok=True)
+        self.control_path.unlink(missing_ok=True)
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env.update({
+            ENV_RUN_DIR: str(self.run_dir), ENV_CHECKPOINT_DIR: checkpoint_dir,
+            ENV_ATTEMPT: str(self.attempt), ENV_BEACON_FILE: str(self.beacon_path),
+            ENV_CONTROL_FILE: str(self.control_path), ENV_CPUS: str(cpus),
+            "OMP_NUM_THREADS": str(max(1, int(cpus))), "PYTHONUNBUFFERED": "1",
+        })
+        gpu_ids = ray.get_gpu_ids()
+        full_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "trainer.launch", config_path],
+                stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.started_at = time.time()
+        return self.proc.pid
+
+    def poll(self) -> dict[str, Any]:
+        """Process state plus the latest beacon."""
+        rc = None if self.proc is None else self.proc.poll()
+        beacon: dict[str, Any] | None = None
+        try:
+            beacon = json.loads(self.beacon_path.read_text())
+        except (OSError, ValueError):
+            beacon = None
+        return {"rank": self.rank, "pid": None if self.proc is None else self.proc.pid,
+                "running": self.proc is not None and rc is None, "returncode": rc,
+                "signal": signal_name(rc), "beacon": beacon, "time": time.time()}
+
+    def send_signal(self, sig: int) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(sig)
+        return True
+
+    def set_step_delay(self, seconds: float) -> None:
+        self.control_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.control_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"step_delay_s": seconds}))
+        os.replace(tmp, self.control_path)
+
+    def stop(self, grace_s: float = 5.0) -> dict[str, Any]:
+        """SIGTERM, then SIGKILL after the grace period (a stopped process is continued first)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self._kill()
+            except ProcessLookupError:
+                pass
+        return self.poll()
+
+    def kill(self) -> dict[str, Any]:
+        self._kill()
+        return self.poll()
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, max_bytes: int = 4096) -> str:
+        return tail(self.log_path, max_bytes)

@@ -1,0 +1,290 @@
+"""The job file: a pydantic model validated before anything starts.
+
+The job file is the project's external boundary, so it is pydantic with unknown
+keys forbidden; every check that can be made from the file alone is made here,
+so that a bad file is refused before Ray starts or the catalog is touched.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.tokenizer import BYTE_VOCAB_SIZE
+
+JOB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    """Llama-3-style dense transformer dimensions."""
+
+    dim: int = Field(256, ge=8)
+    n_layers: int = Field(4, ge=1)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: int | None = Field(None, ge=1)
+    vocab_size: int = Field(BYTE_VOCAB_SIZE, ge=BYTE_VOCAB_SIZE)
+    ffn_dim_multiplier: float = Field(1.3, gt=0)
+    multiple_of: int = Field(32, ge=1)
+    norm_eps: float = Field(1e-5, gt=0)
+    rope_theta: float = Field(500000.0, gt=0)
+    max_seq_len: int = Field(2048, ge=2)
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelSpec:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if (self.dim // self.n_heads) % 2:
+            raise ValueError(f"head dim dim/n_heads ({self.dim // self.n_heads}) must be even for RoPE")
+        kv = self.n_kv_heads or self.n_heads
+        if self.n_heads % kv:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({kv})")
+        return self
+
+
+class ParallelismSpec(_Section):
+    """Degrees of the four parallel dimensions; world size is their product."""
+
+    dp: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    cp: int = Field(1, ge=1)
+    microbatches: int | None = Field(None, ge=1)
+    schedule: Literal["gpipe", "1f1b", "interleaved_1f1b"] = "1f1b"
+    stages_per_rank: int = Field(1, ge=1)
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ParallelismSpec:
+        if self.schedule == "interleaved_1f1b" and self.stages_per_rank < 2:
+            raise ValueError("schedule interleaved_1f1b needs stages_per_rank >= 2")
+        if self.schedule != "interleaved_1f1b" and self.stages_per_rank != 1:
+            raise ValueError(f"stages_per_rank > 1 needs schedule interleaved_1f1b, not {self.schedule}")
+        return self
+
+
+class LRSpec(_Section):
+    """Linear warmup then cosine decay to min_lr."""
+
+    peak: float = Field(3e-3, gt=0)
+    min_lr: float = Field(3e-4, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+class TrainingSpec(_Section):
+    steps: int = Field(..., ge=1)
+    seed: int = 0
+    global_batch_size: int = Field(8, ge=1)
+    micro_batch_size: int = Field(2, ge=1)
+    seq_len: int = Field(128, ge=2)
+    lr: LRSpec = LRSpec()
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip_norm: float = Field(1.0, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class DataSpec(_Section):
+    """Byte-level text: every file matched is one document."""
+
+    paths: list[str] = Field(..., min_length=1)
+    max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class CheckpointSpec(_Section):
+    folder: str | None = None
+    interval_steps: int = Field(50, ge=1)
+    async_: bool = Field(True, alias="async")
+    keep_last: int = Field(3, ge=1)
+
+
+class ReliabilitySpec(_Section):
+    hang_timeout_s: float = Field(60.0, gt=0)
+    collective_timeout_s: float | None = Field(None, gt=0)
+    max_restarts: int = Field(5, ge=0)
+    spares: int = Field(0, ge=0)
+    allow_shrink_dp: bool = False
+    preflight: bool = True
+
+    @property
+    def effective_collective_timeout_s(self) -> float:
+        """Gloo/NCCL timeout: a backstop well past the agent's hang limit."""
+        return self.collective_timeout_s or max(30.0, 2.0 * self.hang_timeout_s)
+
+
+class ResourcesSpec(_Section):
+    cpus_per_rank: float = Field(1.0, gt=0)
+    gpus_per_rank: float = Field(0.0, ge=0)
+    nodes: int | None = Field(None, ge=1)
+    ranks_per_node: int | None = Field(None, ge=1)
+    placement: Literal["pack", "spread"] = "pack"
+
+
+class JobSpec(_Section):
+    name: str
+    model: ModelSpec = ModelSpec()
+    parallelism: ParallelismSpec = ParallelismSpec()
+    training: TrainingSpec
+    data: DataSpec
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    reliability: ReliabilitySpec = ReliabilitySpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not JOB_NAME_RE.match(v):
+            raise ValueError("must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
+        return v
+
+    @property
+    def world_size(self) -> int:
+        return self.parallelism.world_size
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> JobSpec:
+        for msg in cross_section_errors(self):
+            raise ValueError(msg)
+        return self
+
+
+def cross_section_errors(spec: JobSpec) -> list[str]:
+    """Constraints that tie sections together (layout vs model, batch, resources)."""
+    p, m, t, r = spec.parallelism, spec.model, spec.training, spec.resources
+    errs: list[str] = []
+    kv = m.n_kv_heads or m.n_heads
+    if m.n_heads % p.tp:
+        errs.append(f"parallelism.tp: n_heads ({m.n_heads}) must be divisible by tp ({p.tp})")
+    elif kv % p.tp and p.tp % kv:
+        errs.append(f"parallelism.tp: n_kv_heads ({kv}) and tp ({p.tp}) must divide one another")
+    if t.seq_len % (2 * p.cp):
+        errs.append(f"training.seq_len: {t.seq_len} must be divisible by 2*cp ({2 * p.cp})")
+    if t.seq_len > m.max_seq_len:
+        errs.append(f"training.seq_len: {t.seq_len} exceeds model.max_seq_len ({m.max_seq_len})")
+    n_stages = p.pp * p.stages_per_rank
+    if m.n_layers < n_stages:
+        errs.append(f"parallelism.pp: {n_stages} pipeline stages need n_layers >= {n_stages}, got {m.n_layers}")
+    per_dp = t.global_batch_size // p.dp if t.global_batch_size % p.dp == 0 else None
+    if per_dp is None:
+        errs.append(f"training.global_batch_size: {t.global_batch_size} not divisible by dp ({p.dp})")
+    elif per_dp % t.micro_batch_size:
+        errs.append(
+            f"training.micro_batch_size: {t.micro_batch_size} must divide the per-dp batch "
+            f"global_batch_size/dp = {per_dp}"
+        )
+    elif p.pp > 1:
+        mb = p.microbatches or p.pp
+        if per_dp % mb:
+            errs.append(f"parallelism.microbatches: {mb} must divide the per-dp batch {per_dp}")
+        if p.schedule != "gpipe" and mb < p.pp:
+            errs.append(f"parallelism.microbatches: {p.schedule} needs microbatches >= pp ({p.pp})")
+        if p.schedule == "interleaved_1f1b" and mb % p.pp:
+            errs.append(f"parallelism.microbatches: interleaved_1f1b needs a multiple of pp ({p.pp})")
+    if r.nodes is not None and r.ranks_per_node is not None:
+        slots = r.nodes * r.ranks_per_node
+        if spec.world_size > slots:
+            errs.append(
+                f"parallelism: dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} = {spec.world_size} ranks "
+                f"do not fit resources.nodes*ranks_per_node = {r.nodes}*{r.ranks_per_node} = {slots}"
+            )
+    if r.ranks_per_node is not None and p.tp > 1 and r.ranks_per_node % p.tp:
+        errs.append(f"parallelism.tp: tp ({p.tp}) must divide resources.ranks_per_node ({r.ranks_per_node})")
+    if r.gpus_per_rank > 1 and r.gpus_per_rank != int(r.gpus_per_rank):
+        errs.append(f"resources.gpus_per_rank: {r.gpus_per_rank} must be a whole number above 1")
+    return errs
+
+
+class JobFileError(ValueError):
+    """A job file that cannot be used; the message is one line for the user."""
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(x) for x in loc if not (isinstance(x, str) and x.startswith(("function-", "model-")))]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def format_validation_error(path: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = _loc(tuple(x if x != "async_" else "async" for x in first["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def load_job_file(path: str | os.PathLike[str], *, check_data: bool = True) -> JobSpec:
+    """Read and validate a job file.
+
+    Raises:
+        JobFileError: one line naming the file, the field and the reason.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise JobFileError(f"{p}: no such job file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise JobFileError(f"{p}:{where} not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise JobFileError(f"{p}: the job file must be a mapping of sections")
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as e:
+        raise JobFileError(format_validation_error(str(p), e)) from None
+    spec = resolve_paths(spec, p.parent)
+    if check_data and not resolve_data_files(spec.data.paths):
+        raise JobFileError(f"{p}: data.paths: no files match {spec.data.paths}")
+    return spec
+
+
+def expand_data_path(pattern: str) -> str:
+    """Expand `{stdlib}` (the Python standard library folder) and `~`."""
+    import sysconfig
+
+    return os.path.expanduser(pattern.replace("{stdlib}", sysconfig.get_paths()["stdlib"]))
+
+
+def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
+    """Make relative data and checkpoint paths relative to the job file's folder."""
+
+    def fix(s: str) -> str:
+        s = expand_data_path(s)
+        return s if os.path.isabs(s) else str((base / s).resolve())
+
+    data = spec.data.model_copy(update={"paths": [fix(x) for x in spec.data.paths]})
+    ckpt = spec.checkpoint
+    if ckpt.folder is not None:
+        ckpt = ckpt.model_copy(update={"folder": fix(ckpt.folder)})
+    return spec.model_copy(update={"data": data, "checkpoint": ckpt})
+
+
+def resolve_data_files(patterns: list[str]) -> list[str]:
+    files: set[str] = set()
+    for pat in patterns:
+        pat = expand_data_path(pat)
+        if os.path.isdir(pat):
+            pat = os.path.join(pat, "**", "*")
+        files.update(f for f in glob.glob(pat, recursive=True) if os.path.isfile(f))
+    return sorted(files)

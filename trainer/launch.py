@@ -1,0 +1,112 @@
+"""Per-rank process entry point: `python -m trainer.launch CONFIG.json`.
+
+The rank, world size and rendezvous come from the standard torch.distributed
+environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT); where to write comes from TRAINER_* variables. Beacons are
+written atomically to a small JSON file that the supervisor on the same host
+reads, and a control file (if present) can ask for a per-step delay, which is
+how a slowed rank is injected for real.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ENV_RUN_DIR = "TRAINER_RUN_DIR"
+ENV_CHECKPOINT_DIR = "TRAINER_CHECKPOINT_DIR"
+ENV_ATTEMPT = "TRAINER_ATTEMPT"
+ENV_BEACON_FILE = "TRAINER_BEACON_FILE"
+ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
+ENV_CPUS = "TRAINER_CPUS"
+
+
+def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+class BeaconFile:
+    """Keeps the latest beacon of this rank in one file (replace, never append)."""
+
+    def __init__(self, path: Path | None, rank: int) -> None:
+        self.path, self.rank = path, rank
+        self.state: dict[str, Any] = {"rank": rank, "pid": os.getpid(), "step": 0}
+
+    def __call__(self, update: dict[str, Any]) -> None:
+        self.state.update(update)
+        self.state["time"] = time.time()
+        if self.path is not None:
+            write_json_atomic(self.path, self.state)
+
+
+class ControlFile:
+    """Reads fault-injection requests addressed to this rank (re-read on change)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime = 0.0
+        self.step_delay_s = 0.0
+
+    def before_step(self, step: int) -> None:
+        if self.path is not None:
+            try:
+                mtime = self.path.stat().st_mtime
+                if mtime != self._mtime:
+                    self._mtime = mtime
+                    self.step_delay_s = float(json.loads(self.path.read_text()).get("step_delay_s", 0.0))
+            except (OSError, ValueError):
+                pass
+        if self.step_delay_s > 0:
+            time.sleep(self.step_delay_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m trainer.launch CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(levelname)s %(message)s"
+                        .replace("%(rank)s", os.environ.get("RANK", "?")))
+    import torch
+
+    from trainer.config import TrainConfig
+    from trainer.train import RunContext, configure_threads, shutdown, train
+
+    configure_threads(float(os.environ.get(ENV_CPUS, "1")))
+    cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
+    device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    beacon_path = os.environ.get(ENV_BEACON_FILE)
+    control_path = os.environ.get(ENV_CONTROL_FILE)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    beacon = BeaconFile(Path(beacon_path) if beacon_path else None, rank)
+    control = ControlFile(Path(control_path) if control_path else None)
+    ctx = RunContext(
+        rank=rank, world_size=world, local_rank=local_rank,
+        run_dir=Path(os.environ.get(ENV_RUN_DIR, ".")),
+        checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR, "checkpoints")),
+        attempt=int(os.environ.get(ENV_ATTEMPT, "1")), device=device,
+        beacon=beacon, stop=stop, before_step=control.before_step,
+    )
+    result = train(cfg, ctx)
+    shutdown()
+    logging.getLogger(__name__).info("finished: %s", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
