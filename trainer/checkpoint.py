@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -185,7 +186,7 @@ class Checkpointer:
             ok = 1
             try:
                 dcp.load(state, checkpoint_id=str(path), process_group=self._pg)
-            except Exception as e:  # corrupt or unreadable: try an older one
+            except (Exception, CheckpointException) as e:  # corrupt or unreadable: try an older one
                 logger.warning("rank %d: checkpoint %s failed to load: %s", self.rank, path, e)
                 ok = 0
             if dist.is_initialized():

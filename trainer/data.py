@@ -39,7 +39,8 @@ def load_token_stream(patterns: list[str], max_bytes: int) -> torch.Tensor:
     for path in files:
         with open(path, "rb") as f:
             raw = f.read(max_bytes - total)
-        doc = torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int16) if raw else torch.empty(0, dtype=torch.int16)
+        doc = (torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int16) if raw
+               else torch.empty(0, dtype=torch.int16))
         chunks.append(torch.cat([doc, torch.tensor([EOD_TOKEN], dtype=torch.int16)]))
         total += len(raw) + 1
         if total >= max_bytes:

@@ -55,6 +55,8 @@ class ControlFile:
         self.path = path
         self._mtime = 0.0
         self.step_delay_s = 0.0
+        self.exit_at_step: int | None = None
+        self.exit_code = 1
 
     def before_step(self, step: int) -> None:
         if self.path is not None:
@@ -62,9 +64,16 @@ class ControlFile:
                 mtime = self.path.stat().st_mtime
                 if mtime != self._mtime:
                     self._mtime = mtime
-                    self.step_delay_s = float(json.loads(self.path.read_text()).get("step_delay_s", 0.0))
+                    req = json.loads(self.path.read_text())
+                    self.step_delay_s = float(req.get("step_delay_s", 0.0))
+                    self.exit_at_step = req.get("exit_at_step")
+                    self.exit_code = int(req.get("exit_code", 1))
             except (OSError, ValueError):
                 pass
+        if self.exit_at_step is not None and step >= int(self.exit_at_step):
+            logging.getLogger(__name__).error("injected failure: exiting with code %d before step %d",
+                                              self.exit_code, step)
+            os._exit(self.exit_code)
         if self.step_delay_s > 0:
             time.sleep(self.step_delay_s)
 

@@ -184,8 +184,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         blocked = 0.0
         if step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps:
             extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
-            meta = {"world_size": dims.world_size, "layout": dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True)),
-                    "attempt": ctx.attempt}
+            layout = dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True))
+            meta = {"world_size": dims.world_size, "layout": layout, "attempt": ctx.attempt}
             blocked = ckpt.save(step, model, optimizer, extra, meta).blocked_s
             stall["s"] += blocked
         else:

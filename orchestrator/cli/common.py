@@ -21,7 +21,9 @@ err_console = Console(stderr=True)
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
-StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State folder (default: $ORCHESTRATOR_HOME or ./.orchestrator)")]
+StateDirOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="State folder (default: $ORCHESTRATOR_HOME or ./.orchestrator)")
+]
 DbOpt = Annotated[str | None, typer.Option("--db", help="Catalog database URL (default: SQLite in the state folder)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 

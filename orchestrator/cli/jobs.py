@@ -52,10 +52,12 @@ def _check_local_resources(spec: JobSpec, address: str | None) -> None:
 
 def submit(
     job_file: Annotated[Path, typer.Argument(help="Job file (YAML)")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)")] = None,
     db: DbOpt = None,
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow the job until it ends")] = True,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Discard the job's earlier checkpoints, metrics and history")] = False,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Discard the job's earlier checkpoints, metrics and history")] = False,
     state_dir_opt: StateDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -8,6 +8,7 @@ restarted by Ray picks the job up from the catalog.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -437,10 +438,8 @@ class JobController:
             return
         refs = []
         for w in live.workers:
-            try:
+            with contextlib.suppress(Exception):
                 refs.append(w.stop.remote(STOP_GRACE_S))
-            except Exception:
-                pass
         ends = []
         for ref in refs:
             try:
@@ -448,10 +447,8 @@ class JobController:
             except Exception:
                 ends.append(None)
         for rank, w in enumerate(live.workers):
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(w, no_restart=True)
-            except Exception:
-                pass
             end = ends[rank] if rank < len(ends) else None
             fields: dict[str, Any] = {"ended_at": utc()}
             if end is not None and end.get("returncode") is not None:
@@ -459,9 +456,7 @@ class JobController:
             self.catalog.upsert_rank(live.attempt_id, rank, **fields)
         self.catalog.close_open_ranks(live.attempt_id, "stopped")
         if live.pg is not None:
-            try:
+            with contextlib.suppress(Exception):
                 remove_placement_group(live.pg)
-            except Exception:
-                pass
         live.workers.clear()
         live.pg = None

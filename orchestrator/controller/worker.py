@@ -8,6 +8,7 @@ the same split torchelastic makes between agent and worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -151,10 +152,8 @@ class RankWorker:
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=30)
 
     def log_tail(self, max_bytes: int = 4096) -> str:

@@ -1,0 +1,77 @@
+"""Shared fixtures: small job files, a temporary state folder, a tiny data set."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def small_job(name: str = "tiny", *, steps: int = 12, dp: int = 2, tp: int = 1, pp: int = 1, cp: int = 1,
+              interval: int = 4, data: str | None = None, **overrides: dict) -> dict:
+    job = {
+        "name": name,
+        "model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64},
+        "parallelism": {"dp": dp, "tp": tp, "pp": pp, "cp": cp},
+        "training": {"steps": steps, "seed": 7, "global_batch_size": 4 * dp, "micro_batch_size": 2,
+                     "seq_len": 32, "lr": {"peak": 0.01, "min_lr": 0.001, "warmup_steps": 2}},
+        "data": {"paths": [data or "{stdlib}/json/*.py"], "max_bytes": 200_000},
+        "checkpoint": {"interval_steps": interval, "async": True, "keep_last": 3},
+        "reliability": {"hang_timeout_s": 30, "max_restarts": 3},
+        "resources": {"cpus_per_rank": 1},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(job.get(section), dict):
+            job[section].update(values)
+        else:
+            job[section] = values
+    return job
+
+
+def write_job(path: Path, job: dict) -> Path:
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "state"
+    return d
+
+
+@pytest.fixture
+def cli_env(state_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ORCHESTRATOR_HOME"] = str(state_dir)
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    from tests.services import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+_db_counter = [0]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path: Path) -> str:
+    """A fresh, empty catalog database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    from tests.services import create_database
+
+    admin = request.getfixturevalue("postgres_admin_url")
+    _db_counter[0] += 1
+    return create_database(admin, f"catalog_{os.getpid()}_{_db_counter[0]}")

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from orchestrator.catalog.db import CatalogError
+from orchestrator.catalog.models import Base
+from orchestrator.catalog.repository import Catalog, NotFoundError
+
+
+def _job(cat: Catalog, name: str = "j1") -> None:
+    cat.create_job(name, {"name": name}, world_size=4, steps_total=10, run_dir="/tmp/x", ray_address=None)
+
+
+def test_migrations_match_models(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    with cat.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+    assert diff == []
+
+
+def test_job_attempts_ranks_round_trip(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    _job(cat)
+    aid = cat.start_attempt("j1", 1, 0, {"dp": 4})
+    for r in range(4):
+        cat.upsert_rank(aid, r, host=f"h{r % 2}", pid=100 + r, state="running")
+    cat.upsert_rank(aid, 2, state="failed", exit_code=-9, signal="SIGKILL")
+    job = cat.require_job("j1")
+    assert job.current_attempt == 1
+    ranks = job.attempts[0].ranks
+    assert [r.rank for r in ranks] == [0, 1, 2, 3]
+    assert ranks[2].signal == "SIGKILL" and ranks[2].pid == 102
+    cat.close_open_ranks(aid, "stopped")
+    states = [r.state for r in cat.require_job("j1").attempts[0].ranks]
+    assert states == ["stopped", "stopped", "failed", "stopped"]
+
+
+def test_hosts_cordon_history(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    cat.see_host("node-a", "n1", "10.0.0.1")
+    cat.set_host_state("node-a", "cordoned", reason="xid 79", actor="controller")
+    cat.set_host_state("node-a", "healthy", reason="repaired", actor="alice")
+    host = cat.get_host("node-a")
+    assert [(e.from_state, e.to_state) for e in host.events] == [("healthy", "cordoned"),
+                                                                   ("cordoned", "healthy")]
+    assert cat.cordoned_hosts() == set()
+    with pytest.raises(NotFoundError):
+        cat.set_host_state("ghost", "cordoned", reason=None, actor=None)
+
+
+def test_delete_job_cascades(catalog_url: str) -> None:
+    cat = Catalog(catalog_url)
+    _job(cat)
+    aid = cat.start_attempt("j1", 1, 0, {})
+    cat.upsert_rank(aid, 0, state="running")
+    cat.record_checkpoint("j1", 5, "/p", 1, 0.01, 0.2)
+    cat.record_interruption(job_name="j1", attempt=1, category="unknown", component="unknown", kind="crash")
+    cat.delete_job("j1")
+    assert cat.get_job("j1") is None
+    assert cat.interruptions("j1") == []
+
+
+def test_unreachable_postgres_is_one_clear_error() -> None:
+    with pytest.raises(CatalogError, match="cannot reach database postgresql"):
+        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_bad_url() -> None:
+    with pytest.raises(CatalogError, match="not a valid"):
+        Catalog("not a url")
+
+
+def _writer(url: str, n: int) -> None:
+    cat = Catalog(url)
+    for i in range(n):
+        cat.update_job("j1", last_step=i)
+
+
+def test_sqlite_reader_while_writer_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    cat = Catalog(url)
+    _job(cat)
+    p = mp.get_context("spawn").Process(target=_writer, args=(url, 300))
+    p.start()
+    reads = 0
+    while p.is_alive():
+        assert cat.require_job("j1").last_step >= 0
+        reads += 1
+    p.join()
+    assert p.exitcode == 0
+    assert cat.require_job("j1").last_step == 299
+    assert reads > 0
