@@ -36,7 +36,7 @@ def connect(address: str | None, *, num_cpus: float | None = None) -> Connection
                        log_to_driver=False)
         return Connection(embedded=False, address=ctx.address_info.get("gcs_address", address))
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
-    ctx = ray.init(num_cpus=int(cpus + 0.999), include_dashboard=False, namespace=NAMESPACE,
+    ctx = ray.init(address="local", num_cpus=int(cpus + 0.999), include_dashboard=False, namespace=NAMESPACE,
                    logging_level=logging.WARNING, log_to_driver=False)
     return Connection(embedded=True, address=ctx.address_info["gcs_address"])
 

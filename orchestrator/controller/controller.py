@@ -246,6 +246,7 @@ class JobController:
             return self._supervise(live)
         finally:
             self._teardown()
+            self._sync_checkpoints(number)
 
     def _place(self, live: LiveAttempt) -> str | None:
         r = self.spec.resources
@@ -398,6 +399,14 @@ class JobController:
                                            b0.get("checkpoint_blocked_s"), b0.get("checkpoint_seconds"))
             return step
         return seen
+
+    def _sync_checkpoints(self, attempt: int) -> None:
+        """Record commits found in the checkpoint folder that no beacon reported."""
+        known = {c.step for c in self.catalog.checkpoints(self.spec.name)}
+        for c in committed_checkpoints(self.checkpoint_dir):
+            if c.step not in known:
+                self.catalog.record_checkpoint(self.spec.name, c.step, str(c.path),
+                                               int(c.meta.get("attempt", attempt)), None, None)
 
     def _record_rank_ends(self, live: LiveAttempt, polls: list[dict[str, Any]]) -> None:
         for p in polls:

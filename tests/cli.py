@@ -1,0 +1,57 @@
+"""Drive the real `orchestrator` console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import BIN
+
+ORCH = str(BIN / "orchestrator")
+
+
+def orch(args: list[str], env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ORCH, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def orch_json(args: list[str], env: dict[str, str]) -> Any:
+    r = orch([*args, "--json"], env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def start_submit(job_file: Path, env: dict[str, str], *extra: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([ORCH, "submit", str(job_file), *extra], env=env, stdout=open(log, "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.3) -> Any:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
+    p = run_dir / "metrics.jsonl"
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return rows
+
+
+def interrupt(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
