@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -46,10 +47,8 @@ def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
         return []
     rows = []
     for line in p.read_text().splitlines():
-        try:
+        with contextlib.suppress(ValueError):  # a line still being written
             rows.append(json.loads(line))
-        except ValueError:
-            pass  # a line being written
     return rows
 
 
