@@ -172,8 +172,9 @@ def cross_section_errors(spec: JobSpec) -> list[str]:
     kv = m.n_kv_heads or m.n_heads
     if m.n_heads % p.tp:
         errs.append(f"parallelism.tp: n_heads ({m.n_heads}) must be divisible by tp ({p.tp})")
-    elif kv % p.tp and p.tp % kv:
-        errs.append(f"parallelism.tp: n_kv_heads ({kv}) and tp ({p.tp}) must divide one another")
+    elif kv % p.tp:
+        errs.append(f"parallelism.tp: n_kv_heads ({kv}) must be divisible by tp ({p.tp}); "
+                    "each tensor-parallel rank holds whole key/value heads")
     if t.seq_len % (2 * p.cp):
         errs.append(f"training.seq_len: {t.seq_len} must be divisible by 2*cp ({2 * p.cp})")
     if t.seq_len > m.max_seq_len:

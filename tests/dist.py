@@ -3,54 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.services import free_port
+from trainer.local_run import LocalRun, run_local
 
 
-@dataclass
-class RankRun:
-    returncodes: list[int]
-    logs: list[str]
-
-
-def run_ranks(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = None, attempt: int = 1,
-              control: dict[int, dict[str, Any]] | None = None, timeout_s: float = 240) -> RankRun:
-    world = cfg["parallel"]["dp"] * cfg["parallel"].get("tp", 1) * cfg["parallel"].get("pp", 1) * \
-        cfg["parallel"].get("cp", 1)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / f"trainer-{attempt}.json"
-    cfg_path.write_text(json.dumps(cfg))
-    port = free_port()
-    procs, logs = [], []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-                   TRAINER_RUN_DIR=str(run_dir), TRAINER_CHECKPOINT_DIR=str(ckpt_dir or run_dir / "ckpt"),
-                   TRAINER_ATTEMPT=str(attempt), TRAINER_BEACON_FILE=str(run_dir / f"beacon-{rank}.json"),
-                   CUDA_VISIBLE_DEVICES="")
-        if control and rank in control:
-            cpath = run_dir / f"control-{rank}.json"
-            cpath.write_text(json.dumps(control[rank]))
-            env["TRAINER_CONTROL_FILE"] = str(cpath)
-        log = run_dir / f"rank-{rank}-attempt-{attempt}.log"
-        logs.append(str(log))
-        procs.append(subprocess.Popen([sys.executable, "-m", "trainer.launch", str(cfg_path)], env=env,
-                                      stdout=open(log, "w"), stderr=subprocess.STDOUT))  # noqa: SIM115
-    rcs = []
-    for p in procs:
-        try:
-            rcs.append(p.wait(timeout=timeout_s))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    return RankRun(rcs, logs)
+def run_ranks(cfg: dict[str, Any], run_dir: Path, **kw: Any) -> LocalRun:
+    return run_local(cfg, run_dir, **kw)
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:

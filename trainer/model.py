@@ -162,9 +162,13 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Decoder-only LM. Any of tok_embeddings/norm/output may be None (pipeline stages).
 
-    forward(tokens_or_hidden, docs, positions): the first stage takes token ids,
-    later stages take hidden states; docs and positions are (batch, seq) /
-    (seq,) global document ids and positions of the local chunk.
+    forward(h, docs, positions, kv_docs, kv_positions): the first stage takes
+    token ids, later stages take hidden states. docs (batch, seq) and positions
+    (seq,) describe the query tokens this call holds; kv_docs and kv_positions
+    describe the keys attention will see, when those differ (a context-parallel
+    rank holds a chunk of the queries but attends over every key). Positions may
+    also come as (batch, seq) with identical rows, as pipelining splits every
+    input along the batch.
     """
 
     def __init__(self, args: ModelArgs) -> None:
@@ -191,11 +195,16 @@ class Transformer(nn.Module):
                     std /= math.sqrt(2 * self.args.n_layers)
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
-    def forward(self, h: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor,
+                kv_docs: torch.Tensor | None = None, kv_positions: torch.Tensor | None = None) -> torch.Tensor:
+        positions = positions[0] if positions.dim() == 2 else positions
+        kv_docs = docs if kv_docs is None else kv_docs
+        kv_positions = positions if kv_positions is None else kv_positions
+        kv_positions = kv_positions[0] if kv_positions.dim() == 2 else kv_positions
         if self.tok_embeddings is not None:
             h = self.tok_embeddings(h)
         cos, sin = rope_tables(self.args.head_dim, positions, self.args.rope_theta)
-        mask = document_causal_mask(docs, docs, positions, positions)
+        mask = document_causal_mask(docs, kv_docs, positions, kv_positions)
         for layer in self.layers.values():
             h = layer(h, cos, sin, mask)
         if self.norm is not None:

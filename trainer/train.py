@@ -25,10 +25,13 @@ import torch.nn.functional as F
 
 from trainer.checkpoint import Checkpointer, SaveTimings
 from trainer.config import TrainConfig
-from trainer.data import DataPosition, SampleOrder, load_token_stream, rank_samples
+from trainer.context_parallel import gathered_indices, zigzag_indices
+from trainer.data import Batch, DataPosition, SampleOrder, load_token_stream, rank_samples
+from trainer.grad import clip_grad_norm
 from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import parallelize_model
+from trainer.pipeline import build_schedule, local_stages, trim_to_stages
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +89,92 @@ def init_distributed(ctx: RunContext, timeout_s: float) -> None:
                             timeout=timedelta(seconds=timeout_s))
 
 
-def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device) -> Transformer:
+@dataclass
+class ModelParts:
+    """The rank's model (only its layers under pipelining) and how to run a step on it."""
+
+    model: Transformer
+    schedule: Any = None
+    """A pipeline schedule when pp > 1."""
+    has_first_stage: bool = True
+    has_last_stage: bool = True
+
+
+def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device) -> ModelParts:
+    """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule."""
     model = Transformer(cfg.model)
+    p = cfg.parallel
+    n_stages = dims.pp * p.stages_per_rank
+    stage_ids = local_stages(dims.coords(dist.get_rank())["pp"], dims.pp, p.stages_per_rank) if dims.pp > 1 else [0]
+    layer_ids = trim_to_stages(model, stage_ids, n_stages) if dims.pp > 1 else None
+    # Initialise after trimming: weights depend only on the parameter name and seed.
     model.init_weights(cfg.seed)
     model.to(device)
     param_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
-    return model
+    parts = ModelParts(model)
+    if dims.pp > 1:
+        assert layer_ids is not None
+        parts.schedule = build_schedule(model, stage_ids, layer_ids, n_stages, schedule=p.schedule,
+                                        n_microbatches=p.microbatches or dims.pp, loss_fn=lm_loss,
+                                        device=device, group=mesh["pp"].get_group())
+        parts.has_first_stage = 0 in stage_ids
+        parts.has_last_stage = n_stages - 1 in stage_ids
+    return parts
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBatch:
+    """This rank's slice of the step: its dp rows and (under cp) its zigzag tokens."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    docs: torch.Tensor
+    positions: torch.Tensor
+    kv_docs: torch.Tensor
+    kv_positions: torch.Tensor
+
+
+def local_batch(batch: Batch, dims: ParallelDims, cp_rank: int, device: torch.device) -> LocalBatch:
+    seq = batch.inputs.shape[1]
+    if dims.cp == 1:
+        pos = torch.arange(seq)
+        return LocalBatch(batch.inputs.to(device), batch.targets.to(device), batch.docs.to(device),
+                          pos.to(device), batch.docs.to(device), pos.to(device))
+    idx = zigzag_indices(seq, dims.cp, cp_rank)
+    kv_idx = gathered_indices(seq, dims.cp)
+    return LocalBatch(batch.inputs[:, idx].to(device), batch.targets[:, idx].to(device),
+                      batch.docs[:, idx].to(device), idx.to(device), batch.docs[:, kv_idx].to(device),
+                      kv_idx.to(device))
+
+
+def forward_backward(parts: ModelParts, b: LocalBatch, micro_batch_size: int) -> torch.Tensor:
+    """Run forward and backward over the local batch; returns this rank's mean loss (0 off the last stage)."""
+    if parts.schedule is None:
+        n_micro = b.inputs.shape[0] // micro_batch_size
+        total = torch.zeros((), device=b.inputs.device)
+        for mb in range(n_micro):
+            sl = slice(mb * micro_batch_size, (mb + 1) * micro_batch_size)
+            logits = parts.model(b.inputs[sl], b.docs[sl], b.positions, b.kv_docs[sl], b.kv_positions)
+            loss = lm_loss(logits, b.targets[sl]) / n_micro
+            loss.backward()
+            total += loss.detach()
+        return total
+    rows = b.inputs.shape[0]
+    # Pipelining splits every input along the batch, so per-token ids travel as rows.
+    kwargs = {"docs": b.docs, "positions": b.positions.expand(rows, -1),
+              "kv_docs": b.kv_docs, "kv_positions": b.kv_positions.expand(rows, -1)}
+    losses: list[torch.Tensor] = []
+    args = (b.inputs,) if parts.has_first_stage else ()
+    target = b.targets if parts.has_last_stage else None
+    parts.schedule.step(*args, target=target, losses=losses if parts.has_last_stage else None, **kwargs)
+    if parts.has_last_stage:
+        return torch.stack([x.detach() for x in losses]).mean()
+    return torch.zeros((), device=b.inputs.device)
 
 
 class MetricsWriter:
@@ -119,7 +201,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     dims = ParallelDims(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, world_size=dist.get_world_size())
     mesh = dims.build_mesh(ctx.device.type)
     coords = dims.coords(dist.get_rank())
-    model = build_model(cfg, dims, mesh, ctx.device)
+    parts = build_model(cfg, dims, mesh, ctx.device)
+    model = parts.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak,
                                   weight_decay=cfg.optim.weight_decay, betas=(0.9, 0.95))
     run_dir = Path(ctx.run_dir)
@@ -143,9 +226,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
 
     stream = load_token_stream(cfg.data_paths, cfg.data_max_bytes)
     order = SampleOrder(stream, cfg.seq_len, cfg.seed)
-    dp_cp_group = mesh["dp_cp"].get_group()
     tokens_per_step = cfg.global_batch_size * cfg.seq_len
-    n_micro = cfg.global_batch_size // p.dp // cfg.micro_batch_size
     loss_val: float | None = None
     stopped = False
     step = start
@@ -160,25 +241,14 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         for g in optimizer.param_groups:
             g["lr"] = lr
         samples = rank_samples(pos, step, cfg.global_batch_size, coords["dp"], p.dp)
-        batch = order.batch(samples)
-        local_loss = torch.zeros((), device=ctx.device)
-        positions = torch.arange(cfg.seq_len, device=ctx.device)
-        for mb in range(n_micro):
-            sl = slice(mb * cfg.micro_batch_size, (mb + 1) * cfg.micro_batch_size)
-            inputs = batch.inputs[sl].to(ctx.device)
-            targets = batch.targets[sl].to(ctx.device)
-            docs = batch.docs[sl].to(ctx.device)
-            logits = model(inputs, docs, positions)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) / n_micro
-            loss.backward()
-            local_loss += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+        batch = local_batch(order.batch(samples), dims, coords["cp"], ctx.device)
+        local_loss = forward_backward(parts, batch, cfg.micro_batch_size)
+        grad_norm = clip_grad_norm(model.parameters(), cfg.optim.grad_clip_norm, dp_cp=dims.dp * dims.cp,
+                                   tp=dims.tp, device=ctx.device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        if dims.dp * dims.cp > 1:
-            dist.all_reduce(local_loss, op=dist.ReduceOp.AVG, group=dp_cp_group)
-        loss_val = float(local_loss)
+        loss_val = global_loss(local_loss, dims)
         compute_s = time.perf_counter() - t0
 
         blocked = 0.0
@@ -191,9 +261,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         else:
             ckpt.poll()
         step_s = time.perf_counter() - t0
-        gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         row = {"step": step, "loss": loss_val, "tokens": tokens_per_step, "step_seconds": step_s,
-               "attempt": ctx.attempt, "time": time.time(), "lr": lr, "grad_norm": float(gn),
+               "attempt": ctx.attempt, "time": time.time(), "lr": lr, "grad_norm": grad_norm,
                "tokens_per_second": tokens_per_step / step_s if step_s > 0 else 0.0,
                "checkpoint_blocked_seconds": blocked}
         metrics.write(row)
@@ -206,6 +275,14 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     return TrainResult(first_step=start + 1, last_step=step,
                        resumed_from=None if info is None else info.step,
                        stopped=stopped, final_loss=loss_val)
+
+
+def global_loss(local_loss: torch.Tensor, dims: ParallelDims) -> float:
+    """Mean loss over the global batch: only last-stage ranks hold one, tp ranks hold copies."""
+    t = local_loss.detach().clone().double()
+    if dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return float(t) / (dims.dp * dims.cp * dims.tp)
 
 
 def shutdown() -> None:
