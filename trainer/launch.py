@@ -26,6 +26,7 @@ ENV_ATTEMPT = "TRAINER_ATTEMPT"
 ENV_BEACON_FILE = "TRAINER_BEACON_FILE"
 ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
 ENV_CPUS = "TRAINER_CPUS"
+ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR, "checkpoints")),
         attempt=int(os.environ.get(ENV_ATTEMPT, "1")), device=device,
         beacon=beacon, stop=stop, before_step=control.before_step,
+        sample_log=Path(os.environ[ENV_SAMPLE_LOG]) / f"samples-rank{rank:05d}.jsonl"
+        if os.environ.get(ENV_SAMPLE_LOG) else None,
     )
     result = train(cfg, ctx)
     shutdown()

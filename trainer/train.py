@@ -58,6 +58,8 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     before_step: Callable[[int], None] | None = None
     """Called before each step (fault injection hooks in here)."""
+    sample_log: Path | None = None
+    """If set, ranks at tp=cp=pp=0 append the sample ids of every step here (audits)."""
 
 
 @dataclass(slots=True)
@@ -242,6 +244,10 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             g["lr"] = lr
         samples = rank_samples(pos, step, cfg.global_batch_size, coords["dp"], p.dp)
         batch = local_batch(order.batch(samples), dims, coords["cp"], ctx.device)
+        if ctx.sample_log is not None and coords["tp"] == coords["cp"] == coords["pp"] == 0:
+            with open(ctx.sample_log, "a") as f:
+                f.write(json.dumps({"step": step + 1, "attempt": ctx.attempt, "dp_rank": coords["dp"],
+                                    "samples": samples}) + "\n")
         local_loss = forward_backward(parts, batch, cfg.micro_batch_size)
         grad_norm = clip_grad_norm(model.parameters(), cfg.optim.grad_clip_norm, dp_cp=dims.dp * dims.cp,
                                    tp=dims.tp, device=ctx.device)
