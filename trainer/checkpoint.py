@@ -25,11 +25,13 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
     set_state_dict,
 )
+from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,17 @@ class Checkpointer:
         self.rank = rank
         self.on_commit = on_commit
         self._pending: tuple[Future[Any], int, SaveTimings] | None = None
+        self._staging: Future[Any] | None = None
+        self._blocked_s = 0.0
         self._pg = dist.new_group(backend="gloo") if dist.is_initialized() else None
+        self._stager: DefaultStager | None = None
+        if async_save:
+            cuda = torch.cuda.is_available()
+            # Staging (the copy of the state to host memory) runs in a background
+            # thread while the next forward/backward runs; only the optimizer step
+            # has to wait for it (`wait_staging`).
+            self._stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                        use_async_staging=True, use_non_blocking_copy=cuda))
         if rank == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -115,17 +127,43 @@ class Checkpointer:
         state = self._state(model, optimizer, extra)
         timings = SaveTimings(step=step, blocked_s=0.0, started_at=time.time())
         if self.async_save:
-            fut = dcp.async_save(state, checkpoint_id=str(path), process_group=self._pg)
+            resp = dcp.async_save(state, checkpoint_id=str(path), process_group=self._pg,
+                                  async_stager=self._stager)
+            if isinstance(resp, AsyncSaveResponse):
+                self._staging, fut = resp.staging_completion, resp.upload_completion
+            else:
+                fut = resp
             self._pending = (fut, step, timings)
             self._pending_meta = meta
         else:
             dcp.save(state, checkpoint_id=str(path), process_group=self._pg)
             self._commit(step, meta, timings)
         timings.blocked_s = time.perf_counter() - t0
+        self._blocked_s += timings.blocked_s
         return timings
+
+    def wait_staging(self) -> None:
+        """Block until the last async save has copied the state (call before changing it)."""
+        if self._staging is not None:
+            t0 = time.perf_counter()
+            self._staging.result()
+            self._staging = None
+            self._blocked_s += time.perf_counter() - t0
+
+    def take_blocked_seconds(self) -> float:
+        """Seconds the caller was blocked by saves since the last call."""
+        out, self._blocked_s = self._blocked_s, 0.0
+        return out
+
+    def close(self) -> None:
+        self.wait()
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
 
     def wait(self) -> None:
         """Block until an in-flight async save is written and committed."""
+        self.wait_staging()
         if self._pending is None:
             return
         fut, step, timings = self._pending

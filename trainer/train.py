@@ -209,7 +209,6 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                                   weight_decay=cfg.optim.weight_decay, betas=(0.9, 0.95))
     run_dir = Path(ctx.run_dir)
     metrics = MetricsWriter(run_dir / "metrics.jsonl" if ctx.rank == 0 else None)
-    stall = {"s": 0.0}
 
     def on_commit(step: int, path: Path, t: SaveTimings) -> None:
         ctx.beacon({"phase": "checkpoint_committed", "checkpoint_step": step,
@@ -251,21 +250,21 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         local_loss = forward_backward(parts, batch, cfg.micro_batch_size)
         grad_norm = clip_grad_norm(model.parameters(), cfg.optim.grad_clip_norm, dp_cp=dims.dp * dims.cp,
                                    tp=dims.tp, device=ctx.device)
+        ckpt.wait_staging()  # an async save may still be copying the parameters
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         loss_val = global_loss(local_loss, dims)
         compute_s = time.perf_counter() - t0
 
-        blocked = 0.0
         if step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps:
             extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
             layout = dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True))
             meta = {"world_size": dims.world_size, "layout": layout, "attempt": ctx.attempt}
-            blocked = ckpt.save(step, model, optimizer, extra, meta).blocked_s
-            stall["s"] += blocked
+            ckpt.save(step, model, optimizer, extra, meta)
         else:
             ckpt.poll()
+        blocked = ckpt.take_blocked_seconds()
         step_s = time.perf_counter() - t0
         row = {"step": step, "loss": loss_val, "tokens": tokens_per_step, "step_seconds": step_s,
                "attempt": ctx.attempt, "time": time.time(), "lr": lr, "grad_norm": grad_norm,
@@ -274,13 +273,19 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         metrics.write(row)
         ctx.beacon({"phase": "train", "step": step, "step_seconds": step_s,
                     "compute_seconds": compute_s, "loss": loss_val,
-                    "tokens_per_second": row["tokens_per_second"]})
-    ckpt.wait()
+                    "tokens_per_second": row["tokens_per_second"], "max_rss_mb": max_rss_mb()})
+    ckpt.close()
     metrics.close()
     ctx.beacon({"phase": "stopped" if stopped else "done", "step": step, "loss": loss_val})
     return TrainResult(first_step=start + 1, last_step=step,
                        resumed_from=None if info is None else info.step,
                        stopped=stopped, final_loss=loss_val)
+
+
+def max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def global_loss(local_loss: torch.Tensor, dims: ParallelDims) -> float:
