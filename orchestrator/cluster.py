@@ -41,6 +41,22 @@ def connect(address: str | None, *, num_cpus: float | None = None) -> Connection
     return Connection(embedded=True, address=ctx.address_info["gcs_address"])
 
 
+def join(address: str | None, *, embedded: bool) -> None:
+    """Connect to the cluster a job runs on (for stop, chaos and other out-of-band calls).
+
+    NOTE: call before anything imports ray in this process: Ray reads its auth
+    mode once. An embedded cluster runs Ray's default token auth with this
+    machine's token file, so clients must ask for token mode too.
+    """
+    if embedded:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    from orchestrator.controller.controller import NAMESPACE
+
+    ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+
+
 def disconnect() -> None:
     import ray
 

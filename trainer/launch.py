@@ -30,7 +30,7 @@ ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
 
@@ -41,12 +41,14 @@ class BeaconFile:
     def __init__(self, path: Path | None, rank: int) -> None:
         self.path, self.rank = path, rank
         self.state: dict[str, Any] = {"rank": rank, "pid": os.getpid(), "step": 0}
+        self._lock = threading.Lock()  # the training loop and the beacon thread both publish
 
     def __call__(self, update: dict[str, Any]) -> None:
-        self.state.update(update)
-        self.state["time"] = time.time()
-        if self.path is not None:
-            write_json_atomic(self.path, self.state)
+        with self._lock:
+            self.state.update(update)
+            self.state["time"] = time.time()
+            if self.path is not None:
+                write_json_atomic(self.path, self.state)
 
 
 class ControlFile:
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import RunContext, configure_threads, shutdown, train
 
     configure_threads(float(os.environ.get(ENV_CPUS, "1")))
+    # Keep the flight recorder small: only the newest entry per process group is read.
+    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", "256")
     cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -114,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         sample_log=Path(os.environ[ENV_SAMPLE_LOG]) / f"samples-rank{rank:05d}.jsonl"
         if os.environ.get(ENV_SAMPLE_LOG) else None,
     )
+    from trainer.progress import BeaconThread
+
+    beacons = BeaconThread(beacon).start()
     result = train(cfg, ctx)
+    beacons.stop()
     shutdown()
     logging.getLogger(__name__).info("finished: %s", result)
     return 0

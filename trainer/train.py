@@ -32,6 +32,7 @@ from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
+from trainer.progress import StepReadiness
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     order = SampleOrder(stream, cfg.seq_len, cfg.seed)
     tokens_per_step = cfg.global_batch_size * cfg.seq_len
     loss_val: float | None = None
+    readiness = StepReadiness()
     stopped = False
     step = start
     while step < cfg.steps:
@@ -243,6 +245,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             g["lr"] = lr
         samples = rank_samples(pos, step, cfg.global_batch_size, coords["dp"], p.dp)
         batch = local_batch(order.batch(samples), dims, coords["cp"], ctx.device)
+        readiness.mark(step + 1)
         if ctx.sample_log is not None and coords["tp"] == coords["cp"] == coords["pp"] == 0:
             with open(ctx.sample_log, "a") as f:
                 f.write(json.dumps({"step": step + 1, "attempt": ctx.attempt, "dp_rank": coords["dp"],
@@ -261,6 +264,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
             layout = dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True))
             meta = {"world_size": dims.world_size, "layout": layout, "attempt": ctx.attempt}
+            ctx.beacon({"phase": "checkpoint", "step": step})
             ckpt.save(step, model, optimizer, extra, meta)
         else:
             ckpt.poll()
@@ -273,7 +277,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         metrics.write(row)
         ctx.beacon({"phase": "train", "step": step, "step_seconds": step_s,
                     "compute_seconds": compute_s, "loss": loss_val,
-                    "tokens_per_second": row["tokens_per_second"], "max_rss_mb": max_rss_mb()})
+                    "tokens_per_second": row["tokens_per_second"], "max_rss_mb": max_rss_mb(),
+                    "ready": readiness.snapshot()})
     ckpt.close()
     metrics.close()
     ctx.beacon({"phase": "stopped" if stopped else "done", "step": step, "loss": loss_val})

@@ -41,6 +41,8 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     run_dir: Mapped[str] = mapped_column(Text)
     ray_address: Mapped[str | None] = mapped_column(Text)
+    ray_embedded: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The job ran on the embedded cluster its `submit` started (token auth, local token file)."""
 
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                    order_by="Attempt.number")

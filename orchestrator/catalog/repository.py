@@ -72,17 +72,19 @@ class Catalog:
             return s.scalars(select(Job).order_by(Job.submitted_at.desc())).all()
 
     def create_job(self, name: str, spec: dict[str, Any], world_size: int, steps_total: int,
-                   run_dir: str, ray_address: str | None) -> Job:
+                   run_dir: str, ray_address: str | None, ray_embedded: bool = False) -> Job:
         """Create the job row, or reset a finished one for a new submission."""
         with self.session() as s:
             job = s.get(Job, name)
             if job is None:
                 job = Job(name=name, state="pending", spec=spec, world_size=world_size,
-                          steps_total=steps_total, run_dir=run_dir, ray_address=ray_address)
+                          steps_total=steps_total, run_dir=run_dir, ray_address=ray_address,
+                          ray_embedded=ray_embedded)
                 s.add(job)
             else:
                 job.state, job.spec, job.world_size = "pending", spec, world_size
                 job.steps_total, job.run_dir, job.ray_address = steps_total, run_dir, ray_address
+                job.ray_embedded = ray_embedded
                 job.reason, job.ended_at = None, None
             return job
 

@@ -27,7 +27,7 @@ from orchestrator.cli.common import (
     open_catalog,
     print_json,
 )
-from orchestrator.cluster import connect, disconnect, resolve_address
+from orchestrator.cluster import connect, disconnect, join, resolve_address
 from orchestrator.paths import db_url, run_dir, state_dir
 from orchestrator.spec import JobFileError, JobSpec, load_job_file
 
@@ -90,7 +90,7 @@ def submit(
     conn = _connect_for(spec, addr)
     try:
         catalog.create_job(spec.name, spec.model_dump(mode="json", by_alias=True), spec.world_size,
-                           spec.training.steps, str(rdir), conn.address)
+                           spec.training.steps, str(rdir), conn.address, conn.embedded)
         rdir.mkdir(parents=True, exist_ok=True)
         ctrl = _start_controller(spec, db_url(sd, db), rdir)
         if not follow:
@@ -269,16 +269,16 @@ def stop(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the job has stopped")] = True,
 ) -> None:
     """Stop a running job; recorded as a planned interruption."""
-    import ray
-
-    from orchestrator.controller.controller import NAMESPACE, controller_name
-
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
     row = _get_job(catalog, job)
     if row.state in TERMINAL_JOB_STATES:
         fail(f"job {job!r} is not running (state {row.state})", EXIT_USAGE)
     try:
-        ray.init(address=row.ray_address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
+        join(row.ray_address, embedded=row.ray_embedded)
+        import ray
+
+        from orchestrator.controller.controller import NAMESPACE, controller_name
+
         ctrl = ray.get_actor(controller_name(job), namespace=NAMESPACE)
         ray.get(ctrl.stop.remote("stopped by the operator (orchestrator stop)"), timeout=30)
         if wait:

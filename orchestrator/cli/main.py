@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import jobs
+from orchestrator.cli import chaos, jobs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run and keep alive 4D-parallel training jobs on Ray.")
@@ -12,6 +12,7 @@ app.command()(jobs.submit)
 app.command()(jobs.status)
 app.command("jobs")(jobs.jobs)
 app.command()(jobs.stop)
+app.add_typer(chaos.app, name="chaos")
 
 
 if __name__ == "__main__":

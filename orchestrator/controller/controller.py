@@ -12,8 +12,11 @@ import contextlib
 import enum
 import json
 import logging
+import os
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +24,12 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from health.agent import NodeAgent
+from health.detectors import HangConfig, detect_crash, detect_hang, detect_stragglers, hang_limit
+from health.observations import Finding, FindingKind, RankObservation
+from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.controller.placement import (
     bundles,
@@ -39,7 +46,7 @@ from orchestrator.controller.policy import (
     decide,
 )
 from orchestrator.controller.trainer_config import trainer_config
-from orchestrator.controller.worker import RankWorker
+from orchestrator.controller.worker import RankWorker, tail
 from orchestrator.spec import JobSpec
 from trainer.checkpoint import committed_checkpoints
 
@@ -99,6 +106,7 @@ class LiveAttempt:
     workers: list[Any] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     node_ids: list[str] = field(default_factory=list)
+    agent_nodes: list[str] = field(default_factory=list)
     first_step_seen: bool = False
 
 
@@ -118,6 +126,8 @@ class JobController:
         self.history = JobHistory()
         self.live: LiveAttempt | None = None
         self._open_interruption: int | None = None
+        self._agents: dict[str, Any] = {}
+        """Node id -> NodeAgent actor; kept across attempts."""
         self._thread: threading.Thread | None = None
         if autostart:
             self._thread = threading.Thread(target=self._main, name="controller", daemon=True)
@@ -126,6 +136,9 @@ class JobController:
     # ---- public actor methods ----------------------------------------------------
     def ping(self) -> str:
         return self.state.value
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def stop(self, reason: str = "stopped by the operator") -> str:
         self._stop_reason = reason
@@ -164,6 +177,10 @@ class JobController:
             except Exception:
                 logger.exception("could not record the failure")
         finally:
+            for agent in self._agents.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(agent, no_restart=True)
+            self._agents.clear()
             self._done.set()
 
     def _run(self) -> None:
@@ -214,7 +231,8 @@ class JobController:
                     job_name=self.spec.name, attempt=a.number, planned=False, category="unknown",
                     component="unknown", confidence=0.0, kind=OutcomeKind.CONTROLLER_LOST.value,
                     explanation="the job's controller died; its ranks died with it",
-                    detected_at=utc(), stopped_at=utc(), step_at_fault=job.last_step,
+                    fault_at=as_utc(job.controller_heartbeat_at) or utc(), detected_at=utc(), stopped_at=utc(),
+                    step_at_fault=job.last_step,
                     resume_step=committed, steps_lost=max(0, job.last_step - committed),
                 )
 
@@ -308,78 +326,132 @@ class JobController:
             refs.append(w.start.remote(str(cfg_path), env, str(self.checkpoint_dir),
                                        self.spec.resources.cpus_per_rank))
         pids = ray.get(refs, timeout=START_TIMEOUT_S)
+        self._watch(live)
         now = utc()
         for rank, pid in enumerate(pids):
             log = self.run_dir / "logs" / f"attempt-{live.number:03d}" / f"rank-{rank:05d}.log"
             self.catalog.upsert_rank(live.attempt_id, rank, pid=pid, state="running", started_at=now,
                                      log_path=str(log))
 
+    def _watch(self, live: LiveAttempt) -> None:
+        """Point one health agent per node at that node's ranks."""
+        by_node: dict[str, dict[int, Any]] = {}
+        for rank, node in enumerate(live.node_ids):
+            by_node.setdefault(node, {})[rank] = live.workers[rank]
+        for node in list(self._agents):
+            if node not in by_node:
+                with contextlib.suppress(Exception):
+                    ray.kill(self._agents.pop(node), no_restart=True)
+        refs = []
+        for node, workers in by_node.items():
+            if node not in self._agents:
+                host = live.hosts[live.node_ids.index(node)]
+                self._agents[node] = ray.remote(NodeAgent).options(
+                    num_cpus=0, max_concurrency=4, max_restarts=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                ).remote(host)
+            refs.append(self._agents[node].watch.remote(workers))
+        try:
+            ray.get(refs, timeout=START_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass  # a node lost now shows up as a missing report
+        live.agent_nodes = list(by_node)
+
     def _supervise(self, live: LiveAttempt) -> AttemptOutcome:
-        hang_limit = self.spec.reliability.hang_timeout_s
+        rel = self.spec.reliability
+        hang_cfg = HangConfig(timeout_s=rel.hang_timeout_s)
         last_progress = time.time()
         last_step = live.start_step
+        step_times: deque[float] = deque(maxlen=20)
         seen_ckpt = self._committed_step()
+        flagged: set[int] = set()
         while True:
             if self._stop.is_set():
                 return self._stopped(live)
-            polls, dead = self._poll(live)
+            obs, findings = self._gather(live)
             now = time.time()
-            steps = [p["beacon"]["step"] for p in polls if p and p.get("beacon")]
-            step = min(steps) if len(steps) == len(live.workers) else last_step
+            if len(obs) < len(live.workers):
+                time.sleep(POLL_INTERVAL_S)
+                continue
+            step = min(o.step for o in obs)
             if step > last_step:
                 last_step, last_progress = step, now
-                self._on_progress(live, polls)
-            seen_ckpt = self._track_checkpoints(polls, seen_ckpt, live.number)
+                step_times.extend(o.step_seconds for o in obs[:1] if o.step_seconds)
+                self._on_progress(live, obs)
+            seen_ckpt = self._track_checkpoints(obs, seen_ckpt, live.number)
             self.catalog.update_job(self.spec.name, controller_heartbeat_at=utc(now))
-            if dead:
-                rank = dead[0]
-                return AttemptOutcome(OutcomeKind.NODE_LOST, self._committed_step(), live.start_step,
-                                      (rank,), (live.hosts[rank],), True,
-                                      f"rank {rank}'s worker on host {live.hosts[rank]} died")
-            failed = [p for p in polls if p["returncode"] not in (None, 0)]
-            if failed:
-                first = min(failed, key=lambda p: p["time"])
-                how = first["signal"] or f"exit code {first['returncode']}"
-                self._record_rank_ends(live, polls)
-                return AttemptOutcome(OutcomeKind.CRASH, self._committed_step(), live.start_step,
-                                      (first["rank"],), (live.hosts[first["rank"]],), False,
-                                      f"rank {first['rank']} exited with {how}")
-            if all(p["returncode"] == 0 for p in polls):
-                self._record_rank_ends(live, polls)
-                self._on_progress(live, polls)
-                done = [p["beacon"] for p in polls if p.get("beacon")]
-                if done and all(b.get("phase") == "done" for b in done):
+            crash = next((f for f in findings if f.interrupting), None)
+            if crash is not None:
+                self._record_rank_ends(live, obs)
+                return self._outcome(live, crash)
+            if all(o.returncode == 0 for o in obs):
+                self._record_rank_ends(live, obs)
+                self._on_progress(live, obs)
+                if all(o.phase == "done" for o in obs):
                     return AttemptOutcome(OutcomeKind.SUCCEEDED, self._committed_step(), live.start_step)
                 return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
                                       detail="every rank exited early without an error")
-            if live.first_step_seen and now - last_progress > hang_limit:
-                lag = min(polls, key=lambda p: (p.get("beacon") or {}).get("step", 0))
-                return AttemptOutcome(OutcomeKind.HANG, self._committed_step(), live.start_step,
-                                      (lag["rank"],), (live.hosts[lag["rank"]],), False,
-                                      f"no step completed for {now - last_progress:.0f} s "
-                                      f"(limit {hang_limit:g} s); rank {lag['rank']} lags")
+            checkpointing = any(o.phase == "checkpoint" for o in obs) or not live.first_step_seen
+            limit = hang_limit(list(step_times), hang_cfg, checkpointing=checkpointing)
+            hang = detect_hang(obs, last_progress, now, limit)
+            if hang is not None:
+                return self._outcome(live, hang)
+            median_step = statistics.median(step_times) if step_times else None
+            for f in detect_stragglers(obs, median_step, now):
+                if f.ranks[0] not in flagged:
+                    flagged.add(f.ranks[0])
+                    self._record_straggler(live, f)
             time.sleep(POLL_INTERVAL_S)
 
-    def _poll(self, live: LiveAttempt) -> tuple[list[dict[str, Any]], list[int]]:
-        refs = [w.poll.remote() for w in live.workers]
-        polls: list[dict[str, Any]] = []
-        dead: list[int] = []
-        for rank, ref in enumerate(refs):
+    def _gather(self, live: LiveAttempt) -> tuple[list[RankObservation], list[Finding]]:
+        """One report per node agent; an agent that does not answer means its node is gone."""
+        obs: list[RankObservation] = []
+        findings: list[Finding] = []
+        now = time.time()
+        refs = {node: self._agents[node].report.remote() for node in live.agent_nodes}
+        for node, ref in refs.items():
             try:
-                polls.append(ray.get(ref, timeout=30))
+                rep = ray.get(ref, timeout=30)
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                dead.append(rank)
-                polls.append({"rank": rank, "returncode": None, "signal": None, "beacon": None,
-                              "time": time.time(), "running": False})
-        return polls, dead
+                ranks = [r for r, n in enumerate(live.node_ids) if n == node]
+                lost = [RankObservation(rank=r, host=live.hosts[r], observed_at=now, alive=False,
+                                        worker_alive=False) for r in ranks]
+                obs.extend(lost)
+                crash = detect_crash(lost, now)
+                if crash is not None:
+                    findings.append(crash)
+                continue
+            obs.extend(rep["observations"])
+            findings.extend(rep["findings"])
+        obs.sort(key=lambda o: o.rank)
+        return obs, findings
 
-    def _on_progress(self, live: LiveAttempt, polls: list[dict[str, Any]]) -> None:
-        b0 = polls[0].get("beacon") or {}
-        fields: dict[str, Any] = {"last_step": int(b0.get("step", 0))}
-        if b0.get("loss") is not None:
-            fields["last_loss"] = float(b0["loss"])
-        if b0.get("tokens_per_second") is not None:
-            fields["tokens_per_second"] = float(b0["tokens_per_second"])
+    def _outcome(self, live: LiveAttempt, f: Finding) -> AttemptOutcome:
+        kind = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
+                FindingKind.HANG: OutcomeKind.HANG, FindingKind.BAD_GPU: OutcomeKind.BAD_GPU}[f.kind]
+        logger.warning("job %s: %s", self.spec.name, f.summary)
+        return AttemptOutcome(kind, self._committed_step(), live.start_step, f.ranks, f.hosts,
+                              kind in (OutcomeKind.NODE_LOST, OutcomeKind.BAD_GPU), f.summary, f.to_dict())
+
+    def _record_straggler(self, live: LiveAttempt, f: Finding) -> None:
+        """Stragglers do not stop the job; they are recorded so that on-call can act on the host."""
+        logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
+        job = self.catalog.require_job(self.spec.name)
+        self.catalog.record_interruption(
+            job_name=self.spec.name, attempt=live.number, planned=False, category="unknown",
+            component="unknown", confidence=0.0, kind="straggler", explanation=f.summary,
+            ranks=list(f.ranks), hosts=list(f.hosts), evidence={"finding": f.to_dict()},
+            fault_at=utc(f.fault_at), detected_at=utc(f.detected_at), step_at_fault=job.last_step,
+            steps_lost=0,
+        )
+
+    def _on_progress(self, live: LiveAttempt, obs: list[RankObservation]) -> None:
+        o0 = obs[0]
+        fields: dict[str, Any] = {"last_step": min(o.step for o in obs)}
+        if o0.loss is not None:
+            fields["last_loss"] = float(o0.loss)
+        if o0.tokens_per_second is not None:
+            fields["tokens_per_second"] = float(o0.tokens_per_second)
         self.catalog.update_job(self.spec.name, **fields)
         if not live.first_step_seen and fields["last_step"] > live.start_step:
             live.first_step_seen = True
@@ -387,16 +459,15 @@ class JobController:
             if self._open_interruption is not None:
                 self.catalog.update_interruption(self._open_interruption, resumed_at=utc())
                 self._open_interruption = None
-        for p in polls:
-            if p.get("beacon"):
-                self.catalog.upsert_rank(live.attempt_id, p["rank"], step=int(p["beacon"].get("step", 0)))
+        for o in obs:
+            self.catalog.upsert_rank(live.attempt_id, o.rank, step=o.step)
 
-    def _track_checkpoints(self, polls: list[dict[str, Any]], seen: int, attempt: int) -> int:
-        b0 = polls[0].get("beacon") or {}
-        step = int(b0.get("checkpoint_step", 0) or 0)
+    def _track_checkpoints(self, obs: list[RankObservation], seen: int, attempt: int) -> int:
+        c = obs[0].checkpoint
+        step = int(c.get("checkpoint_step", 0) or 0)
         if step > seen:
-            self.catalog.record_checkpoint(self.spec.name, step, b0.get("checkpoint_path", ""), attempt,
-                                           b0.get("checkpoint_blocked_s"), b0.get("checkpoint_seconds"))
+            self.catalog.record_checkpoint(self.spec.name, step, c.get("checkpoint_path", ""), attempt,
+                                           c.get("checkpoint_blocked_s"), c.get("checkpoint_seconds"))
             return step
         return seen
 
@@ -408,13 +479,13 @@ class JobController:
                 self.catalog.record_checkpoint(self.spec.name, c.step, str(c.path),
                                                int(c.meta.get("attempt", attempt)), None, None)
 
-    def _record_rank_ends(self, live: LiveAttempt, polls: list[dict[str, Any]]) -> None:
-        for p in polls:
-            rc = p.get("returncode")
-            if rc is None:
+    def _record_rank_ends(self, live: LiveAttempt, obs: list[RankObservation]) -> None:
+        for o in obs:
+            if o.returncode is None:
                 continue
-            self.catalog.upsert_rank(live.attempt_id, p["rank"], exit_code=rc, signal=p.get("signal"),
-                                     state="exited" if rc == 0 else "failed", ended_at=utc(p["time"]))
+            self.catalog.upsert_rank(live.attempt_id, o.rank, exit_code=o.returncode, signal=o.signal,
+                                     state="exited" if o.returncode == 0 else "failed",
+                                     ended_at=utc(o.exited_at or o.observed_at))
 
     def _stopped(self, live: LiveAttempt) -> AttemptOutcome:
         return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
@@ -432,14 +503,26 @@ class JobController:
             return
         now = utc()
         planned = o.kind is OutcomeKind.STOPPED
+        f = o.finding or {}
+        fault_at = utc(f["fault_at"]) if f.get("fault_at") else None
+        detected_at = utc(f["detected_at"]) if f.get("detected_at") else now
         self._open_interruption = self.catalog.record_interruption(
             job_name=self.spec.name, attempt=live.number, planned=planned, category="unknown",
             component="unknown", confidence=0.0, kind="operator_stop" if planned else o.kind.value,
             explanation=o.detail, ranks=list(o.culprit_ranks), hosts=list(o.culprit_hosts),
-            evidence={"detail": o.detail}, detected_at=now, stopped_at=now,
+            evidence={"detail": o.detail, "finding": o.finding, "log_tails": self._log_tails(live, o)},
+            fault_at=fault_at or detected_at, detected_at=detected_at, stopped_at=now,
             step_at_fault=job.last_step, resume_step=o.committed_step,
             steps_lost=max(0, job.last_step - o.committed_step),
         )
+
+    def _log_tails(self, live: LiveAttempt, o: AttemptOutcome, max_bytes: int = 3000) -> dict[str, str]:
+        """The end of each culprit rank's log (what the classifier reads)."""
+        out = {}
+        for r in o.culprit_ranks:
+            path = self.run_dir / "logs" / f"attempt-{live.number:03d}" / f"rank-{r:05d}.log"
+            out[str(r)] = tail(path, max_bytes)
+        return out
 
     def _teardown(self) -> None:
         live = self.live

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class OutcomeKind(enum.StrEnum):
@@ -45,6 +46,8 @@ class AttemptOutcome:
     culprit_hosts: tuple[str, ...] = ()
     hardware_suspected: bool = False
     detail: str = ""
+    finding: dict[str, Any] | None = None
+    """The Finding that ended the attempt (Finding.to_dict()), if any."""
 
 
 @dataclass(frozen=True, slots=True)

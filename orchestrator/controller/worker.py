@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ def tail(path: str | os.PathLike[str], max_bytes: int = 4096) -> str:
         return ""
 
 
+def process_stopped(pid: int) -> bool:
+    """True when the process is in the stopped state (SIGSTOP / job control)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL the trainer if its supervising actor dies, so no rank is orphaned."""
     try:
@@ -72,6 +82,7 @@ class RankWorker:
         self.beacon_path = self.run_dir / "beacons" / f"rank-{rank:05d}.json"
         self.control_path = self.run_dir / "control" / f"rank-{rank:05d}.json"
         self.started_at: float | None = None
+        self.exited_at: float | None = None
 
     def info(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -107,7 +118,14 @@ class RankWorker:
                 preexec_fn=_die_with_parent,
             )
         self.started_at = time.time()
+        self.exited_at = None
+        threading.Thread(target=self._wait_exit, args=(self.proc,), daemon=True).start()
         return self.proc.pid
+
+    def _wait_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        if proc is self.proc:
+            self.exited_at = time.time()
 
     def poll(self) -> dict[str, Any]:
         """Process state plus the latest beacon."""
@@ -119,7 +137,9 @@ class RankWorker:
             beacon = None
         return {"rank": self.rank, "pid": None if self.proc is None else self.proc.pid,
                 "running": self.proc is not None and rc is None, "returncode": rc,
-                "signal": signal_name(rc), "beacon": beacon, "time": time.time()}
+                "signal": signal_name(rc), "beacon": beacon, "time": time.time(),
+                "exited_at": self.exited_at if rc is not None else None,
+                "stopped": rc is None and self.proc is not None and process_stopped(self.proc.pid)}
 
     def send_signal(self, sig: int) -> bool:
         if self.proc is None or self.proc.poll() is not None:

@@ -1,0 +1,96 @@
+"""What the health agents observe about ranks, and what they conclude (Findings).
+
+Plain dataclasses: the detectors are pure functions over these, so the agent,
+the controller, the simulation and the tests all drive the same code.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RankObservation:
+    """One rank at one moment, as its node's agent saw it."""
+
+    rank: int
+    host: str
+    observed_at: float
+    alive: bool
+    """The trainer process exists and has not exited."""
+    worker_alive: bool = True
+    """The supervising actor answered (False: the actor or its node is gone)."""
+    returncode: int | None = None
+    signal: str | None = None
+    exited_at: float | None = None
+    stopped: bool = False
+    """The process is in the stopped state (SIGSTOP)."""
+    step: int = 0
+    step_seconds: float | None = None
+    heartbeat: float | None = None
+    """Time of the rank's newest beacon of any kind."""
+    collectives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ready: tuple[tuple[int, float], ...] = ()
+    """(step, time the rank was ready to communicate) for recent steps."""
+    phase: str = ""
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    """Newest committed checkpoint this rank reported: step, path, blocked and save seconds."""
+
+
+class FindingKind(enum.StrEnum):
+    CRASH = "crash"
+    NODE_LOST = "node_lost"
+    HANG = "hang"
+    STRAGGLER = "straggler"
+    BAD_GPU = "bad_gpu"
+
+
+INTERRUPTING = frozenset({FindingKind.CRASH, FindingKind.NODE_LOST, FindingKind.HANG, FindingKind.BAD_GPU})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    ranks: tuple[int, ...]
+    hosts: tuple[str, ...]
+    fault_at: float
+    """Best estimate of when the fault happened."""
+    detected_at: float
+    summary: str
+    """One line naming the culprit and the evidence."""
+    score: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def interrupting(self) -> bool:
+        return self.kind in INTERRUPTING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "ranks": list(self.ranks), "hosts": list(self.hosts),
+                "fault_at": self.fault_at, "detected_at": self.detected_at, "summary": self.summary,
+                "score": self.score, "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        return cls(FindingKind(d["kind"]), tuple(d["ranks"]), tuple(d["hosts"]), d["fault_at"],
+                   d["detected_at"], d["summary"], d.get("score"), d.get("evidence", {}))
+
+
+def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankObservation:
+    """Build an observation from a RankWorker poll (process state plus latest beacon)."""
+    b = poll.get("beacon") or {}
+    return RankObservation(
+        rank=poll["rank"], host=host, observed_at=now, alive=bool(poll.get("running")),
+        worker_alive=poll.get("worker_alive", True), returncode=poll.get("returncode"),
+        signal=poll.get("signal"), exited_at=poll.get("exited_at"), stopped=bool(poll.get("stopped")),
+        step=int(b.get("step", 0) or 0), step_seconds=b.get("step_seconds"),
+        heartbeat=b.get("time"), collectives=b.get("collectives") or {},
+        ready=tuple((int(s), float(t)) for s, t in b.get("ready") or ()), phase=b.get("phase", ""),
+        loss=b.get("loss"), tokens_per_second=b.get("tokens_per_second"),
+        checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
+                                      "checkpoint_seconds") if k in b},
+    )

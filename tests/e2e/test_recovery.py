@@ -1,0 +1,132 @@
+"""Real faults injected into a running job; it must finish every step on its own.
+
+Each test submits a small 4-rank job on the embedded Ray, injects one fault with
+`orchestrator chaos` (SIGKILL, SIGSTOP, a per-step delay) or kill -9 of the
+controller, and checks that the job completes, that the catalog holds one
+interruption for the fault with the culprit rank and host and ordered times, and
+that training resumed from the newest committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.catalog.db import as_utc
+from orchestrator.catalog.repository import Catalog
+from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
+from tests.conftest import small_job, write_job
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+STEPS = 80
+
+
+def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject) -> Catalog:
+    job = write_job(tmp_path / "job.yaml", small_job(name, dp=4, steps=STEPS, interval=5,
+                                                       reliability={"hang_timeout_s": 60, "max_restarts": 3}))
+    log = tmp_path / "submit.log"
+    proc = start_submit(job, env, log=log)
+    run_dir = state_dir / "runs" / name
+    try:
+        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(run_dir)), 240, "step 10")
+        inject()
+        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    st = orch_json(["status", name], env)
+    assert st["state"] == "succeeded" and st["step"] == STEPS
+    return Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
+
+
+def _check_resume(cat: Catalog, name: str, run_dir: Path) -> None:
+    [i] = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+    rows = metrics_rows(run_dir)
+    second = [x for x in rows if x["attempt"] == i.attempt + 1]
+    assert second and second[0]["step"] == i.resume_step + 1
+    assert i.resume_step % 5 == 0 and i.resume_step <= i.step_at_fault
+    t = [as_utc(x) for x in (i.fault_at, i.detected_at, i.stopped_at, i.resumed_at)]
+    assert all(t), t
+    assert t[0] <= t[1] <= t[2] <= t[3]
+
+
+def test_sigkill_of_a_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    def inject() -> None:
+        r = orch(["chaos", "kill", "fault-kill", "--rank", "2"], cli_env)
+        assert r.returncode == 0, r.stderr
+
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-kill", inject)
+    [i] = cat.interruptions("fault-kill")
+    assert i.kind == "crash" and not i.planned
+    assert i.ranks == [2] and i.hosts and "SIGKILL" in i.explanation
+    assert (as_utc(i.detected_at) - as_utc(i.fault_at)).total_seconds() < 5
+    _check_resume(cat, "fault-kill", state_dir / "runs" / "fault-kill")
+
+
+def test_sigstop_hang_names_the_stopped_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    stopped_at: list[float] = []
+
+    def inject() -> None:
+        stopped_at.append(time.time())
+        r = orch(["chaos", "hang", "fault-hang", "--rank", "1"], cli_env)
+        assert r.returncode == 0, r.stderr
+
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-hang", inject)
+    [i] = cat.interruptions("fault-hang")
+    assert i.kind == "hang" and i.ranks == [1]
+    assert "stopped" in i.explanation and "wait in" in i.explanation
+    fault, detected = as_utc(i.fault_at).timestamp(), as_utc(i.detected_at).timestamp()
+    assert fault >= stopped_at[0] - 1.0, "the fault time predates the injection"
+    assert detected - fault < 10, f"hang detected {detected - fault:.1f} s after the rank stopped"
+    _check_resume(cat, "fault-hang", state_dir / "runs" / "fault-hang")
+
+
+def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dict[str, str],
+                                                    state_dir: Path) -> None:
+    def inject() -> None:
+        r = orch(["chaos", "slow", "fault-slow", "--rank", "3", "--delay-s", "0.4"], cli_env)
+        assert r.returncode == 0, r.stderr
+
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject)
+    [i] = cat.interruptions("fault-slow")
+    assert i.kind == "straggler" and i.ranks == [3] and i.hosts
+    assert i.evidence["finding"]["score"] > 6
+    st = orch_json(["status", "fault-slow"], cli_env)
+    assert st["attempt"] == 1, "a straggler alone must not restart the job"
+
+
+def test_controller_killed_with_sigkill(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    old_pids: list[int] = []
+
+    def inject() -> None:
+        st = orch_json(["status", "fault-ctrl"], cli_env)
+        old_pids.extend(r["pid"] for r in st["ranks"])
+        ctrl_pid = _controller_pid(state_dir)
+        os.kill(ctrl_pid, signal.SIGKILL)
+
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-ctrl", inject)
+    [i] = cat.interruptions("fault-ctrl")
+    assert i.kind == "controller_lost"
+    for pid in old_pids:  # no rank of the dead controller is left behind
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    job = cat.require_job("fault-ctrl")
+    assert [a.state for a in job.attempts] == ["lost", "succeeded"]
+    _check_resume(cat, "fault-ctrl", state_dir / "runs" / "fault-ctrl")
+
+
+def _controller_pid(state_dir: Path) -> int:
+    """The controller actor's pid, found the way an operator would: its process title."""
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "JobController" in cmd:
+            return int(p.name)
+    raise AssertionError("no controller process found")
