@@ -9,6 +9,7 @@ restarted by Ray picks the job up from the catalog.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import json
 import logging
@@ -31,6 +32,7 @@ from health.detectors import HangConfig, detect_crash, detect_hang, detect_strag
 from health.observations import Finding, FindingKind, RankObservation
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
+from orchestrator.classifier import Verdict, classify
 from orchestrator.controller.placement import (
     bundles,
     capacity_error,
@@ -48,6 +50,7 @@ from orchestrator.controller.policy import (
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.controller.worker import RankWorker, tail
 from orchestrator.spec import JobSpec
+from orchestrator.taxonomy import HARDWARE_CATEGORIES
 from trainer.checkpoint import committed_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -194,10 +197,13 @@ class JobController:
                 return
             self._set_state(ControllerState.PLACING)
             outcome = self._run_attempt()
+            verdict = self._classify(outcome)
+            if verdict is not None and verdict.category in HARDWARE_CATEGORIES:
+                outcome = dataclasses.replace(outcome, hardware_suspected=True)
             self.history.outcomes.append(outcome)
             decision = decide(outcome, self.history, policy)
             logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
-            self._record_outcome(outcome, decision.reason)
+            self._record_outcome(outcome, decision.reason, verdict)
             for host in decision.cordon_hosts:
                 self.catalog.set_host_state(host, "cordoned", reason=decision.reason, actor="controller",
                                             interruption_id=self._open_interruption, create=True)
@@ -491,7 +497,18 @@ class JobController:
         return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
                               detail=self._stop_reason or "stopped by the operator")
 
-    def _record_outcome(self, o: AttemptOutcome, reason: str) -> None:
+    def _evidence_text(self, o: AttemptOutcome) -> str:
+        live = self.live
+        tails = self._log_tails(live, o) if live is not None else {}
+        return "\n".join([o.detail, *tails.values()])
+
+    def _classify(self, o: AttemptOutcome) -> Verdict | None:
+        if o.kind in (OutcomeKind.SUCCEEDED, OutcomeKind.STOPPED):
+            return None
+        signals = [e.get("signal") for e in (o.finding or {}).get("evidence", {}).get("exits", []) if e.get("signal")]
+        return classify(self._evidence_text(o), kind=o.kind.value, exit_signals=signals)
+
+    def _record_outcome(self, o: AttemptOutcome, reason: str, verdict: Verdict | None = None) -> None:
         live = self.live
         if live is None:
             return
@@ -506,11 +523,16 @@ class JobController:
         f = o.finding or {}
         fault_at = utc(f["fault_at"]) if f.get("fault_at") else None
         detected_at = utc(f["detected_at"]) if f.get("detected_at") else now
+        v = verdict.to_dict() if verdict is not None else {}
         self._open_interruption = self.catalog.record_interruption(
-            job_name=self.spec.name, attempt=live.number, planned=planned, category="unknown",
-            component="unknown", confidence=0.0, kind="operator_stop" if planned else o.kind.value,
-            explanation=o.detail, ranks=list(o.culprit_ranks), hosts=list(o.culprit_hosts),
-            evidence={"detail": o.detail, "finding": o.finding, "log_tails": self._log_tails(live, o)},
+            job_name=self.spec.name, attempt=live.number, planned=planned,
+            category=v.get("category", "unknown"), component=v.get("component", "unknown"),
+            confidence=v.get("confidence", 0.0), kind="operator_stop" if planned else o.kind.value,
+            explanation=o.detail + (f" | {v['explanation']}" if v else ""),
+            ranks=list(o.culprit_ranks), hosts=list(o.culprit_hosts), gpus=v.get("gpus", []),
+            evidence={"detail": o.detail, "finding": o.finding, "log_tails": self._log_tails(live, o),
+                      "verdict": v, "xids": v.get("xids", [])},
+            evidence_text=self._evidence_text(o) if not planned else None,
             fault_at=fault_at or detected_at, detected_at=detected_at, stopped_at=now,
             step_at_fault=job.last_step, resume_step=o.committed_step,
             steps_lost=max(0, job.last_step - o.committed_step),

@@ -1,0 +1,142 @@
+"""ETTR and the goodput breakdown, computed from the catalog and metrics.jsonl.
+
+ETTR = productive training time / wall-clock time since the job started.
+Productive time counts only steps whose results survived: a step written again
+by a later attempt counts once, in its last version; earlier versions are lost
+work. The rest of the wall clock is attributed to causes (DESIGN.md): detection
+(fault to Finding), restart (Finding to the first step after resume, teardown
+included), lost work, checkpoint stall (time the loop waited on saves),
+startup (first launch until the first step), and what remains unattributed.
+Pure functions over plain rows, so the simulation can use them too.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
+
+CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed")
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionView:
+    """What the report needs of one interruption."""
+
+    id: int
+    kind: str
+    category: str
+    component: str
+    planned: bool
+    fault_at: float | None
+    detected_at: float | None
+    stopped_at: float | None
+    resumed_at: float | None
+    steps_lost: int | None
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def interrupting(self) -> bool:
+        return self.kind != "straggler"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line still being written
+    return rows
+
+
+def split_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(surviving rows, superseded rows): for each step, the last written version survives."""
+    last: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        last[r["step"]] = i
+    keep = set(last.values())
+    return [r for i, r in enumerate(rows) if i in keep], [r for i, r in enumerate(rows) if i not in keep]
+
+
+def ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def goodput(started_at: float, ended_at: float, rows: list[dict[str, Any]],
+            interruptions: list[InterruptionView]) -> dict[str, Any]:
+    wall = max(0.0, ended_at - started_at)
+    alive, redone = split_rows(rows)
+    stall = sum(r.get("checkpoint_blocked_seconds", 0.0) for r in alive)
+    productive = sum(r["step_seconds"] for r in alive) - stall
+    lost = sum(r["step_seconds"] for r in redone)
+    detection = restart = 0.0
+    for i in interruptions:
+        if i.planned or not i.interrupting:
+            continue
+        if i.fault_at is not None and i.detected_at is not None:
+            detection += max(0.0, i.detected_at - i.fault_at)
+        if i.detected_at is not None and i.resumed_at is not None:
+            restart += max(0.0, i.resumed_at - i.detected_at)
+    startup = 0.0
+    if rows:
+        first = rows[0]
+        startup = max(0.0, first["time"] - first["step_seconds"] - started_at)
+    causes = {"detection": detection, "restart": restart, "lost_work": lost, "checkpoint_stall": stall,
+              "startup": startup}
+    causes["unattributed"] = max(0.0, wall - productive - sum(causes.values()))
+    return {"wall_seconds": wall, "productive_seconds": productive,
+            "ettr": productive / wall if wall > 0 else None, "time_lost_seconds": causes,
+            "steps_completed": len(alive), "steps_redone": len(redone)}
+
+
+def table5(interruptions: list[InterruptionView], rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Counts and shares per category (unexpected interruptions only), time lost per category, MTBF."""
+    unexpected = [i for i in interruptions if not i.planned and i.interrupting]
+    counts = Counter(i.category for i in unexpected)
+    total = sum(counts.values())
+    step_s = statistics.median([r["step_seconds"] for r in rows]) if rows else 0.0
+    lost: dict[str, float] = defaultdict(float)
+    for i in unexpected:
+        if i.fault_at is not None and i.resumed_at is not None:
+            lost[i.category] += max(0.0, i.resumed_at - i.fault_at)
+        lost[i.category] += (i.steps_lost or 0) * step_s
+    table = [
+        {"category": c, "component": COMPONENT_OF[c], "count": counts[c],
+         "share": counts[c] / total if total else 0.0, "time_lost_seconds": lost.get(c, 0.0)}
+        for c in CATEGORIES if counts[c]
+    ]
+    table.sort(key=lambda r: (-r["count"], r["category"]))
+    by_component = Counter(COMPONENT_OF[i.category] for i in unexpected)
+    return {
+        "unexpected_interruptions": total,
+        "planned_interruptions": sum(1 for i in interruptions if i.planned),
+        "stragglers": sum(1 for i in interruptions if not i.interrupting),
+        "categories": table,
+        "components": {k: {"count": v, "share": v / total} for k, v in sorted(by_component.items())},
+        "mtbf_seconds": wall_s / total if total else None,
+    }
+
+
+def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(time, ETTR so far) after each written step, lost work counted as it is discovered."""
+    out = []
+    best: dict[int, float] = {}
+    for r in rows:
+        best[r["step"]] = r["step_seconds"] - r.get("checkpoint_blocked_seconds", 0.0)
+        # Steps beyond the one just written were rolled back by a restart.
+        for s in [s for s in best if s > r["step"]]:
+            del best[s]
+        elapsed = r["time"] - started_at
+        if elapsed > 0:
+            out.append((r["time"], sum(best.values()) / elapsed))
+    return out
