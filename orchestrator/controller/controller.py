@@ -49,6 +49,7 @@ from orchestrator.controller.policy import (
 )
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.controller.worker import RankWorker, tail
+from orchestrator.hosts import cordon_lemons
 from orchestrator.spec import JobSpec
 from orchestrator.taxonomy import HARDWARE_CATEGORIES
 from trainer.checkpoint import committed_checkpoints
@@ -207,6 +208,8 @@ class JobController:
             for host in decision.cordon_hosts:
                 self.catalog.set_host_state(host, "cordoned", reason=decision.reason, actor="controller",
                                             interruption_id=self._open_interruption, create=True)
+            for host in cordon_lemons(self.catalog, interruption_id=self._open_interruption):
+                logger.warning("job %s: host %s cordoned as a lemon", self.spec.name, host)
             if decision.action is Action.SUCCEED:
                 self._set_state(ControllerState.SUCCEEDED, decision.reason)
                 return

@@ -1,0 +1,244 @@
+"""`orchestrator incidents` and `orchestrator hosts`: the on-call view of the catalog."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from orchestrator.catalog.db import CatalogError, as_utc
+from orchestrator.catalog.models import Interruption
+from orchestrator.catalog.repository import Catalog, NotFoundError
+from orchestrator.classifier import classify
+from orchestrator.cli.common import (
+    EXIT_USAGE,
+    DbOpt,
+    JsonOpt,
+    StateDirOpt,
+    console,
+    fail,
+    fmt_time,
+    open_catalog,
+    print_json,
+)
+from orchestrator.hosts import lemon_hosts
+from orchestrator.taxonomy import CATEGORIES, component_of
+
+incidents_app = typer.Typer(no_args_is_help=True, help="Interruptions: list, show, ack, resolve, reclassify.")
+hosts_app = typer.Typer(no_args_is_help=True, help="Hosts: list, cordon, uncordon.")
+
+IdArg = Annotated[int, typer.Argument(help="Incident id")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who acts (default: the current user)")]
+NoteOpt = Annotated[str | None, typer.Option("--note", help="A note for the record")]
+
+
+def _user(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def incident_dict(i: Interruption, *, full: bool = False) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": i.id, "job": i.job_name, "attempt": i.attempt, "kind": i.kind, "planned": i.planned,
+        "category": i.category, "component": i.component, "confidence": i.confidence,
+        "explanation": i.explanation, "ranks": i.ranks, "hosts": i.hosts, "gpus": i.gpus,
+        "status": i.status, "fault_at": as_utc(i.fault_at), "detected_at": as_utc(i.detected_at),
+        "stopped_at": as_utc(i.stopped_at), "resumed_at": as_utc(i.resumed_at),
+        "step_at_fault": i.step_at_fault, "resume_step": i.resume_step, "steps_lost": i.steps_lost,
+    }
+    if full:
+        d.update(acknowledged_by=i.acknowledged_by, acknowledged_at=as_utc(i.acknowledged_at),
+                 resolved_by=i.resolved_by, resolved_at=as_utc(i.resolved_at), notes=i.notes,
+                 classification_history=i.classification_history, evidence=i.evidence,
+                 evidence_text=i.evidence_text)
+    return d
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since: {text!r} is neither a duration (30m, 12h, 7d) nor an ISO date", EXIT_USAGE)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@incidents_app.command("list")
+def list_(
+    job: Annotated[str | None, typer.Option("--job", help="Only this job")] = None,
+    category: Annotated[str | None, typer.Option("--category", help="Only this category")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only since: 30m, 12h, 7d or an ISO date")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only incidents not resolved")] = False,
+    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Interruptions, oldest first."""
+    if category is not None and category not in CATEGORIES:
+        fail(f"--category: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}", EXIT_USAGE)
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    rows = _guard(lambda: cat.interruptions(job, since=_since(since), category=category, open_only=open_only))
+    if json_out:
+        print_json([incident_dict(i) for i in rows])
+        return
+    t = Table("id", "job", "att", "kind", "category", "conf", "ranks", "hosts", "detected", "status")
+    for i in rows:
+        t.add_row(str(i.id), i.job_name, str(i.attempt), i.kind + (" (planned)" if i.planned else ""), i.category,
+                  f"{i.confidence:.2f}", ",".join(map(str, i.ranks)) or "-", ",".join(i.hosts) or "-",
+                  fmt_time(as_utc(i.detected_at)), i.status)
+    console.print(t)
+
+
+def _guard(fn: Any) -> Any:
+    try:
+        return fn()
+    except NotFoundError as e:
+        fail(str(e).strip('"'), EXIT_USAGE)
+    except CatalogError as e:
+        fail(str(e))
+
+
+@incidents_app.command()
+def show(incident: IdArg, db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Everything recorded about one interruption."""
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    i = _guard(lambda: cat.get_interruption(incident))
+    d = incident_dict(i, full=True)
+    if json_out:
+        print_json(d)
+        return
+    for k in ("id", "job", "attempt", "kind", "planned", "category", "component", "confidence", "explanation",
+              "ranks", "hosts", "gpus", "status", "fault_at", "detected_at", "stopped_at", "resumed_at",
+              "step_at_fault", "resume_step", "steps_lost", "acknowledged_by", "resolved_by"):
+        console.print(f"[bold]{k:>16}[/bold]  {d[k]}", highlight=False)
+    for n in d["notes"]:
+        console.print(f"{'note':>16}  {n.get('at')} {n.get('by')}: {n.get('text')}", highlight=False)
+    for h in d["classification_history"]:
+        console.print(f"{'reclassified':>16}  {h.get('at')} {h.get('by')}: {h.get('from')} -> {h.get('to')}",
+                      highlight=False)
+    if d["evidence_text"]:
+        console.print("[bold]evidence[/bold]")
+        console.print(d["evidence_text"][-3000:], highlight=False, markup=False)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@incidents_app.command()
+def ack(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
+        state_dir_opt: StateDirOpt = None) -> None:
+    """Acknowledge an incident."""
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    i = _guard(lambda: cat.get_interruption(incident))
+    who = _user(by)
+    notes = list(i.notes) + ([{"at": _now(), "by": who, "text": note}] if note else [])
+    _guard(lambda: cat.update_interruption(incident, status="acknowledged" if i.status == "open" else i.status,
+                                           acknowledged_by=who, acknowledged_at=datetime.now(UTC), notes=notes))
+    console.print(f"incident {incident} acknowledged by {who}")
+
+
+@incidents_app.command()
+def resolve(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
+            state_dir_opt: StateDirOpt = None) -> None:
+    """Resolve an incident."""
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    i = _guard(lambda: cat.get_interruption(incident))
+    who = _user(by)
+    notes = list(i.notes) + ([{"at": _now(), "by": who, "text": note}] if note else [])
+    _guard(lambda: cat.update_interruption(incident, status="resolved", resolved_by=who,
+                                           resolved_at=datetime.now(UTC), notes=notes))
+    console.print(f"incident {incident} resolved by {who}")
+
+
+@incidents_app.command()
+def reclassify(incident: IdArg, category: Annotated[str, typer.Argument(help="New category")], by: ByOpt = None,
+               note: NoteOpt = None, db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Correct the category; the original stays in the classification history."""
+    try:
+        component = component_of(category)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    i = _guard(lambda: cat.get_interruption(incident))
+    who = _user(by)
+    history = list(i.classification_history) + [{
+        "at": _now(), "by": who, "from": i.category, "to": category, "from_confidence": i.confidence,
+        "note": note}]
+    _guard(lambda: cat.update_interruption(incident, category=category, component=component, confidence=1.0,
+                                           classification_history=history))
+    console.print(f"incident {incident} reclassified {i.category} -> {category}")
+
+
+@incidents_app.command("classify")
+def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence files (log excerpts)")],
+                   json_out: JsonOpt = False) -> None:
+    """Classify evidence files offline (no catalog, no cluster)."""
+    out = []
+    for f in files:
+        try:
+            text = f.read_text(errors="replace")
+        except OSError as e:
+            fail(f"{f}: cannot read: {e.strerror or e}", EXIT_USAGE)
+        out.append({"file": str(f), **classify(text).to_dict()})
+    if json_out:
+        print_json(out)
+        return
+    t = Table("file", "category", "component", "conf", "why")
+    for r in out:
+        t.add_row(r["file"], r["category"], r["component"], f"{r['confidence']:.2f}", r["explanation"][:100])
+    console.print(t)
+
+
+# ---- hosts ------------------------------------------------------------------------------
+@hosts_app.command("list")
+def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Every host the catalog knows, its state and its hardware interruptions."""
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    hosts = _guard(cat.hosts)
+    lemons = lemon_hosts(cat)
+    rows = [{"host": h.name, "state": h.state, "reason": h.reason, "node_id": h.node_id, "address": h.address,
+             "hardware_interruptions": lemons.counts.get(h.name, 0), "lemon": h.name in lemons.lemons,
+             "updated_at": as_utc(h.updated_at)} for h in hosts]
+    if json_out:
+        print_json(rows)
+        return
+    t = Table("host", "state", "hw faults", "lemon", "reason")
+    for r in rows:
+        t.add_row(r["host"], r["state"], str(r["hardware_interruptions"]), "yes" if r["lemon"] else "",
+                  (r["reason"] or "")[:80])
+    console.print(t)
+
+
+def _set_host(host: str, state: str, reason: str | None, by: str | None, db: str | None, sd: Any) -> Catalog:
+    cat = open_catalog(sd, db, must_exist=True)
+    _guard(lambda: cat.set_host_state(host, state, reason=reason, actor=_user(by)))
+    return cat
+
+
+@hosts_app.command()
+def cordon(host: Annotated[str, typer.Argument(help="Host name")],
+           reason: Annotated[str | None, typer.Option("--reason")] = None, by: ByOpt = None,
+           db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Keep a host out of every placement until it is uncordoned."""
+    _set_host(host, "cordoned", reason or "cordoned by the operator", by, db, state_dir_opt)
+    console.print(f"host {host} cordoned")
+
+
+@hosts_app.command()
+def uncordon(host: Annotated[str, typer.Argument(help="Host name")],
+             reason: Annotated[str | None, typer.Option("--reason")] = None, by: ByOpt = None,
+             db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Return a host to service (recorded as repaired)."""
+    _set_host(host, "repaired", reason or "returned to service by the operator", by, db, state_dir_opt)
+    console.print(f"host {host} uncordoned")

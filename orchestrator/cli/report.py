@@ -1,0 +1,168 @@
+"""`orchestrator report`: ETTR, goodput breakdown, Table-5 view, time lost per category."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from orchestrator.catalog.db import as_utc
+from orchestrator.catalog.models import Interruption, Job
+from orchestrator.catalog.repository import Catalog
+from orchestrator.cli.common import EXIT_USAGE, DbOpt, JsonOpt, StateDirOpt, console, fail, open_catalog, print_json
+from orchestrator.goodput import (
+    InterruptionView,
+    ettr_series,
+    goodput,
+    read_metrics,
+    table5,
+    ts,
+)
+from orchestrator.taxonomy import CATEGORIES
+
+
+def _view(i: Interruption) -> InterruptionView:
+    return InterruptionView(i.id, i.kind, i.category, i.component, i.planned, ts(as_utc(i.fault_at)),
+                            ts(as_utc(i.detected_at)), ts(as_utc(i.stopped_at)), ts(as_utc(i.resumed_at)),
+                            i.steps_lost, tuple(i.hosts))
+
+
+def job_report(cat: Catalog, job: Job) -> dict[str, Any]:
+    rows = read_metrics(Path(job.run_dir) / "metrics.jsonl")
+    views = [_view(i) for i in cat.interruptions(job.name)]
+    started = ts(as_utc(job.started_at)) or (rows[0]["time"] - rows[0]["step_seconds"] if rows else time.time())
+    ended = ts(as_utc(job.ended_at)) or time.time()
+    g = goodput(started, ended, rows, views)
+    return {"job": job.name, "state": job.state, "started_at": started, "ended_at": ended, **g,
+            "table5": table5(views, rows, g["wall_seconds"]),
+            "_series": ettr_series(started, rows), "_views": views}
+
+
+def report(
+    job: Annotated[str | None, typer.Argument(help="Job name (default: every job)")] = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with plots")] = None,
+    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """ETTR and where the rest of the time went, per job and over all jobs."""
+    cat = open_catalog(state_dir_opt, db, must_exist=True)
+    jobs = cat.list_jobs() if job is None else [cat.get_job(job)]
+    if jobs == [None]:
+        fail(f"no job named {job!r} in the catalog", EXIT_USAGE)
+    reports = [job_report(cat, j) for j in jobs if j is not None]
+    views = [v for r in reports for v in r["_views"]]
+    wall = sum(r["wall_seconds"] for r in reports)
+    productive = sum(r["productive_seconds"] for r in reports)
+    overall = {"jobs": len(reports), "wall_seconds": wall, "productive_seconds": productive,
+               "ettr": productive / wall if wall else None,
+               "table5": table5(views, [], wall)}
+    public = {"overall": overall, "per_job": [{k: v for k, v in r.items() if not k.startswith("_")}
+                                              for r in reports]}
+    if html_path is not None:
+        html_path.write_text(render_html(public, reports))
+    if json_out:
+        print_json(public)
+        return
+    _print(public)
+    if html_path is not None:
+        console.print(f"wrote {html_path}")
+
+
+def _print(public: dict[str, Any]) -> None:
+    for r in public["per_job"]:
+        ettr = "-" if r["ettr"] is None else f"{r['ettr']:.1%}"
+        console.print(f"[bold]{r['job']}[/bold] ({r['state']}): ETTR {ettr} over {r['wall_seconds']:.0f} s, "
+                      f"{r['steps_completed']} steps kept, {r['steps_redone']} redone")
+        t = Table("cause", "seconds", "share of wall")
+        for cause, s in r["time_lost_seconds"].items():
+            t.add_row(cause, f"{s:.1f}", f"{s / r['wall_seconds']:.1%}" if r["wall_seconds"] else "-")
+        console.print(t)
+    t5 = public["overall"]["table5"]
+    t = Table("category", "component", "count", "share", "time lost (s)",
+              title=f"Unexpected interruptions: {t5['unexpected_interruptions']} "
+                    f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']})")
+    for row in t5["categories"]:
+        t.add_row(row["category"], row["component"], str(row["count"]), f"{row['share']:.1%}",
+                  f"{row['time_lost_seconds']:.1f}")
+    console.print(t)
+    if t5["mtbf_seconds"]:
+        console.print(f"MTBF {t5['mtbf_seconds'] / 3600:.2f} h")
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(r: dict[str, Any]) -> tuple[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = r["started_at"]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    series = r["_series"]
+    if series:
+        ax.plot([(t - start) / 60 for t, _ in series], [e * 100 for _, e in series], color="#2a6")
+    ax.set_xlabel("minutes since start")
+    ax.set_ylabel("ETTR %")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{r['job']}: ETTR over time")
+    ettr_png = _png(fig)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 2.5))
+    cmap = plt.get_cmap("tab20")
+    colors = {c: cmap(i % 20) for i, c in enumerate(CATEGORIES)}
+    shown = set()
+    for v in r["_views"]:
+        a = v.fault_at or v.detected_at
+        b = v.resumed_at or v.stopped_at or v.detected_at
+        if a is None:
+            continue
+        width = max((b or a) - a, (r["ended_at"] - start) / 300)
+        label = v.category if v.category not in shown else None
+        shown.add(v.category)
+        ax.broken_barh([((a - start) / 60, width / 60)], (0.6 if v.interrupting else 0.1, 0.3),
+                       color=colors.get(v.category, "grey"), label=label)
+    ax.set_xlim(0, max(1e-3, (r["ended_at"] - start) / 60))
+    ax.set_yticks([0.25, 0.75], ["stragglers", "interruptions"])
+    ax.set_xlabel("minutes since start")
+    ax.set_title("interruption timeline by category")
+    if shown:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    timeline_png = _png(fig)
+    plt.close(fig)
+    return ettr_png, timeline_png
+
+
+def render_html(public: dict[str, Any], reports: list[dict[str, Any]]) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Reliability report</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}</style></head><body>",
+             "<h1>Reliability report</h1>"]
+    o = public["overall"]
+    ettr = "-" if o["ettr"] is None else f"{o['ettr']:.1%}"
+    parts.append(f"<p>{o['jobs']} job(s); overall ETTR <b>{ettr}</b></p>")
+    for r in reports:
+        ettr_png, timeline_png = _plots(r)
+        parts.append(f"<h2>{html.escape(r['job'])} ({html.escape(r['state'])})</h2>")
+        e = "-" if r["ettr"] is None else f"{r['ettr']:.1%}"
+        parts.append(f"<p>ETTR {e} over {r['wall_seconds']:.0f} s</p><table><tr><th>cause</th><th>seconds</th></tr>")
+        parts += [f"<tr><td>{c}</td><td>{s:.1f}</td></tr>" for c, s in r["time_lost_seconds"].items()]
+        parts.append("</table>")
+        parts.append(f"<p><img alt='ETTR over time' src='data:image/png;base64,{ettr_png}'></p>")
+        parts.append(f"<p><img alt='interruption timeline' src='data:image/png;base64,{timeline_png}'></p>")
+    t5 = o["table5"]
+    parts.append("<h2>Root causes (Table 5 view)</h2><table><tr><th>category</th><th>component</th>"
+                 "<th>count</th><th>share</th><th>time lost (s)</th></tr>")
+    parts += [f"<tr><td>{c['category']}</td><td>{c['component']}</td><td>{c['count']}</td>"
+              f"<td>{c['share']:.1%}</td><td>{c['time_lost_seconds']:.1f}</td></tr>" for c in t5["categories"]]
+    parts.append("</table></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,107 @@
+"""The on-call CLI against a catalog filled by a real run with an injected fault, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
+from tests.conftest import small_job, write_job
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _filled_catalog(tmp_path: Path, env: dict[str, str], state_dir: Path, db: list[str]) -> None:
+    job = write_job(tmp_path / "job.yaml", small_job("oncall", dp=2, steps=80, interval=5))
+    log = tmp_path / "submit.log"
+    proc = start_submit(job, env, *db, log=log)
+    try:
+        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(state_dir / "runs" / "oncall")), 240, "step 10")
+        r = orch(["chaos", "kill", "oncall", "--rank", "1", *db], env)
+        assert r.returncode == 0, r.stderr
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _screenshot(html: Path, png: Path) -> None:
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={png.parent / 'chrome-profile'}", f"--screenshot={png}",
+                    "--window-size=1200,2400", f"file://{html}"], capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_oncall_cli(backend: str, tmp_path: Path, cli_env: dict[str, str], state_dir: Path, request) -> None:
+    db: list[str] = []
+    if backend == "postgresql":
+        from tests.services import create_database
+
+        db = ["--db", create_database(request.getfixturevalue("postgres_admin_url"), "oncall_e2e")]
+    _filled_catalog(tmp_path, cli_env, state_dir, db)
+
+    incidents = orch_json(["incidents", "list", *db], cli_env)
+    assert len(incidents) == 1
+    inc = incidents[0]
+    assert inc["kind"] == "crash" and inc["ranks"] == [1] and inc["status"] == "open"
+    assert inc["category"] == "unknown"  # a SIGKILL from outside leaves no signature
+    iid = str(inc["id"])
+    assert orch(["incidents", "ack", iid, "--by", "alice", "--note", "looking", *db], cli_env).returncode == 0
+    assert orch(["incidents", "reclassify", iid, "host_maintenance", "--by", "alice", *db], cli_env).returncode == 0
+    assert orch(["incidents", "resolve", iid, "--by", "bob", *db], cli_env).returncode == 0
+    shown = orch_json(["incidents", "show", iid, *db], cli_env)
+    assert shown["category"] == "host_maintenance" and shown["component"] == "unplanned_maintenance"
+    assert shown["classification_history"][0]["from"] == "unknown"
+    assert shown["status"] == "resolved" and shown["acknowledged_by"] == "alice" and shown["resolved_by"] == "bob"
+    assert orch_json(["incidents", "list", "--open", *db], cli_env) == []
+    assert len(orch_json(["incidents", "list", "--category", "host_maintenance", "--since", "1h", *db], cli_env)) == 1
+
+    hosts = orch_json(["hosts", "list", *db], cli_env)
+    host = hosts[0]["host"]
+    assert orch(["hosts", "cordon", host, "--reason", "xid 79", *db], cli_env).returncode == 0
+    assert orch_json(["hosts", "list", *db], cli_env)[0]["state"] == "cordoned"
+    assert orch(["hosts", "uncordon", host, *db], cli_env).returncode == 0
+    assert orch_json(["hosts", "list", *db], cli_env)[0]["state"] == "repaired"
+
+    rep = orch_json(["report", "oncall", *db], cli_env)
+    job = rep["per_job"][0]
+    assert 0 < job["ettr"] < 1
+    assert job["time_lost_seconds"]["restart"] > 0 and job["steps_completed"] == 80
+    assert rep["overall"]["table5"]["categories"][0]["category"] == "host_maintenance"
+
+    # Bad input: one line, non-zero.
+    for args, code in ((["incidents", "show", "999"], 2), (["hosts", "cordon", "no-such-host"], 2),
+                       (["incidents", "reclassify", iid, "gremlins"], 2)):
+        r = orch([*args, *db], cli_env)
+        assert r.returncode == code, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+    if backend == "sqlite":
+        html = tmp_path / "report.html"
+        assert orch(["report", "--html", str(html)], cli_env).returncode == 0
+        text = html.read_text()
+        assert text.count("data:image/png;base64,") == 2
+        png = tmp_path / "report.png"
+        _screenshot(html, png)
+        assert png.exists() and png.stat().st_size > 20_000, "chromium did not render the report"
+
+
+def test_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:
+    for args in (["incidents", "list"], ["hosts", "list"], ["report"]):
+        r = orch([*args, "--db", "postgresql://x:y@127.0.0.1:1/none"], cli_env)
+        assert r.returncode == 1 and "cannot reach database" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_classify_offline(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    f = tmp_path / "x.log"
+    f.write_text("kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=0, GPU has fallen off the bus.\n")
+    out = json.loads(orch(["incidents", "classify", str(f), "--json"], cli_env).stdout)
+    assert out == [{**out[0], "file": str(f), "category": "faulty_gpu", "component": "gpu"}]
+    assert out[0]["confidence"] > 0.9
+    r = orch(["incidents", "classify", str(tmp_path / "missing.log"), "--json"], cli_env)
+    assert r.returncode == 2 and "cannot read" in r.stderr

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.goodput import InterruptionView, ettr_series, goodput, split_rows, table5
+
+
+def _rows() -> list[dict]:
+    rows, t = [], 100.0
+    for s in range(1, 7):  # attempt 1: steps 1..6, crash, resume from 4
+        t += 1.0
+        rows.append({"step": s, "step_seconds": 1.0, "time": t, "attempt": 1, "checkpoint_blocked_seconds": 0.0})
+    t += 10.0  # detection + restart
+    for s in range(5, 9):
+        t += 1.0
+        blocked = 0.2 if s == 8 else 0.0
+        rows.append({"step": s, "step_seconds": 1.0, "time": t, "attempt": 2, "checkpoint_blocked_seconds": blocked})
+    return rows
+
+
+def _crash() -> InterruptionView:
+    return InterruptionView(1, "crash", "faulty_gpu", "gpu", False, fault_at=106.5, detected_at=107.0,
+                            stopped_at=108.0, resumed_at=117.0, steps_lost=2, hosts=("h1",))
+
+
+def test_split_keeps_last_version_of_each_step() -> None:
+    alive, redone = split_rows(_rows())
+    assert [r["step"] for r in alive] == list(range(1, 9))
+    assert [(r["step"], r["attempt"]) for r in redone] == [(5, 1), (6, 1)]
+
+
+def test_goodput_breakdown_adds_up() -> None:
+    g = goodput(100.0, 121.0, _rows(), [_crash()])
+    assert g["productive_seconds"] == pytest.approx(8 - 0.2)
+    lost = g["time_lost_seconds"]
+    assert lost["lost_work"] == pytest.approx(2.0)
+    assert lost["detection"] == pytest.approx(0.5)
+    assert lost["restart"] == pytest.approx(10.0)
+    assert lost["checkpoint_stall"] == pytest.approx(0.2)
+    assert g["productive_seconds"] + sum(lost.values()) == pytest.approx(g["wall_seconds"])
+    assert g["ettr"] == pytest.approx(7.8 / 21.0)
+
+
+def test_planned_and_stragglers_are_not_failures() -> None:
+    planned = InterruptionView(2, "operator_stop", "unknown", "unknown", True, 1, 1, 1, 2, 0)
+    slow = InterruptionView(3, "straggler", "unknown", "unknown", False, 1, 1, None, None, 0)
+    t = table5([_crash(), planned, slow], _rows(), 3600.0)
+    assert t["unexpected_interruptions"] == 1 and t["planned_interruptions"] == 1 and t["stragglers"] == 1
+    assert t["categories"] == [{"category": "faulty_gpu", "component": "gpu", "count": 1, "share": 1.0,
+                                "time_lost_seconds": pytest.approx(10.5 + 2.0)}]
+    assert t["mtbf_seconds"] == 3600.0
+
+
+def test_ettr_series_drops_rolled_back_steps() -> None:
+    s = ettr_series(100.0, _rows())
+    assert len(s) == 10
+    assert s[6][1] < s[5][1]  # the restart shows as a dip
