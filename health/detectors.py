@@ -165,3 +165,28 @@ def detect_stragglers(obs: Sequence[RankObservation], step_seconds: float | None
                                f"(median over {len(steps)} steps; score {score:.1f}; step {step_seconds:.2f} s)",
                                score=score, evidence={"lag_s": v, "median_lag_s": m, "steps": len(steps)}))
     return out
+
+
+PEER_FAILURE_GRACE_S = 2.0
+"""A rank that exits with an error code (no signal) may only be reacting to a peer's
+death; wait this long for the root cause (a killed rank, a lost node) to surface."""
+
+
+def first_cause(findings: Sequence[Finding], now: float) -> Finding | None:
+    """The interrupting finding to act on: node loss, then bad GPUs, then signalled crashes,
+    then other crashes once they are older than the peer-failure grace period."""
+    interrupting = [f for f in findings if f.interrupting]
+    if not interrupting:
+        return None
+
+    def rank(f: Finding) -> tuple[int, float]:
+        order = {FindingKind.NODE_LOST: 0, FindingKind.BAD_GPU: 1, FindingKind.HANG: 3}.get(f.kind, 2)
+        signalled = any(e.get("signal") for e in f.evidence.get("exits", []) if e.get("rank") in f.ranks)
+        if f.kind is FindingKind.CRASH and not signalled:
+            order = 4
+        return order, f.fault_at
+
+    best = min(interrupting, key=rank)
+    if rank(best)[0] == 4 and now - best.detected_at < PEER_FAILURE_GRACE_S:
+        return None
+    return best

@@ -87,7 +87,7 @@ def submit(
         shutil.rmtree(rdir, ignore_errors=True)
         if spec.checkpoint.folder:
             shutil.rmtree(spec.checkpoint.folder, ignore_errors=True)
-    conn = _connect_for(spec, addr)
+    conn = _connect_for(spec, addr, catalog.cordoned_hosts())
     try:
         catalog.create_job(spec.name, spec.model_dump(mode="json", by_alias=True), spec.world_size,
                            spec.training.steps, str(rdir), conn.address, conn.embedded)
@@ -106,7 +106,7 @@ def submit(
     raise typer.Exit(code)
 
 
-def _connect_for(spec: JobSpec, addr: str | None) -> Any:
+def _connect_for(spec: JobSpec, addr: str | None, cordoned: set[str]) -> Any:
     import ray
 
     from orchestrator.controller.placement import capacity_error, node_views
@@ -117,11 +117,11 @@ def _connect_for(spec: JobSpec, addr: str | None) -> Any:
         conn = connect(addr, num_cpus=need)
     except (ConnectionError, RuntimeError, ValueError) as e:
         fail(f"cannot connect to the Ray cluster at {addr}: {str(e).splitlines()[0]}")
-    if not conn.embedded:
-        err = capacity_error(node_views(ray.nodes()), set(), spec.world_size, r.cpus_per_rank, r.gpus_per_rank)
-        if err is not None:
-            disconnect()
-            fail(f"resources: {err}", EXIT_USAGE)
+    # The embedded cluster is sized for the job, but its one host may be cordoned.
+    err = capacity_error(node_views(ray.nodes()), cordoned, spec.world_size, r.cpus_per_rank, r.gpus_per_rank)
+    if err is not None:
+        disconnect()
+        fail(f"resources: {err}", EXIT_USAGE)
     return conn
 
 

@@ -28,7 +28,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from health.agent import NodeAgent
-from health.detectors import HangConfig, detect_crash, detect_hang, detect_stragglers, hang_limit
+from health.detectors import HangConfig, detect_crash, detect_hang, detect_stragglers, first_cause, hang_limit
 from health.observations import Finding, FindingKind, RankObservation
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
@@ -38,6 +38,7 @@ from orchestrator.controller.placement import (
     capacity_error,
     exclusion_selector,
     node_views,
+    rank_slots,
 )
 from orchestrator.controller.policy import (
     Action,
@@ -46,6 +47,7 @@ from orchestrator.controller.policy import (
     OutcomeKind,
     PolicyConfig,
     decide,
+    shrunk_dp,
 )
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.controller.worker import RankWorker, tail
@@ -128,6 +130,8 @@ class JobController:
         self._stop = threading.Event()
         self._done = threading.Event()
         self.history = JobHistory()
+        self.dp = self.spec.parallelism.dp
+        """Current data-parallel degree; lower than the job file's after a shrink."""
         self.live: LiveAttempt | None = None
         self._open_interruption: int | None = None
         self._agents: dict[str, Any] = {}
@@ -257,7 +261,7 @@ class JobController:
     def _run_attempt(self) -> AttemptOutcome:
         number = self._next_attempt_number()
         start_step = self._committed_step()
-        layout = self.spec.parallelism.model_dump(include={"dp", "tp", "pp", "cp"})
+        layout = {**self.spec.parallelism.model_dump(include={"tp", "pp", "cp"}), "dp": self.dp}
         attempt_id = self.catalog.start_attempt(self.spec.name, number, start_step, layout)
         live = LiveAttempt(number=number, attempt_id=attempt_id, start_step=start_step)
         self.live = live
@@ -275,14 +279,31 @@ class JobController:
             self._teardown()
             self._sync_checkpoints(number)
 
+    @property
+    def world_size(self) -> int:
+        p = self.spec.parallelism
+        return self.dp * p.tp * p.pp * p.cp
+
     def _place(self, live: LiveAttempt) -> str | None:
         r = self.spec.resources
-        world = self.spec.world_size
         views = node_views(ray.nodes())
         cordoned = self.catalog.cordoned_hosts()
-        err = capacity_error(views, cordoned, world, r.cpus_per_rank, r.gpus_per_rank)
+        err = capacity_error(views, cordoned, self.world_size, r.cpus_per_rank, r.gpus_per_rank)
+        if err is not None and self.spec.reliability.allow_shrink_dp:
+            p, t = self.spec.parallelism, self.spec.training
+            slots = rank_slots(views, cordoned, r.cpus_per_rank, r.gpus_per_rank, self.world_size)
+            new_dp = shrunk_dp(dp=self.dp, model_parallel=p.tp * p.pp * p.cp, global_batch=t.global_batch_size,
+                               micro_batch=t.micro_batch_size, slots=slots)
+            if new_dp is not None:
+                logger.warning("job %s: shrinking data parallelism from %d to %d (%s)", self.spec.name, self.dp,
+                               new_dp, err)
+                self.dp = new_dp
+                self.catalog.update_attempt(live.attempt_id, layout={"dp": self.dp, "tp": p.tp, "pp": p.pp,
+                                                                      "cp": p.cp, "shrunk_from": p.dp})
+                err = None
         if err is not None:
             return err
+        world = self.world_size
         selector = exclusion_selector(views, cordoned)
         live.pg = placement_group(
             bundles(world, r.cpus_per_rank, r.gpus_per_rank),
@@ -321,7 +342,7 @@ class JobController:
     def _start_ranks(self, live: LiveAttempt) -> None:
         cfg_path = self.run_dir / "attempts" / f"attempt-{live.number:03d}" / "trainer.json"
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps(trainer_config(self.spec), indent=1))
+        cfg_path.write_text(json.dumps(trainer_config(self.spec, dp=self.dp), indent=1))
         master_addr = self._infos[0]["ip"]
         master_port = ray.get(live.workers[0].free_port.remote())
         local_index: dict[str, int] = {}
@@ -330,7 +351,7 @@ class JobController:
             node = live.node_ids[rank]
             local_rank = local_index.get(node, 0)
             local_index[node] = local_rank + 1
-            env = {"RANK": str(rank), "WORLD_SIZE": str(self.spec.world_size), "LOCAL_RANK": str(local_rank),
+            env = {"RANK": str(rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": str(local_rank),
                    "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
             refs.append(w.start.remote(str(cfg_path), env, str(self.checkpoint_dir),
                                        self.spec.resources.cpus_per_rank))
@@ -389,7 +410,7 @@ class JobController:
                 self._on_progress(live, obs)
             seen_ckpt = self._track_checkpoints(obs, seen_ckpt, live.number)
             self.catalog.update_job(self.spec.name, controller_heartbeat_at=utc(now))
-            crash = next((f for f in findings if f.interrupting), None)
+            crash = first_cause(findings, now)
             if crash is not None:
                 self._record_rank_ends(live, obs)
                 return self._outcome(live, crash)
@@ -435,7 +456,18 @@ class JobController:
         obs.sort(key=lambda o: o.rank)
         return obs, findings
 
+    def _kill_all(self, live: LiveAttempt) -> None:
+        """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
+        refs = []
+        for w in live.workers:
+            with contextlib.suppress(Exception):
+                refs.append(w.kill.remote())
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.get(ref, timeout=30)
+
     def _outcome(self, live: LiveAttempt, f: Finding) -> AttemptOutcome:
+        self._kill_all(live)
         kind = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
                 FindingKind.HANG: OutcomeKind.HANG, FindingKind.BAD_GPU: OutcomeKind.BAD_GPU}[f.kind]
         logger.warning("job %s: %s", self.spec.name, f.summary)

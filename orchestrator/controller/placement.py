@@ -65,6 +65,16 @@ def exclusion_selector(views: list[NodeView], cordoned: set[str]) -> dict[str, s
     return {NODE_ID_LABEL: f"!in({','.join(bad)})"} if bad else None
 
 
+def rank_slots(views: list[NodeView], cordoned: set[str], cpus: float, gpus: float, cap: int) -> int:
+    """How many ranks of (cpus, gpus) the usable nodes can hold (at most `cap`)."""
+    slots = 0
+    for v in usable_nodes(views, cordoned):
+        by_cpu = int(v.cpus // cpus) if cpus else cap
+        by_gpu = int(v.gpus // gpus) if gpus else cap
+        slots += min(by_cpu, by_gpu)
+    return min(slots, cap)
+
+
 def capacity_error(views: list[NodeView], cordoned: set[str], world_size: int, cpus: float,
                    gpus: float) -> str | None:
     """Why `world_size` ranks cannot fit the usable nodes' total resources, or None."""

@@ -98,3 +98,15 @@ def decide(outcome: AttemptOutcome, history: JobHistory, cfg: PolicyConfig) -> D
     return Decision(Action.RESTART, f"{outcome.kind.value}: {outcome.detail}; restarting from the newest "
                     f"committed checkpoint (restart {history.restarts + 1} of {cfg.max_restarts})",
                     cordon, use_spare=bool(cordon) and cfg.spares_available > 0)
+
+
+def shrunk_dp(*, dp: int, model_parallel: int, global_batch: int, micro_batch: int, slots: int) -> int | None:
+    """The largest data-parallel degree below `dp` that fits `slots` ranks and divides the batch.
+
+    `model_parallel` is tp*pp*cp: a data-parallel replica is lost or kept whole.
+    Returns None when not even one replica fits.
+    """
+    for d in range(dp - 1, 0, -1):
+        if d * model_parallel <= slots and global_batch % d == 0 and (global_batch // d) % micro_batch == 0:
+            return d
+    return None

@@ -39,3 +39,59 @@ def test_ranks_spread_over_two_nodes(tmp_path: Path, state_dir: Path) -> None:
         assert {r["host"] for r in st["ranks"]} == {"node-a", "node-b"}
         assert len({r["pid"] for r in st["ranks"]}) == 4
         assert seen_running, "status never showed the job running"
+
+        # A cordoned host is never placed on until it is uncordoned.
+        assert orch(["hosts", "cordon", "node-b", "--reason", "test"], env).returncode == 0
+        job2 = write_job(tmp_path / "job2.yaml", small_job("packed", dp=2, steps=6, interval=3))
+        r = orch(["submit", str(job2), "--address", address], env, timeout_s=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = orch_json(["status", "packed"], env)
+        assert {r["host"] for r in st["ranks"]} == {"node-a"}
+        # Four ranks no longer fit the one usable node: refused up front.
+        job3 = write_job(tmp_path / "job3.yaml", small_job("toobig", dp=4, steps=6, interval=3))
+        r = orch(["submit", str(job3), "--address", address], env, timeout_s=300)
+        assert r.returncode != 0 and "cordoned" in (r.stdout + r.stderr)
+
+
+def _raylet_pid(host_label: str) -> int:
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/raylet/raylet" in cmd.split(" ")[0] and f'"host": "{host_label}"' in cmd:
+            return int(p.name)
+    raise AssertionError(f"no raylet for host {host_label}")
+
+
+def test_losing_a_node_cordons_it_and_shrinks_dp(tmp_path: Path, state_dir: Path) -> None:
+    import os
+    import signal
+
+    from orchestrator.catalog.repository import Catalog
+    from tests.cli import metrics_rows, start_submit
+
+    env = ray_env()
+    env["ORCHESTRATOR_HOME"] = str(state_dir)
+    job = write_job(tmp_path / "job.yaml", small_job("shrink", dp=4, steps=40, interval=5,
+                                                       reliability={"allow_shrink_dp": True, "max_restarts": 3}))
+    with ray_cluster([("node-a", 2), ("node-b", 2)]) as address:
+        proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
+        try:
+            wait_for(lambda: any(x["step"] >= 8 for x in metrics_rows(state_dir / "runs" / "shrink")), 300, "step 8")
+            os.kill(_raylet_pid("node-b"), signal.SIGKILL)
+            assert proc.wait(timeout=400) == 0, (tmp_path / "submit.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
+        [i] = cat.interruptions("shrink")
+        assert i.kind == "node_lost" and i.hosts == ["node-b"]
+        assert "node-b" in cat.cordoned_hosts()
+        job_row = cat.require_job("shrink")
+        assert job_row.state == "succeeded" and job_row.last_step == 40
+        last = job_row.attempts[-1]
+        assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 4
+        assert {r.host for r in last.ranks} == {"node-a"}

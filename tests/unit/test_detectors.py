@@ -78,3 +78,16 @@ def test_straggler_is_a_robust_outlier() -> None:
     assert found[0].score is not None and found[0].score > 6
     # Jitter alone is not a straggler.
     assert detect_stragglers([_obs(r, ready=ring(0.0)) for r in range(8)], 0.5, NOW) == []
+
+
+def test_first_cause_prefers_root_causes_and_waits_for_them() -> None:
+    from health.detectors import PEER_FAILURE_GRACE_S, first_cause
+
+    peer = detect_crash([_obs(0, alive=False, returncode=1, exited_at=NOW - 0.2)], NOW)
+    lost = detect_crash([_obs(3, worker_alive=False, alive=False)], NOW)
+    assert peer is not None and lost is not None
+    assert first_cause([peer], NOW) is None, "an exit code alone waits for the real cause"
+    assert first_cause([peer], NOW + PEER_FAILURE_GRACE_S + 0.1) is peer
+    assert first_cause([peer, lost], NOW) is lost
+    killed = detect_crash([_obs(1, alive=False, returncode=-9, signal="SIGKILL", exited_at=NOW - 1)], NOW)
+    assert first_cause([peer, killed], NOW) is killed

@@ -57,3 +57,13 @@ def test_software_crash_does_not_cordon() -> None:
     o = AttemptOutcome(OutcomeKind.CRASH, 10, 0, (1,), ("node-a",), False, "exit code 1")
     d = decide(o, JobHistory(outcomes=[o]), PolicyConfig(max_restarts=3))
     assert d.cordon_hosts == ()
+
+
+def test_shrunk_dp_keeps_whole_replicas_and_the_batch() -> None:
+    from orchestrator.controller.policy import shrunk_dp
+
+    assert shrunk_dp(dp=4, model_parallel=1, global_batch=16, micro_batch=2, slots=3) == 2
+    assert shrunk_dp(dp=4, model_parallel=2, global_batch=16, micro_batch=2, slots=7) == 2
+    assert shrunk_dp(dp=4, model_parallel=2, global_batch=16, micro_batch=2, slots=6) == 2
+    assert shrunk_dp(dp=3, model_parallel=1, global_batch=12, micro_batch=4, slots=2) == 1
+    assert shrunk_dp(dp=2, model_parallel=4, global_batch=8, micro_batch=1, slots=3) is None

@@ -1,0 +1,15 @@
+"""Run every benchmark in turn (`make bench`); each writes bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["checkpoint_stall.py", "layouts.py", "recovery.py", "ray_train_restart.py"]
+
+if __name__ == "__main__":
+    for b in BENCHES:
+        print(f"== {b}", flush=True)
+        subprocess.run([sys.executable, str(HERE / b)], check=True)
