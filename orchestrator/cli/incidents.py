@@ -135,30 +135,33 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _advance(incident: int, by: str | None, note: str | None, db: str | None, sd: Any, action: str) -> str:
+    """Move an incident along its workflow (ack or resolve), keeping the note."""
+    cat = open_catalog(sd, db, must_exist=True)
+    i = _guard(lambda: cat.get_interruption(incident))
+    who, now = _user(by), datetime.now(UTC)
+    notes = list(i.notes) + ([{"at": now.isoformat(), "by": who, "text": note}] if note else [])
+    if action == "ack":
+        fields = {"status": "acknowledged" if i.status == "open" else i.status, "acknowledged_by": who,
+                  "acknowledged_at": now}
+    else:
+        fields = {"status": "resolved", "resolved_by": who, "resolved_at": now}
+    _guard(lambda: cat.update_interruption(incident, notes=notes, **fields))
+    return who
+
+
 @incidents_app.command()
 def ack(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
         state_dir_opt: StateDirOpt = None) -> None:
     """Acknowledge an incident."""
-    cat = open_catalog(state_dir_opt, db, must_exist=True)
-    i = _guard(lambda: cat.get_interruption(incident))
-    who = _user(by)
-    notes = list(i.notes) + ([{"at": _now(), "by": who, "text": note}] if note else [])
-    _guard(lambda: cat.update_interruption(incident, status="acknowledged" if i.status == "open" else i.status,
-                                           acknowledged_by=who, acknowledged_at=datetime.now(UTC), notes=notes))
-    console.print(f"incident {incident} acknowledged by {who}")
+    console.print(f"incident {incident} acknowledged by {_advance(incident, by, note, db, state_dir_opt, 'ack')}")
 
 
 @incidents_app.command()
 def resolve(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
             state_dir_opt: StateDirOpt = None) -> None:
     """Resolve an incident."""
-    cat = open_catalog(state_dir_opt, db, must_exist=True)
-    i = _guard(lambda: cat.get_interruption(incident))
-    who = _user(by)
-    notes = list(i.notes) + ([{"at": _now(), "by": who, "text": note}] if note else [])
-    _guard(lambda: cat.update_interruption(incident, status="resolved", resolved_by=who,
-                                           resolved_at=datetime.now(UTC), notes=notes))
-    console.print(f"incident {incident} resolved by {who}")
+    console.print(f"incident {incident} resolved by {_advance(incident, by, note, db, state_dir_opt, 'resolve')}")
 
 
 @incidents_app.command()
