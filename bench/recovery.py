@@ -11,7 +11,6 @@ recorded times from the catalog, and stops the job. Reports medians.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -26,20 +25,13 @@ sys.path.insert(0, str(REPO))
 from bench.common import median, save  # noqa: E402
 from orchestrator.catalog.db import as_utc  # noqa: E402
 from orchestrator.catalog.repository import Catalog  # noqa: E402
+from trainer.files import read_jsonl  # noqa: E402
 
 ORCH = str(Path(sys.executable).parent / "orchestrator")
 
 
 def _rows(run_dir: Path) -> list[dict]:
-    p = run_dir / "metrics.jsonl"
-    out = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def one_run(fault: str, state: Path) -> dict[str, float]:

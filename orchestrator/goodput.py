@@ -12,7 +12,6 @@ Pure functions over plain rows, so the simulation can use them too.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
+from trainer.files import read_jsonl
 
 CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed")
 
@@ -47,16 +47,7 @@ class InterruptionView:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line still being written
-    return rows
+    return read_jsonl(path)
 
 
 def split_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

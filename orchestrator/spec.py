@@ -7,7 +7,6 @@ so that a bad file is refused before Ray starts or the catalog is touched.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainer.files import resolve_files
 from trainer.tokenizer import BYTE_VOCAB_SIZE
 
 JOB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -121,7 +121,6 @@ class ReliabilitySpec(_Section):
     max_restarts: int = Field(5, ge=0)
     spares: int = Field(0, ge=0)
     allow_shrink_dp: bool = False
-    preflight: bool = True
 
     @property
     def effective_collective_timeout_s(self) -> float:
@@ -282,10 +281,4 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
 
 
 def resolve_data_files(patterns: list[str]) -> list[str]:
-    files: set[str] = set()
-    for pat in patterns:
-        pat = expand_data_path(pat)
-        if os.path.isdir(pat):
-            pat = os.path.join(pat, "**", "*")
-        files.update(f for f in glob.glob(pat, recursive=True) if os.path.isfile(f))
-    return sorted(files)
+    return resolve_files([expand_data_path(p) for p in patterns])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import BIN
+from trainer.files import read_jsonl
 
 ORCH = str(BIN / "orchestrator")
 
@@ -42,14 +42,7 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: f
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
-    p = run_dir / "metrics.jsonl"
-    if not p.exists():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        with contextlib.suppress(ValueError):  # a line still being written
-            rows.append(json.loads(line))
-    return rows
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def interrupt(proc: subprocess.Popen[bytes]) -> None:

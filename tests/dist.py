@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from trainer.local_run import LocalRun, run_local
+from trainer.local_run import LocalRun, read_metrics, run_local
 
 
 def run_ranks(cfg: dict[str, Any], run_dir: Path, **kw: Any) -> LocalRun:
@@ -14,8 +13,7 @@ def run_ranks(cfg: dict[str, Any], run_dir: Path, **kw: Any) -> LocalRun:
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_metrics(run_dir)
 
 
 def final_losses(rows: list[dict[str, Any]]) -> dict[int, float]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tests.conftest import BIN
-from tests.services import free_port
+from trainer.local_run import free_port
 
 RAY = str(BIN / "ray")
 

@@ -102,7 +102,7 @@ class Checkpointer:
         self.async_save = async_save
         self.rank = rank
         self.on_commit = on_commit
-        self._pending: tuple[Future[Any], int, SaveTimings] | None = None
+        self._pending: tuple[Future[Any], int, SaveTimings, dict[str, Any]] | None = None
         self._staging: Future[Any] | None = None
         self._blocked_s = 0.0
         self._pg = dist.new_group(backend="gloo") if dist.is_initialized() else None
@@ -133,8 +133,7 @@ class Checkpointer:
                 self._staging, fut = resp.staging_completion, resp.upload_completion
             else:
                 fut = resp
-            self._pending = (fut, step, timings)
-            self._pending_meta = meta
+            self._pending = (fut, step, timings, meta)
         else:
             dcp.save(state, checkpoint_id=str(path), process_group=self._pg)
             self._commit(step, meta, timings)
@@ -166,10 +165,10 @@ class Checkpointer:
         self.wait_staging()
         if self._pending is None:
             return
-        fut, step, timings = self._pending
+        fut, step, timings, meta = self._pending
         self._pending = None
         fut.result()
-        self._commit(step, self._pending_meta, timings)
+        self._commit(step, meta, timings)
 
     def poll(self) -> None:
         """Commit a finished async save without blocking on an unfinished one."""

@@ -11,22 +11,12 @@ samples consumed is saved.
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
 
 import torch
 
+from trainer.files import resolve_files
 from trainer.tokenizer import EOD_TOKEN
-
-
-def resolve_files(patterns: list[str]) -> list[str]:
-    files: set[str] = set()
-    for pat in patterns:
-        if os.path.isdir(pat):
-            pat = os.path.join(pat, "**", "*")
-        files.update(f for f in glob.glob(pat, recursive=True) if os.path.isfile(f))
-    return sorted(files)
 
 
 def load_token_stream(patterns: list[str], max_bytes: int) -> torch.Tensor:

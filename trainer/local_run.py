@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.files import read_jsonl
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -75,8 +77,7 @@ def run_local(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = Non
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:

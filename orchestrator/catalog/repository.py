@@ -138,6 +138,13 @@ class Catalog:
             for k, v in fields.items():
                 setattr(r, k, v)
 
+    def set_rank_steps(self, attempt_id: int, steps: dict[int, int]) -> None:
+        """Record the current step of many ranks in one transaction."""
+        with self.session() as s:
+            for r in s.scalars(select(RankRecord).where(RankRecord.attempt_id == attempt_id)):
+                if r.rank in steps:
+                    r.step = steps[r.rank]
+
     def close_open_ranks(self, attempt_id: int, state: str) -> None:
         """Mark ranks that were still starting or running as ended in `state`."""
         with self.session() as s:

@@ -63,6 +63,7 @@ POLL_INTERVAL_S = 0.5
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 3.0
+RANK_STEPS_WRITE_INTERVAL_S = 2.0
 
 
 def controller_name(job: str) -> str:
@@ -114,6 +115,7 @@ class LiveAttempt:
     node_ids: list[str] = field(default_factory=list)
     agent_nodes: list[str] = field(default_factory=list)
     first_step_seen: bool = False
+    ranks_written_at: float = 0.0
 
 
 class JobController:
@@ -416,6 +418,7 @@ class JobController:
                 return self._outcome(live, crash)
             if all(o.returncode == 0 for o in obs):
                 self._record_rank_ends(live, obs)
+                live.ranks_written_at = 0.0  # the final steps are always written
                 self._on_progress(live, obs)
                 if all(o.phase == "done" for o in obs):
                     return AttemptOutcome(OutcomeKind.SUCCEEDED, self._committed_step(), live.start_step)
@@ -500,8 +503,10 @@ class JobController:
             if self._open_interruption is not None:
                 self.catalog.update_interruption(self._open_interruption, resumed_at=utc())
                 self._open_interruption = None
-        for o in obs:
-            self.catalog.upsert_rank(live.attempt_id, o.rank, step=o.step)
+        # Per-rank steps are for `status`; one batched write every few seconds, not per rank per poll.
+        if time.time() - live.ranks_written_at >= RANK_STEPS_WRITE_INTERVAL_S:
+            live.ranks_written_at = time.time()
+            self.catalog.set_rank_steps(live.attempt_id, {o.rank: o.step for o in obs})
 
     def _track_checkpoints(self, obs: list[RankObservation], seen: int, attempt: int) -> int:
         c = obs[0].checkpoint

@@ -44,7 +44,6 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('run_dir', sa.Text(), nullable=False),
     sa.Column('ray_address', sa.Text(), nullable=True),
-    sa.Column('ray_embedded', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:

@@ -1,0 +1,32 @@
+"""File helpers without torch, so the job-file validator and readers stay cheap to import."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def resolve_files(patterns: list[str]) -> list[str]:
+    """Every file matched by the globs or folders in `patterns`, sorted by path."""
+    files: set[str] = set()
+    for pat in patterns:
+        if os.path.isdir(pat):
+            pat = os.path.join(pat, "**", "*")
+        files.update(f for f in glob.glob(pat, recursive=True) if os.path.isfile(f))
+    return sorted(files)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file; a line still being written is skipped."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line))
+    return rows
