@@ -146,17 +146,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    ours, theirs = [], []
+    ours, cold, theirs = [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as t:
             theirs.append(ray_train_run(Path(t))["fault_to_resume_s"])
         with tempfile.TemporaryDirectory() as t:
-            ours.append(one_run("kill", Path(t))["fault_to_resume_s"])
-        print(f"ray train {theirs[-1]:.2f} s, ours {ours[-1]:.2f} s", flush=True)
-    m_ours, m_theirs = median(ours), median(theirs)
-    print(f"median fault->resume: ours {m_ours:.2f} s, Ray Train {m_theirs:.2f} s, ratio {m_ours / m_theirs:.3f}")
-    print(save("ray_train_restart", {"ours_s": ours, "ray_train_s": theirs, "median_ours_s": m_ours,
+            ours.append(one_run("kill", Path(t), warm_standby=True)["fault_to_resume_s"])
+        with tempfile.TemporaryDirectory() as t:
+            cold.append(one_run("kill", Path(t), warm_standby=False)["fault_to_resume_s"])
+        print(f"ray train {theirs[-1]:.2f} s, ours {ours[-1]:.2f} s, ours without warm standby {cold[-1]:.2f} s",
+              flush=True)
+    m_ours, m_cold, m_theirs = median(ours), median(cold), median(theirs)
+    print(f"median fault->resume: ours {m_ours:.2f} s (without warm standby {m_cold:.2f} s), "
+          f"Ray Train {m_theirs:.2f} s, ratio {m_ours / m_theirs:.3f}")
+    print(save("ray_train_restart", {"ours_s": ours, "ours_cold_s": cold, "ray_train_s": theirs,
+                                      "median_ours_s": m_ours, "median_ours_cold_s": m_cold,
                                       "median_ray_train_s": m_theirs, "ratio": m_ours / m_theirs,
+                                      "ratio_cold": m_cold / m_theirs,
                                       "fault": "SIGKILL of rank 1 after step 30", "job": "examples/job.yaml"}))
 
 

@@ -34,10 +34,22 @@ def _rows(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / "metrics.jsonl")
 
 
-def one_run(fault: str, state: Path) -> dict[str, float]:
+def job_file(state: Path, warm_standby: bool) -> Path:
+    """The example job, with warm standby rank processes on or off."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "examples" / "job.yaml").read_text())
+    spec["reliability"]["warm_standby"] = warm_standby
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def one_run(fault: str, state: Path, warm_standby: bool = True) -> dict[str, float]:
     env = dict(os.environ, ORCHESTRATOR_HOME=str(state))
     run_dir = state / "runs" / "example"
-    proc = subprocess.Popen([ORCH, "submit", str(REPO / "examples" / "job.yaml")], env=env,
+    proc = subprocess.Popen([ORCH, "submit", str(job_file(state, warm_standby))], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300

@@ -24,6 +24,8 @@ class NodeAgent:
         self.host = host
         self.poll_interval_s = poll_interval_s
         self._workers: dict[int, Any] = {}
+        self._generation = 0
+        """Bumped by every watch(): a poll begun before it must not report into the new attempt."""
         self._obs: dict[int, RankObservation] = {}
         self._findings: list[Finding] = []
         self._lock = threading.Lock()
@@ -34,6 +36,7 @@ class NodeAgent:
         """Start watching these ranks (rank -> RankWorker handle); replaces earlier ones."""
         with self._lock:
             self._workers = dict(workers)
+            self._generation += 1
             self._obs.clear()
             self._findings.clear()
         if self._thread is None:
@@ -44,6 +47,7 @@ class NodeAgent:
     def unwatch(self) -> None:
         with self._lock:
             self._workers = {}
+            self._generation += 1
             self._obs.clear()
 
     def report(self) -> dict[str, Any]:
@@ -59,7 +63,7 @@ class NodeAgent:
 
         while not self._stop.wait(self.poll_interval_s):
             with self._lock:
-                workers = dict(self._workers)
+                workers, generation = dict(self._workers), self._generation
             if not workers:
                 continue
             refs = {r: w.poll.remote() for r, w in workers.items()}
@@ -75,7 +79,7 @@ class NodeAgent:
                 obs[rank] = observation_from_poll(poll, self.host, now)
             crash = detect_crash(list(obs.values()), now)
             with self._lock:
-                if workers != self._workers:
+                if generation != self._generation:
                     continue  # re-targeted while polling
                 self._obs = obs
                 if crash is not None and not any(f.kind == crash.kind for f in self._findings):

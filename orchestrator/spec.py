@@ -121,6 +121,8 @@ class ReliabilitySpec(_Section):
     max_restarts: int = Field(5, ge=0)
     spares: int = Field(0, ge=0)
     allow_shrink_dp: bool = False
+    warm_standby: bool = True
+    """Keep one pre-imported trainer process per rank so a restart skips interpreter start-up."""
 
     @property
     def effective_collective_timeout_s(self) -> float:

@@ -1,4 +1,4 @@
-"""Per-rank process entry point: `python -m trainer.launch CONFIG.json`.
+"""Per-rank process entry point: `python -m trainer.launch CONFIG.json` (or `--standby`).
 
 The rank, world size and rendezvous come from the standard torch.distributed
 environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
@@ -81,10 +81,40 @@ class ControlFile:
             time.sleep(self.step_delay_s)
 
 
+STANDBY_FLAG = "--standby"
+
+
+def standby() -> int:
+    """Warm standby: pay for the imports now, then wait on stdin for this process's assignment.
+
+    A restart then costs a rendezvous and a checkpoint load instead of a fresh
+    interpreter importing torch on every rank. The assignment is one JSON line:
+    {"config": path, "env": {...}, "log": path}. End of input means the
+    supervisor no longer needs this process.
+    """
+    import torch  # noqa: F401  (the slow part)
+
+    import trainer.progress  # noqa: F401
+    import trainer.train  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    req = json.loads(line)
+    os.environ.update(req["env"])
+    fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return main([req["config"]])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == [STANDBY_FLAG]:
+        return standby()
     if len(argv) != 1:
-        print("usage: python -m trainer.launch CONFIG.json", file=sys.stderr)
+        print(f"usage: python -m trainer.launch CONFIG.json | {STANDBY_FLAG}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(levelname)s %(message)s"
                         .replace("%(rank)s", os.environ.get("RANK", "?")))

@@ -130,6 +130,7 @@ def _start_controller(spec: JobSpec, url: str, rdir: Path) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator.controller.controller import NAMESPACE, JobController, controller_name
+    from orchestrator.controller.placement import controller_node
 
     name = controller_name(spec.name)
     try:
@@ -137,8 +138,7 @@ def _start_controller(spec: JobSpec, url: str, rdir: Path) -> Any:
         ray.kill(old, no_restart=True)
     except ValueError:
         pass
-    # The controller lives next to this command: it needs the state folder.
-    here = ray.get_runtime_context().get_node_id()
+    here = controller_node(ray.nodes(), ray.get_runtime_context().get_node_id())
     actor = ray.remote(JobController).options(
         name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_concurrency=16,
         max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),

@@ -34,6 +34,7 @@ from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.classifier import Verdict, classify
 from orchestrator.controller.placement import (
+    NodeView,
     bundles,
     capacity_error,
     exclusion_selector,
@@ -135,6 +136,8 @@ class JobController:
         self.dp = self.spec.parallelism.dp
         """Current data-parallel degree; lower than the job file's after a shrink."""
         self.live: LiveAttempt | None = None
+        self._kept: LiveAttempt | None = None
+        """The last attempt's gang (reservation, supervisors), kept for an in-place restart."""
         self._open_interruption: int | None = None
         self._agents: dict[str, Any] = {}
         """Node id -> NodeAgent actor; kept across attempts."""
@@ -187,6 +190,8 @@ class JobController:
             except Exception:
                 logger.exception("could not record the failure")
         finally:
+            with contextlib.suppress(Exception):
+                self._teardown()
             for agent in self._agents.values():
                 with contextlib.suppress(Exception):
                     ray.kill(agent, no_restart=True)
@@ -200,6 +205,7 @@ class JobController:
                               allow_shrink_dp=self.spec.reliability.allow_shrink_dp)
         while True:
             if self._stop.is_set():
+                self._teardown()
                 self._set_state(ControllerState.STOPPED, self._stop_reason)
                 return
             self._set_state(ControllerState.PLACING)
@@ -216,6 +222,8 @@ class JobController:
                                             interruption_id=self._open_interruption, create=True)
             for host in cordon_lemons(self.catalog, interruption_id=self._open_interruption):
                 logger.warning("job %s: host %s cordoned as a lemon", self.spec.name, host)
+            if decision.action is not Action.RESTART:
+                self._teardown()  # nothing is left running or reserved once the job is over
             if decision.action is Action.SUCCEED:
                 self._set_state(ControllerState.SUCCEEDED, decision.reason)
                 return
@@ -234,22 +242,35 @@ class JobController:
         if ray.get_runtime_context().was_current_actor_reconstructed:
             # Same submission, new incarnation: earlier failures still count.
             self.history.restarts = len([a for a in job.attempts if a.state in ("failed", "lost")])
+        alive = {v.node_id for v in node_views(ray.nodes()) if v.alive}
         for a in job.attempts:
-            if a.state in ("starting", "running"):
-                self.catalog.update_attempt(a.id, state="lost", ended_at=utc(),
-                                            reason="controller lost while the attempt ran")
-                for r in a.ranks:
-                    if r.ended_at is None:
-                        self.catalog.upsert_rank(a.id, r.rank, state="lost", ended_at=utc())
-                committed = self._committed_step()
-                self._open_interruption = self.catalog.record_interruption(
-                    job_name=self.spec.name, attempt=a.number, planned=False, category="unknown",
-                    component="unknown", confidence=0.0, kind=OutcomeKind.CONTROLLER_LOST.value,
-                    explanation="the job's controller died; its ranks died with it",
-                    fault_at=as_utc(job.controller_heartbeat_at) or utc(), detected_at=utc(), stopped_at=utc(),
-                    step_at_fault=job.last_step,
-                    resume_step=committed, steps_lost=max(0, job.last_step - committed),
-                )
+            if a.state not in ("starting", "running"):
+                continue
+            self.catalog.update_attempt(a.id, state="lost", ended_at=utc(),
+                                        reason="controller lost while the attempt ran")
+            for r in a.ranks:
+                if r.ended_at is None:
+                    self.catalog.upsert_rank(a.id, r.rank, state="lost", ended_at=utc())
+            # A controller that ran on a node that died took its ranks' view with it:
+            # the dead nodes, not the controller, are the cause.
+            lost = sorted((r for r in a.ranks if r.node_id and r.node_id not in alive), key=lambda r: r.rank)
+            lost_hosts = list(dict.fromkeys(r.host for r in lost if r.host))
+            committed = self._committed_step()
+            kind = OutcomeKind.NODE_LOST if lost_hosts else OutcomeKind.CONTROLLER_LOST
+            explanation = (f"nodes {', '.join(lost_hosts)} left the cluster while the controller was down"
+                           if lost_hosts else "the job's controller died; its ranks died with it")
+            self._open_interruption = self.catalog.record_interruption(
+                job_name=self.spec.name, attempt=a.number, planned=False, category="unknown",
+                component="host" if lost_hosts else "unknown", confidence=0.0, kind=kind.value,
+                explanation=explanation, ranks=[r.rank for r in lost], hosts=lost_hosts,
+                fault_at=as_utc(job.controller_heartbeat_at) or utc(), detected_at=utc(), stopped_at=utc(),
+                step_at_fault=job.last_step,
+                resume_step=committed, steps_lost=max(0, job.last_step - committed),
+            )
+            for host in lost_hosts:
+                self.catalog.set_host_state(host, "cordoned", reason=f"node lost ({explanation})",
+                                            actor="controller", interruption_id=self._open_interruption,
+                                            create=True)
 
     # ---- one attempt ----------------------------------------------------------------
     def _next_attempt_number(self) -> int:
@@ -278,7 +299,8 @@ class JobController:
             self.catalog.update_attempt(attempt_id, state="running")
             return self._supervise(live)
         finally:
-            self._teardown()
+            self._stop_ranks(live)
+            self._kept = live if live.workers else None
             self._sync_checkpoints(number)
 
     @property
@@ -290,6 +312,12 @@ class JobController:
         r = self.spec.resources
         views = node_views(ray.nodes())
         cordoned = self.catalog.cordoned_hosts()
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            if self._reusable(kept, views, cordoned):
+                self._adopt_gang(live, kept)
+                return None
+            self._release(kept)
         err = capacity_error(views, cordoned, self.world_size, r.cpus_per_rank, r.gpus_per_rank)
         if err is not None and self.spec.reliability.allow_shrink_dp:
             p, t = self.spec.parallelism, self.spec.training
@@ -327,7 +355,7 @@ class JobController:
                 num_cpus=r.cpus_per_rank, num_gpus=r.gpus_per_rank or None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(live.pg, placement_group_bundle_index=rank),
                 max_restarts=0,
-            ).remote(self.spec.name, rank, live.number, str(self.run_dir)))
+            ).remote(self.spec.name, rank, str(self.run_dir), self.spec.reliability.warm_standby))
         infos = ray.get([w.info.remote() for w in live.workers], timeout=START_TIMEOUT_S)
         by_id = {v.node_id: v for v in node_views(ray.nodes())}
         for rank, info in enumerate(infos):
@@ -340,6 +368,26 @@ class JobController:
                                      state="placed")
         self._infos = infos
         return None
+
+    def _reusable(self, kept: LiveAttempt, views: list[NodeView], cordoned: set[str]) -> bool:
+        """The last attempt's gang can run the next one: same size, hosts healthy, every worker answers."""
+        alive = {v.node_id for v in views if v.alive}
+        if len(kept.workers) != self.world_size or kept.pg is None:
+            return False
+        if any(h in cordoned for h in kept.hosts) or any(n not in alive for n in kept.node_ids):
+            return False
+        try:
+            ray.get([w.info.remote() for w in kept.workers], timeout=10)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return False
+        return True
+
+    def _adopt_gang(self, live: LiveAttempt, kept: LiveAttempt) -> None:
+        """Restart in place: same reservation, same supervisors, their warm standby processes."""
+        live.pg, live.workers, live.hosts, live.node_ids = kept.pg, kept.workers, kept.hosts, kept.node_ids
+        kept.workers, kept.pg = [], None
+        for rank, (host, node) in enumerate(zip(live.hosts, live.node_ids, strict=True)):
+            self.catalog.upsert_rank(live.attempt_id, rank, host=host, node_id=node, state="placed")
 
     def _start_ranks(self, live: LiveAttempt) -> None:
         cfg_path = self.run_dir / "attempts" / f"attempt-{live.number:03d}" / "trainer.json"
@@ -355,9 +403,12 @@ class JobController:
             local_index[node] = local_rank + 1
             env = {"RANK": str(rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": str(local_rank),
                    "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
-            refs.append(w.start.remote(str(cfg_path), env, str(self.checkpoint_dir),
+            refs.append(w.start.remote(live.number, str(cfg_path), env, str(self.checkpoint_dir),
                                        self.spec.resources.cpus_per_rank))
-        pids = ray.get(refs, timeout=START_TIMEOUT_S)
+        started = ray.get(refs, timeout=START_TIMEOUT_S)
+        pids = [s["pid"] for s in started]
+        logger.info("job %s: attempt %d started %d ranks (%d on warm standby processes)", self.spec.name,
+                    live.number, len(started), sum(1 for s in started if s["warm"]))
         self._watch(live)
         now = utc()
         for rank, pid in enumerate(pids):
@@ -586,10 +637,8 @@ class JobController:
             out[str(r)] = tail(path, max_bytes)
         return out
 
-    def _teardown(self) -> None:
-        live = self.live
-        if live is None:
-            return
+    def _stop_ranks(self, live: LiveAttempt) -> None:
+        """Stop the attempt's trainer processes; the supervisors and the reservation stay."""
         refs = []
         for w in live.workers:
             with contextlib.suppress(Exception):
@@ -600,17 +649,31 @@ class JobController:
                 ends.append(ray.get(ref, timeout=STOP_GRACE_S + 30))
             except Exception:
                 ends.append(None)
-        for rank, w in enumerate(live.workers):
-            with contextlib.suppress(Exception):
-                ray.kill(w, no_restart=True)
+        for rank in range(len(live.workers)):
             end = ends[rank] if rank < len(ends) else None
             fields: dict[str, Any] = {"ended_at": utc()}
             if end is not None and end.get("returncode") is not None:
                 fields.update(exit_code=end["returncode"], signal=end.get("signal"))
             self.catalog.upsert_rank(live.attempt_id, rank, **fields)
         self.catalog.close_open_ranks(live.attempt_id, "stopped")
+
+    def _release(self, live: LiveAttempt) -> None:
+        """Give the attempt's supervisors and reservation back to the cluster."""
+        for w in live.workers:
+            with contextlib.suppress(Exception):
+                w.release.remote()
+            with contextlib.suppress(Exception):
+                ray.kill(w, no_restart=True)
         if live.pg is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(live.pg)
         live.workers.clear()
         live.pg = None
+
+    def _teardown(self) -> None:
+        """The job is over (or the controller is failing): stop and release everything."""
+        for live in {id(x): x for x in (self.live, self._kept) if x is not None}.values():
+            if live.workers or live.pg is not None:
+                self._stop_ranks(live)
+                self._release(live)
+        self._kept = None

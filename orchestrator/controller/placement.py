@@ -89,3 +89,24 @@ def capacity_error(views: list[NodeView], cordoned: set[str], world_size: int, c
     excluded = f" ({len(cordoned & {v.host for v in views})} cordoned)" if cordoned else ""
     return (f"{world_size} ranks x ({cpus:g} CPU, {gpus:g} GPU) do not fit the cluster: "
             f"{len(usable)} usable nodes{excluded} hold {slots} rank slots")
+
+
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def controller_node(nodes: list[dict[str, Any]], driver_node_id: str) -> str:
+    """Where a job's controller runs: the head node when it shares the submitting machine, else that machine.
+
+    The controller needs the state folder the submitter sees, so it stays on the
+    submitter's machine; among that machine's Ray nodes the head is preferred,
+    because the head carries no ranks in a real cluster and its loss ends the
+    cluster anyway, while a worker node may be lost with the job still running.
+    """
+    alive = [n for n in nodes if n.get("Alive")]
+    driver = next((n for n in alive if n["NodeID"] == driver_node_id), None)
+    if driver is None:
+        return driver_node_id
+    for n in alive:
+        if HEAD_RESOURCE in n.get("Resources", {}) and n.get("NodeManagerAddress") == driver.get("NodeManagerAddress"):
+            return n["NodeID"]
+    return driver_node_id

@@ -29,6 +29,7 @@ from trainer.launch import (
     ENV_CONTROL_FILE,
     ENV_CPUS,
     ENV_RUN_DIR,
+    STANDBY_FLAG,
 )
 
 
@@ -72,15 +73,23 @@ def _die_with_parent() -> None:
 
 
 class RankWorker:
-    """One per rank per attempt; created inside the job's placement group."""
+    """One per rank, inside the job's placement group; kept across attempts while its host is healthy.
 
-    def __init__(self, job: str, rank: int, attempt: int, run_dir: str) -> None:
-        self.job, self.rank, self.attempt = job, rank, attempt
+    Between attempts it holds a warm standby process (torch already imported)
+    so that a restart does not pay for a fresh interpreter on every rank.
+    """
+
+    def __init__(self, job: str, rank: int, run_dir: str, warm_standby: bool = True) -> None:
+        self.job, self.rank = job, rank
+        self.attempt = 0
         self.run_dir = Path(run_dir)
+        self.warm_standby = warm_standby
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.run_dir / "logs" / f"attempt-{attempt:03d}" / f"rank-{rank:05d}.log"
+        self.standby: subprocess.Popen[bytes] | None = None
+        self.log_path = self.run_dir / "logs" / "unstarted" / f"rank-{rank:05d}.log"
         self.beacon_path = self.run_dir / "beacons" / f"rank-{rank:05d}.json"
         self.control_path = self.run_dir / "control" / f"rank-{rank:05d}.json"
+        self.cpus = 1.0
         self.started_at: float | None = None
         self.exited_at: float | None = None
 
@@ -95,32 +104,74 @@ class RankWorker:
             s.bind(("", 0))
             return int(s.getsockname()[1])
 
-    def start(self, config_path: str, env: dict[str, str], checkpoint_dir: str, cpus: float) -> int:
-        """Start the trainer process; returns its pid."""
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({ENV_CPUS: str(self.cpus), "OMP_NUM_THREADS": str(max(1, int(self.cpus))),
+                    "PYTHONUNBUFFERED": "1",
+                    "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in ray.get_gpu_ids())})
+        return env
+
+    def _spawn(self, args: list[str], env: dict[str, str], log_path: Path,
+               stdin: int | None = None) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "trainer.launch", *args], stdin=stdin,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
+
+    def _ensure_standby(self) -> None:
+        if not self.warm_standby or (self.standby is not None and self.standby.poll() is None):
+            return
+        self.standby = self._spawn([STANDBY_FLAG], self._base_env(),
+                                   self.run_dir / "logs" / "standby" / f"rank-{self.rank:05d}.log",
+                                   stdin=subprocess.PIPE)
+
+    def start(self, attempt: int, config_path: str, env: dict[str, str], checkpoint_dir: str,
+              cpus: float) -> dict[str, Any]:
+        """Start this rank's trainer for `attempt`, on the warm standby when there is one."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"rank {self.rank}: the trainer of attempt {self.attempt} still runs")
+        self.attempt, self.cpus = attempt, cpus
+        self.log_path = self.run_dir / "logs" / f"attempt-{attempt:03d}" / f"rank-{self.rank:05d}.log"
         for p in (self.log_path, self.beacon_path, self.control_path):
             p.parent.mkdir(parents=True, exist_ok=True)
         self.beacon_path.unlink(missing_ok=True)
         self.control_path.unlink(missing_ok=True)
-        full_env = dict(os.environ)
+        full_env = self._base_env()
         full_env.update(env)
         full_env.update({
             ENV_RUN_DIR: str(self.run_dir), ENV_CHECKPOINT_DIR: checkpoint_dir,
-            ENV_ATTEMPT: str(self.attempt), ENV_BEACON_FILE: str(self.beacon_path),
-            ENV_CONTROL_FILE: str(self.control_path), ENV_CPUS: str(cpus),
-            "OMP_NUM_THREADS": str(max(1, int(cpus))), "PYTHONUNBUFFERED": "1",
+            ENV_ATTEMPT: str(attempt), ENV_BEACON_FILE: str(self.beacon_path),
+            ENV_CONTROL_FILE: str(self.control_path),
         })
-        gpu_ids = ray.get_gpu_ids()
-        full_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "trainer.launch", config_path],
-                stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        warm = self._activate_standby({"config": config_path, "env": full_env, "log": str(self.log_path)})
+        if not warm:
+            self.proc = self._spawn([config_path], full_env, self.log_path)
         self.started_at = time.time()
         self.exited_at = None
         threading.Thread(target=self._wait_exit, args=(self.proc,), daemon=True).start()
-        return self.proc.pid
+        return {"pid": self.proc.pid if self.proc else None, "warm": warm}
+
+    def _activate_standby(self, request: dict[str, Any]) -> bool:
+        sb, self.standby = self.standby, None
+        if sb is None or sb.poll() is not None or sb.stdin is None:
+            return False
+        try:
+            sb.stdin.write((json.dumps(request) + "\n").encode())
+            sb.stdin.close()
+        except OSError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sb.pid, signal.SIGKILL)
+            return False
+        self.proc = sb
+        return True
+
+    def release(self) -> None:
+        """The job no longer needs this rank: let the standby go (end of input)."""
+        sb, self.standby = self.standby, None
+        if sb is not None and sb.stdin is not None:
+            with contextlib.suppress(OSError):
+                sb.stdin.close()
 
     def _wait_exit(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -135,6 +186,8 @@ class RankWorker:
             beacon = json.loads(self.beacon_path.read_text())
         except (OSError, ValueError):
             beacon = None
+        if rc is None and beacon is not None and beacon.get("phase") == "train":
+            self._ensure_standby()  # the attempt is underway: prepare the next one's process
         return {"rank": self.rank, "pid": None if self.proc is None else self.proc.pid,
                 "running": self.proc is not None and rc is None, "returncode": rc,
                 "signal": signal_name(rc), "beacon": beacon, "time": time.time(),
