@@ -120,6 +120,7 @@ class ReliabilitySpec(_Section):
     collective_timeout_s: float | None = Field(None, gt=0)
     max_restarts: int = Field(5, ge=0)
     spares: int = Field(0, ge=0)
+    """Hosts held aside (each reserving one host's share of the ranks), swapped in for a cordoned host."""
     allow_shrink_dp: bool = False
     warm_standby: bool = True
     """Keep one pre-imported trainer process per rank so a restart skips interpreter start-up."""

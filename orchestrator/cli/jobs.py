@@ -141,7 +141,9 @@ def _start_controller(spec: JobSpec, url: str, rdir: Path) -> Any:
     here = controller_node(ray.nodes(), ray.get_runtime_context().get_node_id())
     actor = ray.remote(JobController).options(
         name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_concurrency=16,
-        max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        # Hard affinity: Ray 2.60 does not honour a soft one for a zero-resource actor (measured:
+        # it lands on any node), and the controller must not share a worker node's fate.
+        max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
     )
     return actor.remote(spec.model_dump(mode="json", by_alias=True), url, str(rdir))
 
@@ -197,10 +199,12 @@ def job_summary(job: Job, *, with_ranks: bool = False) -> dict[str, Any]:
     if with_ranks:
         out["attempts"] = [
             {"attempt": a.number, "state": a.state, "start_step": a.start_step, "end_step": a.end_step,
-             "started_at": as_utc(a.started_at), "ended_at": as_utc(a.ended_at), "reason": a.reason}
+             "started_at": as_utc(a.started_at), "ended_at": as_utc(a.ended_at), "reason": a.reason,
+             "layout": a.layout}
             for a in job.attempts
         ]
         current = next((a for a in job.attempts if a.number == job.current_attempt), None)
+        out["spares"] = [] if current is None else list((current.layout or {}).get("spares", []))
         out["ranks"] = [] if current is None else [
             {"rank": r.rank, "host": r.host, "pid": r.pid, "state": r.state, "step": r.step,
              "exit_code": r.exit_code, "signal": r.signal, "log": r.log_path}
@@ -230,6 +234,8 @@ def status(
                   f"loss {loss}  attempt {row.current_attempt}  ranks {row.world_size}")
     if row.reason:
         console.print(f"reason: {row.reason}")
+    if summary["spares"]:
+        console.print(f"spare hosts held: {', '.join(summary['spares'])}")
     t = Table("rank", "host", "pid", "state", "step", "exit")
     for r in summary["ranks"]:
         t.add_row(str(r["rank"]), r["host"] or "-", str(r["pid"] or "-"), r["state"], str(r["step"]),

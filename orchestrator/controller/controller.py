@@ -17,14 +17,14 @@ import os
 import statistics
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from health.agent import NodeAgent
@@ -34,6 +34,7 @@ from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.classifier import Verdict, classify
 from orchestrator.controller.placement import (
+    NODE_ID_LABEL,
     NodeView,
     bundles,
     capacity_error,
@@ -64,6 +65,7 @@ POLL_INTERVAL_S = 0.5
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 3.0
+SPARE_WAIT_S = 10.0
 RANK_STEPS_WRITE_INTERVAL_S = 2.0
 
 
@@ -117,6 +119,17 @@ class LiveAttempt:
     agent_nodes: list[str] = field(default_factory=list)
     first_step_seen: bool = False
     ranks_written_at: float = 0.0
+    layout: dict[str, Any] = field(default_factory=dict)
+    """What the catalog shows of this attempt's shape: degrees, shrink, spares held and swapped in."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """One host's worth of rank bundles held aside for the job (a placement group of its own)."""
+
+    pg: Any
+    host: str
+    node_id: str
 
 
 class JobController:
@@ -137,6 +150,7 @@ class JobController:
         """Current data-parallel degree; lower than the job file's after a shrink."""
         self.live: LiveAttempt | None = None
         self._kept: LiveAttempt | None = None
+        self._spares: list[Spare] = []
         """The last attempt's gang (reservation, supervisors), kept for an in-place restart."""
         self._open_interruption: int | None = None
         self._agents: dict[str, Any] = {}
@@ -214,7 +228,8 @@ class JobController:
             if verdict is not None and verdict.category in HARDWARE_CATEGORIES:
                 outcome = dataclasses.replace(outcome, hardware_suspected=True)
             self.history.outcomes.append(outcome)
-            decision = decide(outcome, self.history, policy)
+            decision = decide(outcome, self.history,
+                              dataclasses.replace(policy, spares_available=len(self._spares)))
             logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
             self._record_outcome(outcome, decision.reason, verdict)
             for host in decision.cordon_hosts:
@@ -286,7 +301,7 @@ class JobController:
         start_step = self._committed_step()
         layout = {**self.spec.parallelism.model_dump(include={"tp", "pp", "cp"}), "dp": self.dp}
         attempt_id = self.catalog.start_attempt(self.spec.name, number, start_step, layout)
-        live = LiveAttempt(number=number, attempt_id=attempt_id, start_step=start_step)
+        live = LiveAttempt(number=number, attempt_id=attempt_id, start_step=start_step, layout=layout)
         self.live = live
         try:
             err = self._place(live)
@@ -316,8 +331,13 @@ class JobController:
         if kept is not None:
             if self._reusable(kept, views, cordoned):
                 self._adopt_gang(live, kept)
+                self._note_spares(live)
                 return None
             self._release(kept)
+        # A fresh gang has first call on the spares' resources (that is the swap); spares are
+        # held again from what is left once it is placed.
+        spare_hosts = {s.host for s in self._spares}
+        self._release_spares()
         err = capacity_error(views, cordoned, self.world_size, r.cpus_per_rank, r.gpus_per_rank)
         if err is not None and self.spec.reliability.allow_shrink_dp:
             p, t = self.spec.parallelism, self.spec.training
@@ -328,8 +348,8 @@ class JobController:
                 logger.warning("job %s: shrinking data parallelism from %d to %d (%s)", self.spec.name, self.dp,
                                new_dp, err)
                 self.dp = new_dp
-                self.catalog.update_attempt(live.attempt_id, layout={"dp": self.dp, "tp": p.tp, "pp": p.pp,
-                                                                      "cp": p.cp, "shrunk_from": p.dp})
+                live.layout.update(dp=self.dp, shrunk_from=p.dp)
+                self.catalog.update_attempt(live.attempt_id, layout=live.layout)
                 err = None
         if err is not None:
             return err
@@ -367,7 +387,47 @@ class JobController:
             self.catalog.upsert_rank(live.attempt_id, rank, host=host, node_id=info["node_id"],
                                      state="placed")
         self._infos = infos
+        swapped = sorted(spare_hosts & set(live.hosts))
+        if swapped:
+            logger.warning("job %s: spare hosts %s swapped in", self.spec.name, ", ".join(swapped))
+            live.layout["swapped_in"] = swapped
+        self._reserve_spares(live, cordoned)
         return None
+
+    def _reserve_spares(self, live: LiveAttempt, cordoned: set[str]) -> None:
+        """Hold `reliability.spares` hosts aside, each with room for one host's share of the ranks."""
+        r = self.spec.resources
+        want = self.spec.reliability.spares
+        per_host = r.ranks_per_node or max(Counter(live.node_ids).values())
+        views = node_views(ray.nodes())
+        by_id = {v.node_id: v for v in views}
+        taken = set(live.node_ids)
+        while len(self._spares) < want and not self._stop.is_set():
+            bad = sorted(taken | {v.node_id for v in views if v.host in cordoned or not v.alive})
+            pg = placement_group(bundles(per_host, r.cpus_per_rank, r.gpus_per_rank), strategy="STRICT_PACK",
+                                 bundle_label_selector=[{NODE_ID_LABEL: f"!in({','.join(bad)})"}] * per_host)
+            ready, _ = ray.wait([pg.ready()], timeout=SPARE_WAIT_S)
+            if not ready:
+                remove_placement_group(pg)
+                logger.warning("job %s: holding %d of %d spare hosts: no other host has room for %d ranks",
+                               self.spec.name, len(self._spares), want, per_host)
+                break
+            node = placement_group_table(pg)["bundles_to_node_id"][0]
+            view = by_id.get(node)
+            taken.add(node)
+            self._spares.append(Spare(pg, view.host if view else node[:12], node))
+        self._note_spares(live)
+
+    def _note_spares(self, live: LiveAttempt) -> None:
+        if self.spec.reliability.spares:
+            live.layout["spares"] = [s.host for s in self._spares]
+            self.catalog.update_attempt(live.attempt_id, layout=live.layout)
+
+    def _release_spares(self) -> None:
+        for spare in self._spares:
+            with contextlib.suppress(Exception):
+                remove_placement_group(spare.pg)
+        self._spares.clear()
 
     def _reusable(self, kept: LiveAttempt, views: list[NodeView], cordoned: set[str]) -> bool:
         """The last attempt's gang can run the next one: same size, hosts healthy, every worker answers."""
@@ -677,3 +737,4 @@ class JobController:
                 self._stop_ranks(live)
                 self._release(live)
         self._kept = None
+        self._release_spares()

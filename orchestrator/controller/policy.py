@@ -95,9 +95,12 @@ def decide(outcome: AttemptOutcome, history: JobHistory, cfg: PolicyConfig) -> D
         return Decision(Action.FAIL, f"crash loop: {cfg.crash_loop_attempts} consecutive attempts ended "
                         f"without committing a new checkpoint (last: {outcome.kind.value}: {outcome.detail})",
                         cordon)
-    return Decision(Action.RESTART, f"{outcome.kind.value}: {outcome.detail}; restarting from the newest "
+    use_spare = bool(cordon) and cfg.spares_available > 0
+    swap = f"; cordoning {', '.join(cordon)} and swapping in a spare host" if use_spare else (
+        f"; cordoning {', '.join(cordon)}" if cordon else "")
+    return Decision(Action.RESTART, f"{outcome.kind.value}: {outcome.detail}{swap}; restarting from the newest "
                     f"committed checkpoint (restart {history.restarts + 1} of {cfg.max_restarts})",
-                    cordon, use_spare=bool(cordon) and cfg.spares_available > 0)
+                    cordon, use_spare=use_spare)
 
 
 def shrunk_dp(*, dp: int, model_parallel: int, global_batch: int, micro_batch: int, slots: int) -> int | None:

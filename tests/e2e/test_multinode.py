@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -66,32 +67,54 @@ def _raylet_pid(host_label: str) -> int:
     raise AssertionError(f"no raylet for host {host_label}")
 
 
-def test_losing_a_node_cordons_it_and_shrinks_dp(tmp_path: Path, state_dir: Path) -> None:
+def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, state_dir: Path) -> None:
+    """Three hosts, a four-rank job on two of them and one spare held aside.
+
+    The first lost node is replaced by the spare (dp stays 4); the second, with
+    no spare left, shrinks dp to what the head node holds.
+    """
     import os
     import signal
 
     from orchestrator.catalog.repository import Catalog
-    from tests.cli import metrics_rows, start_submit
+    from tests.cli import start_submit
 
     env = ray_env()
     env["ORCHESTRATOR_HOME"] = str(state_dir)
-    job = write_job(tmp_path / "job.yaml", small_job("shrink", dp=4, steps=40, interval=5,
-                                                       reliability={"allow_shrink_dp": True, "max_restarts": 3}))
-    with ray_cluster([("node-a", 2), ("node-b", 2)]) as address:
+    job = write_job(tmp_path / "job.yaml", small_job(
+        "spare", dp=4, steps=60, interval=5,
+        reliability={"allow_shrink_dp": True, "max_restarts": 4, "spares": 1}))
+    with ray_cluster([("node-a", 2), ("node-b", 2), ("node-c", 2)]) as address:
         proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
+        cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
         try:
-            wait_for(lambda: any(x["step"] >= 8 for x in metrics_rows(state_dir / "runs" / "shrink")), 300, "step 8")
-            os.kill(_raylet_pid("node-b"), signal.SIGKILL)
+            def spare_held() -> dict | None:
+                r = orch(["status", "spare", "--json"], env)
+                st = json.loads(r.stdout) if r.returncode == 0 else {}
+                return st if st.get("spares") and st["step"] >= 8 else None
+
+            st = wait_for(spare_held, 300, "a spare held and step 8", interval_s=1.0)
+            gang = {r["host"] for r in st["ranks"]}
+            [spare] = st["spares"]
+            assert len(gang) == 2 and spare not in gang, st
+            first = sorted(gang - {"node-a"})[0]  # the head node carries the controller and the cluster
+            os.kill(_raylet_pid(first), signal.SIGKILL)
+            wait_for(lambda: any(i.resumed_at for i in cat.interruptions("spare")), 300, "the first resume")
+            second_attempt = cat.require_job("spare").attempts[-1]
+            assert second_attempt.layout["dp"] == 4 and second_attempt.layout["swapped_in"] == [spare]
+            hosts = {r.host for r in second_attempt.ranks}
+            assert hosts == (gang - {first}) | {spare}
+            second = sorted(hosts - {"node-a"})[0]
+            os.kill(_raylet_pid(second), signal.SIGKILL)
             assert proc.wait(timeout=400) == 0, (tmp_path / "submit.log").read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
-        cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
-        [i] = cat.interruptions("shrink")
-        assert i.kind == "node_lost" and i.hosts == ["node-b"]
-        assert "node-b" in cat.cordoned_hosts()
-        job_row = cat.require_job("shrink")
-        assert job_row.state == "succeeded" and job_row.last_step == 40
+        lost = cat.interruptions("spare")
+        assert [(i.kind, i.hosts) for i in lost] == [("node_lost", [first]), ("node_lost", [second])]
+        assert {first, second} <= cat.cordoned_hosts()
+        job_row = cat.require_job("spare")
+        assert job_row.state == "succeeded" and job_row.last_step == 60
         last = job_row.attempts[-1]
         assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 4
         assert {r.host for r in last.ranks} == {"node-a"}

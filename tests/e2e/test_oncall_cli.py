@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _filled_catalog(tmp_path: Path, env: dict[str, str], state_dir: Path, db: list[str]) -> None:
-    job = write_job(tmp_path / "job.yaml", small_job("oncall", dp=2, steps=80, interval=5))
+    job = write_job(tmp_path / "job.yaml", small_job("oncall", dp=2, steps=40, interval=5))
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, *db, log=log)
     try:
@@ -70,7 +70,7 @@ def test_oncall_cli(backend: str, tmp_path: Path, cli_env: dict[str, str], state
     rep = orch_json(["report", "oncall", *db], cli_env)
     job = rep["per_job"][0]
     assert 0 < job["ettr"] < 1
-    assert job["time_lost_seconds"]["restart"] > 0 and job["steps_completed"] == 80
+    assert job["time_lost_seconds"]["restart"] > 0 and job["steps_completed"] == 40
     assert rep["overall"]["table5"]["categories"][0]["category"] == "host_maintenance"
 
     # Bad input: one line, non-zero.

@@ -22,11 +22,12 @@ from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
 from tests.conftest import small_job, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-STEPS = 80
+STEPS = 40
 
 
-def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject) -> Catalog:
-    job = write_job(tmp_path / "job.yaml", small_job(name, dp=4, steps=STEPS, interval=5,
+def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject,
+                    steps: int = STEPS) -> Catalog:
+    job = write_job(tmp_path / "job.yaml", small_job(name, dp=4, steps=steps, interval=5,
                                                        reliability={"hang_timeout_s": 60, "max_restarts": 3}))
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, log=log)
@@ -39,7 +40,7 @@ def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: 
         if proc.poll() is None:
             proc.kill()
     st = orch_json(["status", name], env)
-    assert st["state"] == "succeeded" and st["step"] == STEPS
+    assert st["state"] == "succeeded" and st["step"] == steps
     return Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
 
 
@@ -54,12 +55,33 @@ def _check_resume(cat: Catalog, name: str, run_dir: Path) -> None:
     assert t[0] <= t[1] <= t[2] <= t[3]
 
 
+def _standby_pids() -> set[int]:
+    """Warm standby rank processes now alive on this machine."""
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"trainer.launch" in cmd and b"--standby" in cmd:
+                out.add(int(p.name))
+    return out
+
+
 def test_sigkill_of_a_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    standby: set[int] = set()
+
     def inject() -> None:
+        # One standby per rank is started once training is under way.
+        standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
         r = orch(["chaos", "kill", "fault-kill", "--rank", "2"], cli_env)
         assert r.returncode == 0, r.stderr
 
     cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-kill", inject)
+    # The restart ran in place, every rank on the standby process its supervisor had ready.
+    second = cat.require_job("fault-kill").attempts[1]
+    assert {r.pid for r in second.ranks} == standby
     [i] = cat.interruptions("fault-kill")
     assert i.kind == "crash" and not i.planned
     assert i.ranks == [2] and i.hosts and "SIGKILL" in i.explanation
@@ -91,7 +113,8 @@ def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dic
         r = orch(["chaos", "slow", "fault-slow", "--rank", "3", "--delay-s", "0.4"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject)
+    # The detector takes the median over a window of steps: give it enough slowed ones.
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject, steps=60)
     [i] = cat.interruptions("fault-slow")
     assert i.kind == "straggler" and i.ranks == [3] and i.hosts
     assert i.evidence["finding"]["score"] > 6
