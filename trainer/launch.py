@@ -27,6 +27,8 @@ ENV_BEACON_FILE = "TRAINER_BEACON_FILE"
 ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
 ENV_CPUS = "TRAINER_CPUS"
 ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
+ENV_BEACONS = "TRAINER_BEACONS"
+"""`0` turns beacons off (no flight recorder, no beacon thread or file): a baseline for their cost."""
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
@@ -124,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import RunContext, configure_threads, shutdown, train
 
     configure_threads(float(os.environ.get(ENV_CPUS, "1")))
-    # Keep the flight recorder small: only the newest entry per process group is read.
-    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", "256")
+    beacons_on = os.environ.get(ENV_BEACONS, "1") != "0"
+    if beacons_on:
+        # Keep the flight recorder small: only the newest entry per process group is read.
+        os.environ.setdefault("TORCH_FR_BUFFER_SIZE", "256")
     cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     control_path = os.environ.get(ENV_CONTROL_FILE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    beacon = BeaconFile(Path(beacon_path) if beacon_path else None, rank)
+    beacon = BeaconFile(Path(beacon_path) if beacon_path and beacons_on else None, rank)
     control = ControlFile(Path(control_path) if control_path else None)
     ctx = RunContext(
         rank=rank, world_size=world, local_rank=local_rank,
@@ -150,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from trainer.progress import BeaconThread
 
-    beacons = BeaconThread(beacon).start()
+    beacons = BeaconThread(beacon).start() if beacons_on else None
     result = train(cfg, ctx)
-    beacons.stop()
+    if beacons is not None:
+        beacons.stop()
     shutdown()
     logging.getLogger(__name__).info("finished: %s", result)
     return 0

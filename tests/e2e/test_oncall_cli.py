@@ -12,10 +12,11 @@ from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
 from tests.conftest import small_job, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+STEPS = 80
 
 
 def _filled_catalog(tmp_path: Path, env: dict[str, str], state_dir: Path, db: list[str]) -> None:
-    job = write_job(tmp_path / "job.yaml", small_job("oncall", dp=2, steps=40, interval=5))
+    job = write_job(tmp_path / "job.yaml", small_job("oncall", dp=2, steps=STEPS, interval=5))
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, *db, log=log)
     try:
@@ -35,59 +36,66 @@ def _screenshot(html: Path, png: Path) -> None:
                     "--window-size=1200,2400", f"file://{html}"], capture_output=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_oncall_cli(backend: str, tmp_path: Path, cli_env: dict[str, str], state_dir: Path, request) -> None:
-    db: list[str] = []
-    if backend == "postgresql":
-        from tests.services import create_database
+def check_oncall_cli(env: dict[str, str], db: list[str], job_name: str, rank: int, steps: int,
+                     tmp_path: Path | None = None) -> None:
+    """Drive the on-call CLI over a catalog that holds one job with one SIGKILLed rank.
 
-        db = ["--db", create_database(request.getfixturevalue("postgres_admin_url"), "oncall_e2e")]
-    _filled_catalog(tmp_path, cli_env, state_dir, db)
-
-    incidents = orch_json(["incidents", "list", *db], cli_env)
+    With `tmp_path`, also render the HTML report in headless Chromium.
+    """
+    incidents = orch_json(["incidents", "list", *db], env)
     assert len(incidents) == 1
     inc = incidents[0]
-    assert inc["kind"] == "crash" and inc["ranks"] == [1] and inc["status"] == "open"
+    assert inc["kind"] == "crash" and inc["ranks"] == [rank] and inc["status"] == "open"
     assert inc["category"] == "unknown"  # a SIGKILL from outside leaves no signature
     iid = str(inc["id"])
-    assert orch(["incidents", "ack", iid, "--by", "alice", "--note", "looking", *db], cli_env).returncode == 0
-    assert orch(["incidents", "reclassify", iid, "host_maintenance", "--by", "alice", *db], cli_env).returncode == 0
-    assert orch(["incidents", "resolve", iid, "--by", "bob", *db], cli_env).returncode == 0
-    shown = orch_json(["incidents", "show", iid, *db], cli_env)
+    assert orch(["incidents", "ack", iid, "--by", "alice", "--note", "looking", *db], env).returncode == 0
+    assert orch(["incidents", "reclassify", iid, "host_maintenance", "--by", "alice", *db], env).returncode == 0
+    assert orch(["incidents", "resolve", iid, "--by", "bob", *db], env).returncode == 0
+    shown = orch_json(["incidents", "show", iid, *db], env)
     assert shown["category"] == "host_maintenance" and shown["component"] == "unplanned_maintenance"
     assert shown["classification_history"][0]["from"] == "unknown"
     assert shown["status"] == "resolved" and shown["acknowledged_by"] == "alice" and shown["resolved_by"] == "bob"
-    assert orch_json(["incidents", "list", "--open", *db], cli_env) == []
-    assert len(orch_json(["incidents", "list", "--category", "host_maintenance", "--since", "1h", *db], cli_env)) == 1
+    assert orch_json(["incidents", "list", "--open", *db], env) == []
+    assert len(orch_json(["incidents", "list", "--category", "host_maintenance", "--since", "1h", *db], env)) == 1
 
-    hosts = orch_json(["hosts", "list", *db], cli_env)
+    hosts = orch_json(["hosts", "list", *db], env)
     host = hosts[0]["host"]
-    assert orch(["hosts", "cordon", host, "--reason", "xid 79", *db], cli_env).returncode == 0
-    assert orch_json(["hosts", "list", *db], cli_env)[0]["state"] == "cordoned"
-    assert orch(["hosts", "uncordon", host, *db], cli_env).returncode == 0
-    assert orch_json(["hosts", "list", *db], cli_env)[0]["state"] == "repaired"
+    assert orch(["hosts", "cordon", host, "--reason", "xid 79", *db], env).returncode == 0
+    assert orch_json(["hosts", "list", *db], env)[0]["state"] == "cordoned"
+    assert orch(["hosts", "uncordon", host, *db], env).returncode == 0
+    assert orch_json(["hosts", "list", *db], env)[0]["state"] == "repaired"
 
-    rep = orch_json(["report", "oncall", *db], cli_env)
+    rep = orch_json(["report", job_name, *db], env)
     job = rep["per_job"][0]
     assert 0 < job["ettr"] < 1
-    assert job["time_lost_seconds"]["restart"] > 0 and job["steps_completed"] == 40
+    assert job["time_lost_seconds"]["restart"] > 0 and job["steps_completed"] == steps
     assert rep["overall"]["table5"]["categories"][0]["category"] == "host_maintenance"
 
     # Bad input: one line, non-zero.
     for args, code in ((["incidents", "show", "999"], 2), (["hosts", "cordon", "no-such-host"], 2),
                        (["incidents", "reclassify", iid, "gremlins"], 2)):
-        r = orch([*args, *db], cli_env)
+        r = orch([*args, *db], env)
         assert r.returncode == code, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
-    if backend == "sqlite":
+    if tmp_path is not None:
         html = tmp_path / "report.html"
-        assert orch(["report", "--html", str(html)], cli_env).returncode == 0
+        assert orch(["report", "--html", str(html), *db], env).returncode == 0
         text = html.read_text()
         assert text.count("data:image/png;base64,") == 2
         png = tmp_path / "report.png"
         _screenshot(html, png)
         assert png.exists() and png.stat().st_size > 20_000, "chromium did not render the report"
+
+
+def test_oncall_cli_on_postgresql(tmp_path: Path, cli_env: dict[str, str], state_dir: Path,
+                                  postgres_admin_url: str) -> None:
+    """The SQLite catalog gets the same checks at the end of the SIGKILL recovery test."""
+    from tests.services import create_database
+
+    db = ["--db", create_database(postgres_admin_url, "oncall_e2e")]
+    _filled_catalog(tmp_path, cli_env, state_dir, db)
+    check_oncall_cli(cli_env, db, "oncall", rank=1, steps=STEPS)
 
 
 def test_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:

@@ -20,9 +20,10 @@ from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
 from tests.conftest import small_job, write_job
+from tests.e2e.test_oncall_cli import check_oncall_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-STEPS = 40
+STEPS = 80
 
 
 def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject,
@@ -87,6 +88,8 @@ def test_sigkill_of_a_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: P
     assert i.ranks == [2] and i.hosts and "SIGKILL" in i.explanation
     assert (as_utc(i.detected_at) - as_utc(i.fault_at)).total_seconds() < 5
     _check_resume(cat, "fault-kill", state_dir / "runs" / "fault-kill")
+    # The on-call CLI over this SQLite catalog (PostgreSQL: tests/e2e/test_oncall_cli.py).
+    check_oncall_cli(cli_env, [], "fault-kill", rank=2, steps=STEPS, tmp_path=tmp_path)
 
 
 def test_sigstop_hang_names_the_stopped_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
@@ -113,8 +116,7 @@ def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dic
         r = orch(["chaos", "slow", "fault-slow", "--rank", "3", "--delay-s", "0.4"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    # The detector takes the median over a window of steps: give it enough slowed ones.
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject, steps=60)
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject)
     [i] = cat.interruptions("fault-slow")
     assert i.kind == "straggler" and i.ranks == [3] and i.hosts
     assert i.evidence["finding"]["score"] > 6
