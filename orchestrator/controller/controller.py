@@ -65,7 +65,6 @@ POLL_INTERVAL_S = 0.5
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 3.0
-SPARE_WAIT_S = 10.0
 RANK_STEPS_WRITE_INTERVAL_S = 2.0
 
 
@@ -119,17 +118,24 @@ class LiveAttempt:
     agent_nodes: list[str] = field(default_factory=list)
     first_step_seen: bool = False
     ranks_written_at: float = 0.0
+    gone: set[int] = field(default_factory=set)
+    """Ranks whose supervisor (actor or node) is gone: nothing to kill or stop there, and no call to wait on."""
     layout: dict[str, Any] = field(default_factory=dict)
     """What the catalog shows of this attempt's shape: degrees, shrink, spares held and swapped in."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spare:
-    """One host's worth of rank bundles held aside for the job (a placement group of its own)."""
+    """One host's worth of rank bundles held aside for the job (a placement group of its own).
+
+    Reserved without waiting: it is held once Ray places it, which may be later,
+    when a host is repaired or added.
+    """
 
     pg: Any
-    host: str
-    node_id: str
+    ready_ref: Any
+    host: str | None = None
+    node_id: str | None = None
 
 
 class JobController:
@@ -151,6 +157,8 @@ class JobController:
         self.live: LiveAttempt | None = None
         self._kept: LiveAttempt | None = None
         self._spares: list[Spare] = []
+        self._spare_excluded: set[str] = set()
+        self._spare_per_host = 1
         """The last attempt's gang (reservation, supervisors), kept for an in-place restart."""
         self._open_interruption: int | None = None
         self._agents: dict[str, Any] = {}
@@ -229,7 +237,7 @@ class JobController:
                 outcome = dataclasses.replace(outcome, hardware_suspected=True)
             self.history.outcomes.append(outcome)
             decision = decide(outcome, self.history,
-                              dataclasses.replace(policy, spares_available=len(self._spares)))
+                              dataclasses.replace(policy, spares_available=len(self._held_spares())))
             logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
             self._record_outcome(outcome, decision.reason, verdict)
             for host in decision.cordon_hosts:
@@ -336,7 +344,7 @@ class JobController:
             self._release(kept)
         # A fresh gang has first call on the spares' resources (that is the swap); spares are
         # held again from what is left once it is placed.
-        spare_hosts = {s.host for s in self._spares}
+        spare_hosts = {s.host for s in self._held_spares()}
         self._release_spares()
         err = capacity_error(views, cordoned, self.world_size, r.cpus_per_rank, r.gpus_per_rank)
         if err is not None and self.spec.reliability.allow_shrink_dp:
@@ -395,32 +403,50 @@ class JobController:
         return None
 
     def _reserve_spares(self, live: LiveAttempt, cordoned: set[str]) -> None:
-        """Hold `reliability.spares` hosts aside, each with room for one host's share of the ranks."""
+        """Ask for `reliability.spares` hosts aside, each with room for one host's share of the ranks.
+
+        One request is outstanding at a time, each off the gang's hosts, the cordoned
+        ones and the spares already held, so that every spare is a host of its own.
+        """
         r = self.spec.resources
-        want = self.spec.reliability.spares
-        per_host = r.ranks_per_node or max(Counter(live.node_ids).values())
+        self._spare_per_host = r.ranks_per_node or max(Counter(live.node_ids).values())
         views = node_views(ray.nodes())
-        by_id = {v.node_id: v for v in views}
-        taken = set(live.node_ids)
-        while len(self._spares) < want and not self._stop.is_set():
-            bad = sorted(taken | {v.node_id for v in views if v.host in cordoned or not v.alive})
-            pg = placement_group(bundles(per_host, r.cpus_per_rank, r.gpus_per_rank), strategy="STRICT_PACK",
-                                 bundle_label_selector=[{NODE_ID_LABEL: f"!in({','.join(bad)})"}] * per_host)
-            ready, _ = ray.wait([pg.ready()], timeout=SPARE_WAIT_S)
-            if not ready:
-                remove_placement_group(pg)
-                logger.warning("job %s: holding %d of %d spare hosts: no other host has room for %d ranks",
-                               self.spec.name, len(self._spares), want, per_host)
-                break
-            node = placement_group_table(pg)["bundles_to_node_id"][0]
-            view = by_id.get(node)
-            taken.add(node)
-            self._spares.append(Spare(pg, view.host if view else node[:12], node))
+        self._spare_excluded = set(live.node_ids) | {v.node_id for v in views if v.host in cordoned or not v.alive}
+        self._request_spare()
         self._note_spares(live)
+        self._poll_spares(live)
+
+    def _request_spare(self) -> None:
+        if len(self._spares) >= self.spec.reliability.spares or any(s.host is None for s in self._spares):
+            return
+        r, n = self.spec.resources, self._spare_per_host
+        bad = sorted(self._spare_excluded | {s.node_id for s in self._spares if s.node_id})
+        pg = placement_group(bundles(n, r.cpus_per_rank, r.gpus_per_rank), strategy="STRICT_PACK",
+                             bundle_label_selector=[{NODE_ID_LABEL: f"!in({','.join(bad)})"}] * n)
+        self._spares.append(Spare(pg, pg.ready()))
+
+    def _held_spares(self) -> list[Spare]:
+        return [s for s in self._spares if s.host is not None]
+
+    def _poll_spares(self, live: LiveAttempt) -> None:
+        """Note spares Ray has placed since the last look (cheap: no waiting)."""
+        pending = [s for s in self._spares if s.host is None]
+        if not pending:
+            return
+        ready, _ = ray.wait([pending[0].ready_ref], timeout=0)
+        if not ready:
+            return
+        spare = pending[0]
+        spare.node_id = placement_group_table(spare.pg)["bundles_to_node_id"][0]
+        view = {v.node_id: v for v in node_views(ray.nodes())}.get(spare.node_id)
+        spare.host = view.host if view else spare.node_id[:12]
+        logger.info("job %s: spare host %s held", self.spec.name, spare.host)
+        self._note_spares(live)
+        self._request_spare()
 
     def _note_spares(self, live: LiveAttempt) -> None:
         if self.spec.reliability.spares:
-            live.layout["spares"] = [s.host for s in self._spares]
+            live.layout["spares"] = [s.host for s in self._held_spares()]
             self.catalog.update_attempt(live.attempt_id, layout=live.layout)
 
     def _release_spares(self) -> None:
@@ -432,7 +458,7 @@ class JobController:
     def _reusable(self, kept: LiveAttempt, views: list[NodeView], cordoned: set[str]) -> bool:
         """The last attempt's gang can run the next one: same size, hosts healthy, every worker answers."""
         alive = {v.node_id for v in views if v.alive}
-        if len(kept.workers) != self.world_size or kept.pg is None:
+        if len(kept.workers) != self.world_size or kept.pg is None or kept.gone:
             return False
         if any(h in cordoned for h in kept.hosts) or any(n not in alive for n in kept.node_ids):
             return False
@@ -522,9 +548,11 @@ class JobController:
                 step_times.extend(o.step_seconds for o in obs[:1] if o.step_seconds)
                 self._on_progress(live, obs)
             seen_ckpt = self._track_checkpoints(obs, seen_ckpt, live.number)
+            self._poll_spares(live)
             self.catalog.update_job(self.spec.name, controller_heartbeat_at=utc(now))
             crash = first_cause(findings, now)
             if crash is not None:
+                live.gone = {o.rank for o in obs if not o.worker_alive}
                 self._record_rank_ends(live, obs)
                 return self._outcome(live, crash)
             if all(o.returncode == 0 for o in obs):
@@ -573,9 +601,10 @@ class JobController:
     def _kill_all(self, live: LiveAttempt) -> None:
         """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
         refs = []
-        for w in live.workers:
-            with contextlib.suppress(Exception):
-                refs.append(w.kill.remote())
+        for rank, w in enumerate(live.workers):
+            if rank not in live.gone:
+                with contextlib.suppress(Exception):
+                    refs.append(w.kill.remote())
         for ref in refs:
             with contextlib.suppress(Exception):
                 ray.get(ref, timeout=30)
@@ -699,18 +728,17 @@ class JobController:
 
     def _stop_ranks(self, live: LiveAttempt) -> None:
         """Stop the attempt's trainer processes; the supervisors and the reservation stay."""
-        refs = []
-        for w in live.workers:
+        refs: dict[int, Any] = {}
+        for rank, w in enumerate(live.workers):
+            if rank not in live.gone:
+                with contextlib.suppress(Exception):
+                    refs[rank] = w.stop.remote(STOP_GRACE_S)
+        ends: dict[int, Any] = {}
+        for rank, ref in refs.items():
             with contextlib.suppress(Exception):
-                refs.append(w.stop.remote(STOP_GRACE_S))
-        ends = []
-        for ref in refs:
-            try:
-                ends.append(ray.get(ref, timeout=STOP_GRACE_S + 30))
-            except Exception:
-                ends.append(None)
+                ends[rank] = ray.get(ref, timeout=STOP_GRACE_S + 30)
         for rank in range(len(live.workers)):
-            end = ends[rank] if rank < len(ends) else None
+            end = ends.get(rank)
             fields: dict[str, Any] = {"ended_at": utc()}
             if end is not None and end.get("returncode") is not None:
                 fields.update(exit_code=end["returncode"], signal=end.get("signal"))

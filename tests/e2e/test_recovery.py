@@ -100,7 +100,7 @@ def test_sigstop_hang_names_the_stopped_rank(tmp_path: Path, cli_env: dict[str, 
         r = orch(["chaos", "hang", "fault-hang", "--rank", "1"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-hang", inject)
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-hang", inject, steps=60)
     [i] = cat.interruptions("fault-hang")
     assert i.kind == "hang" and i.ranks == [1]
     assert "stopped" in i.explanation and "wait in" in i.explanation
@@ -133,7 +133,7 @@ def test_controller_killed_with_sigkill(tmp_path: Path, cli_env: dict[str, str],
         ctrl_pid = _controller_pid(state_dir)
         os.kill(ctrl_pid, signal.SIGKILL)
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-ctrl", inject)
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-ctrl", inject, steps=50)
     [i] = cat.interruptions("fault-ctrl")
     assert i.kind == "controller_lost"
     for pid in old_pids:  # no rank of the dead controller is left behind
