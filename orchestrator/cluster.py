@@ -28,7 +28,7 @@ def connect(address: str | None, *, num_cpus: float | None = None) -> Connection
     """
     import ray
 
-    from orchestrator.controller.controller import NAMESPACE
+    from orchestrator.client import NAMESPACE
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address:
@@ -52,7 +52,7 @@ def join(address: str | None, *, embedded: bool) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
-    from orchestrator.controller.controller import NAMESPACE
+    from orchestrator.client import NAMESPACE
 
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
 

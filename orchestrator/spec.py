@@ -118,7 +118,11 @@ class CheckpointSpec(_Section):
 class ReliabilitySpec(_Section):
     hang_timeout_s: float = Field(60.0, gt=0)
     collective_timeout_s: float | None = Field(None, gt=0)
-    max_restarts: int = Field(5, ge=0)
+    max_restarts: int = Field(10, ge=0)
+    """Unexpected interruptions allowed within `restart_window_s` (a rate: a long job never runs out)."""
+    restart_window_s: float = Field(86_400.0, gt=0)
+    crash_loop_attempts: int = Field(3, ge=1)
+    """Consecutive failed attempts that commit no new checkpoint before the job is failed as a crash loop."""
     spares: int = Field(0, ge=0)
     """Hosts held aside (each reserving one host's share of the ranks), swapped in for a cordoned host."""
     allow_shrink_dp: bool = False

@@ -27,6 +27,8 @@ ENV_BEACON_FILE = "TRAINER_BEACON_FILE"
 ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
 ENV_CPUS = "TRAINER_CPUS"
 ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
+EXIT_CONFIG = 78
+"""Exit code of a rank whose configuration is invalid (sysexits' EX_CONFIG): retrying cannot help."""
 ENV_BEACONS = "TRAINER_BEACONS"
 """`0` turns beacons off (no flight recorder, no beacon thread or file): a baseline for their cost."""
 
@@ -130,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if beacons_on:
         # Keep the flight recorder small: only the newest entry per process group is read.
         os.environ.setdefault("TORCH_FR_BUFFER_SIZE", "256")
-    cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
+    try:
+        cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
+    except (ValueError, TypeError, KeyError) as e:
+        logging.getLogger(__name__).error("configuration error: %s: %s", type(e).__name__, e)
+        return EXIT_CONFIG
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""

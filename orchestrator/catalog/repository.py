@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -29,6 +29,15 @@ HOST_STATES = ("healthy", "suspect", "cordoned", "repaired")
 
 class NotFoundError(LookupError):
     """A job, host or incident the caller named does not exist."""
+
+
+def _assign(row: Any, fields: dict[str, Any]) -> None:
+    """Set `fields` on a model row; a name the model does not have is a bug, not something to ignore."""
+    columns = row.__mapper__.columns.keys()
+    for k, v in fields.items():
+        if k not in columns:
+            raise ValueError(f"{type(row).__name__} has no field {k!r}")
+        setattr(row, k, v)
 
 
 class Catalog:
@@ -86,6 +95,7 @@ class Catalog:
                 job.steps_total, job.run_dir, job.ray_address = steps_total, run_dir, ray_address
                 job.ray_embedded = ray_embedded
                 job.reason, job.ended_at = None, None
+                job.submitted_at = utcnow()  # a new submission: the retry budget starts afresh
             return job
 
     def delete_job(self, name: str) -> None:
@@ -99,8 +109,7 @@ class Catalog:
             job = s.get(Job, name)
             if job is None:
                 raise NotFoundError(f"no job named {name!r} in the catalog")
-            for k, v in fields.items():
-                setattr(job, k, v)
+            _assign(job, fields)
 
     # ---- attempts and ranks ------------------------------------------------------
     def start_attempt(self, job_name: str, number: int, start_step: int, layout: dict[str, Any]) -> int:
@@ -125,8 +134,7 @@ class Catalog:
         with self.session() as s:
             a = s.get(Attempt, attempt_id)
             assert a is not None
-            for k, v in fields.items():
-                setattr(a, k, v)
+            _assign(a, fields)
 
     def upsert_rank(self, attempt_id: int, rank: int, **fields: Any) -> None:
         with self.session() as s:
@@ -135,8 +143,92 @@ class Catalog:
             if r is None:
                 r = RankRecord(attempt_id=attempt_id, rank=rank, state=fields.pop("state", "starting"))
                 s.add(r)
-            for k, v in fields.items():
-                setattr(r, k, v)
+            _assign(r, fields)
+
+    def record_placement(self, attempt_id: int, placements: list[dict[str, Any]]) -> None:
+        """Every rank's host, and every host seen, in one transaction.
+
+        Each placement holds rank, host, node_id and address.
+        """
+        with self.session() as s:
+            hosts = {p["host"]: p for p in placements}
+            known = {h.name: h for h in s.scalars(select(Host).where(Host.name.in_(list(hosts))))}
+            for name, p in hosts.items():
+                h = known.get(name)
+                if h is None:
+                    s.add(Host(name=name, node_id=p.get("node_id"), address=p.get("address"), state="healthy"))
+                elif (h.node_id, h.address) != (p.get("node_id"), p.get("address")):
+                    h.node_id, h.address = p.get("node_id"), p.get("address")
+            rows = self._rank_rows(s, attempt_id)
+            new = []
+            for p in placements:
+                r = rows.get(p["rank"])
+                if r is None:
+                    new.append({"attempt_id": attempt_id, "rank": p["rank"], "host": p["host"],
+                                "node_id": p.get("node_id"), "state": "placed", "step": 0})
+                else:
+                    r.host, r.node_id, r.state = p["host"], p.get("node_id"), "placed"
+            if new:
+                s.execute(insert(RankRecord), new)
+
+    def record_ranks_started(self, attempt_id: int, pids: dict[int, int | None], log_paths: dict[int, str],
+                             started_at: datetime) -> None:
+        with self.session() as s:
+            for rank, r in self._rank_rows(s, attempt_id).items():
+                if rank in pids:
+                    r.pid, r.state, r.started_at, r.log_path = pids[rank], "running", started_at, log_paths.get(rank)
+
+    def end_attempt(self, attempt_id: int, *, state: str, reason: str | None, ended_at: datetime,
+                    ends: dict[int, dict[str, Any]], close_state: str) -> None:
+        """Close an attempt and all its ranks in one transaction.
+
+        `ends` maps a rank to its exit_code, signal and ended_at where they were seen;
+        ranks not in it that are still open are closed in `close_state`.
+        """
+        with self.session() as s:
+            a = s.get(Attempt, attempt_id)
+            if a is None:
+                raise NotFoundError(f"no attempt with id {attempt_id}")
+            job = s.get(Job, a.job_name)
+            a.state, a.reason, a.ended_at = state, reason, ended_at
+            a.end_step = job.last_step if job is not None else None
+            for rank, r in self._rank_rows(s, attempt_id).items():
+                end = ends.get(rank)
+                if end is not None:
+                    r.exit_code, r.signal = end.get("exit_code"), end.get("signal")
+                    r.ended_at = end.get("ended_at") or ended_at
+                    if r.state in ("starting", "placed", "running"):
+                        r.state = "exited" if end.get("exit_code") == 0 else (
+                            "failed" if end.get("exit_code") is not None else close_state)
+                elif r.state in ("starting", "placed", "running"):
+                    r.state, r.ended_at = close_state, r.ended_at or ended_at
+
+    def record_progress(self, job_name: str, job_fields: dict[str, Any], *, attempt_id: int | None = None,
+                        rank_steps: dict[int, int] | None = None, first_step_at: datetime | None = None,
+                        resumed_interruption: int | None = None) -> None:
+        """A step's worth of progress in one transaction: the job row, and where given the ranks'
+        steps, the attempt's first step and the end of the interruption it resumed from."""
+        with self.session() as s:
+            job = s.get(Job, job_name)
+            if job is None:
+                raise NotFoundError(f"no job named {job_name!r} in the catalog")
+            _assign(job, job_fields)
+            if attempt_id is not None and first_step_at is not None:
+                a = s.get(Attempt, attempt_id)
+                if a is not None:
+                    a.first_step_at = first_step_at
+            if resumed_interruption is not None:
+                i = s.get(Interruption, resumed_interruption)
+                if i is not None and i.resumed_at is None:
+                    i.resumed_at = first_step_at
+            if attempt_id is not None and rank_steps:
+                for rank, r in self._rank_rows(s, attempt_id).items():
+                    if rank in rank_steps:
+                        r.step = rank_steps[rank]
+
+    @staticmethod
+    def _rank_rows(s: Session, attempt_id: int) -> dict[int, RankRecord]:
+        return {r.rank: r for r in s.scalars(select(RankRecord).where(RankRecord.attempt_id == attempt_id))}
 
     def set_rank_steps(self, attempt_id: int, steps: dict[int, int]) -> None:
         """Record the current step of many ranks in one transaction."""
@@ -175,11 +267,16 @@ class Catalog:
                              .order_by(CheckpointRecord.step)).all()
 
     # ---- interruptions ----------------------------------------------------------
-    def record_interruption(self, **fields: Any) -> int:
+    def record_interruption(self, *, host_states: list[tuple[str, str, str]] | None = None,
+                            actor: str = "controller", **fields: Any) -> int:
+        """Record an interruption and the host states it caused ((host, state, reason) each), in one transaction."""
         with self.session() as s:
             row = Interruption(**fields)
             s.add(row)
             s.flush()
+            for host, state, reason in host_states or []:
+                self._set_host_state(s, host, state, reason=reason, actor=actor, interruption_id=row.id,
+                                     create=True)
             return row.id
 
     def update_interruption(self, interruption_id: int, **fields: Any) -> None:
@@ -187,8 +284,7 @@ class Catalog:
             row = s.get(Interruption, interruption_id)
             if row is None:
                 raise NotFoundError(f"no incident with id {interruption_id}")
-            for k, v in fields.items():
-                setattr(row, k, v)
+            _assign(row, fields)
 
     def get_interruption(self, interruption_id: int) -> Interruption:
         with self.session() as s:
@@ -233,19 +329,25 @@ class Catalog:
 
     def set_host_state(self, name: str, state: str, *, reason: str | None, actor: str | None,
                        interruption_id: int | None = None, create: bool = False) -> None:
+        with self.session() as s:
+            self._set_host_state(s, name, state, reason=reason, actor=actor, interruption_id=interruption_id,
+                                 create=create)
+
+    @staticmethod
+    def _set_host_state(s: Session, name: str, state: str, *, reason: str | None, actor: str | None,
+                        interruption_id: int | None, create: bool) -> None:
         if state not in HOST_STATES:
             raise ValueError(f"host state must be one of {', '.join(HOST_STATES)}, not {state!r}")
-        with self.session() as s:
-            h = s.get(Host, name)
-            if h is None:
-                if not create:
-                    raise NotFoundError(f"no host named {name!r} in the catalog")
-                h = Host(name=name, state="healthy")
-                s.add(h)
-                s.flush()
-            s.add(HostEvent(host_name=name, from_state=h.state, to_state=state, reason=reason,
-                            actor=actor, interruption_id=interruption_id))
-            h.state, h.reason = state, reason
+        h = s.get(Host, name)
+        if h is None:
+            if not create:
+                raise NotFoundError(f"no host named {name!r} in the catalog")
+            h = Host(name=name, state="healthy")
+            s.add(h)
+            s.flush()
+        s.add(HostEvent(host_name=name, from_state=h.state, to_state=state, reason=reason,
+                        actor=actor, interruption_id=interruption_id))
+        h.state, h.reason = state, reason
 
     def cordoned_hosts(self) -> set[str]:
         with self.session() as s:

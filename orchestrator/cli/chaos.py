@@ -34,12 +34,9 @@ def _worker(job: str, rank: int, state_dir: Any, db: str | None) -> Any:
         fail(f"--rank {rank} is out of range: job {job!r} has ranks 0..{row.world_size - 1}", EXIT_USAGE)
     try:
         join(row.ray_address, embedded=row.ray_embedded)
-        import ray
+        from orchestrator import client
 
-        from orchestrator.controller.controller import NAMESPACE, controller_name
-
-        ctrl = ray.get_actor(controller_name(job), namespace=NAMESPACE)
-        workers = ray.get(ctrl.worker_handles.remote(), timeout=30)
+        workers = client.rank_handles(job)
     except (ConnectionError, ValueError, RuntimeError) as e:
         fail(f"cannot reach the controller of job {job!r} at {row.ray_address}: {str(e).splitlines()[0]}")
     if len(workers) <= rank:

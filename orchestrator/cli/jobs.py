@@ -126,26 +126,9 @@ def _connect_for(spec: JobSpec, addr: str | None, cordoned: set[str]) -> Any:
 
 
 def _start_controller(spec: JobSpec, url: str, rdir: Path) -> Any:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from orchestrator import client
 
-    from orchestrator.controller.controller import NAMESPACE, JobController, controller_name
-    from orchestrator.controller.placement import controller_node
-
-    name = controller_name(spec.name)
-    try:
-        old = ray.get_actor(name, namespace=NAMESPACE)
-        ray.kill(old, no_restart=True)
-    except ValueError:
-        pass
-    here = controller_node(ray.nodes(), ray.get_runtime_context().get_node_id())
-    actor = ray.remote(JobController).options(
-        name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_concurrency=16,
-        # Hard affinity: Ray 2.60 does not honour a soft one for a zero-resource actor (measured:
-        # it lands on any node), and the controller must not share a worker node's fate.
-        max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-    )
-    return actor.remote(spec.model_dump(mode="json", by_alias=True), url, str(rdir))
+    return client.start(spec, url, rdir)
 
 
 def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
@@ -281,14 +264,9 @@ def stop(
         fail(f"job {job!r} is not running (state {row.state})", EXIT_USAGE)
     try:
         join(row.ray_address, embedded=row.ray_embedded)
-        import ray
+        from orchestrator import client
 
-        from orchestrator.controller.controller import NAMESPACE, controller_name
-
-        ctrl = ray.get_actor(controller_name(job), namespace=NAMESPACE)
-        ray.get(ctrl.stop.remote("stopped by the operator (orchestrator stop)"), timeout=30)
-        if wait:
-            ray.get(ctrl.wait.remote(300), timeout=330)
+        client.stop(job, "stopped by the operator (orchestrator stop)", wait_s=300 if wait else None)
     except (ConnectionError, ValueError, RuntimeError) as e:
         fail(f"cannot reach the controller of job {job!r} at {row.ray_address}: {str(e).splitlines()[0]}")
     finally:

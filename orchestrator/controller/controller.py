@@ -1,768 +1,323 @@
-"""JobController: the per-job Ray actor that launches, watches and restarts ranks.
+"""The controller: carries out one job, one step per state, deciding nothing itself.
 
-The controller is an explicit state machine (`ControllerState`); its only
-decisions come from the pure restart policy in `policy.py`. It keeps no state
-that the catalog does not also hold, so a controller that is killed and
-restarted by Ray picks the job up from the catalog.
+Which gang runs an attempt comes from the scaling policy, what to do when an
+attempt ends from the failure policy, what a round of reports means from the
+monitor tick; the worker group and the spare pool act on Ray, the callbacks
+(catalog writer first) make it visible. Everything it needs to carry on is read
+back from the catalog when it starts, so a controller rebuilt after a crash
+takes the decisions of one that never died.
+
+Collaborators are injected: under Ray they are `RayWorkerGroup`, `RaySparePool`
+and the wall clock (see `actor.py`); unit tests use fakes and step the loop one
+iteration at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import enum
 import json
 import logging
-import os
-import statistics
-import threading
-import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import ray
-from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
-
-from health.agent import NodeAgent
-from health.detectors import HangConfig, detect_crash, detect_hang, detect_stragglers, first_cause, hang_limit
+from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
-from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
-from orchestrator.classifier import Verdict, classify
-from orchestrator.controller.placement import (
-    NODE_ID_LABEL,
-    NodeView,
-    bundles,
-    capacity_error,
-    exclusion_selector,
-    node_views,
-    rank_slots,
+from orchestrator.controller import failure_policy, scaling_policy
+from orchestrator.controller.callbacks import (
+    ControllerCallback,
+    RankEnd,
+    RankPlacement,
 )
-from orchestrator.controller.policy import (
-    Action,
-    AttemptOutcome,
-    JobHistory,
-    OutcomeKind,
-    PolicyConfig,
-    decide,
-    shrunk_dp,
-)
+from orchestrator.controller.evidence import classify_evidence, gather_evidence, interruption_record
+from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
+from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
+from orchestrator.controller.monitor import MonitorState, tick
+from orchestrator.controller.recovery import current_dp, history_from_catalog, lemon_counts, open_attempts
+from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
+from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config
-from orchestrator.controller.worker import RankWorker, tail
-from orchestrator.hosts import cordon_lemons
+from orchestrator.controller.worker_group import WorkerGroupError
 from orchestrator.spec import JobSpec
-from orchestrator.taxonomy import HARDWARE_CATEGORIES
-from trainer.checkpoint import committed_checkpoints
+from trainer.launch import EXIT_CONFIG
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "orchestrator"
 POLL_INTERVAL_S = 0.5
-PLACEMENT_TIMEOUT_S = 120.0
-START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 3.0
-RANK_STEPS_WRITE_INTERVAL_S = 2.0
-
-
-def controller_name(job: str) -> str:
-    return f"controller:{job}"
-
-
-def utc(ts: float | None = None) -> datetime:
-    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
-
-
-class ControllerState(enum.StrEnum):
-    PENDING = "pending"
-    PLACING = "placing"
-    RUNNING = "running"
-    RESTARTING = "restarting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (ControllerState.SUCCEEDED, ControllerState.FAILED, ControllerState.STOPPED)
-
-
-_TRANSITIONS: dict[ControllerState, set[ControllerState]] = {
-    ControllerState.PENDING: {ControllerState.PLACING, ControllerState.STOPPED, ControllerState.FAILED},
-    ControllerState.PLACING: {ControllerState.RUNNING, ControllerState.RESTARTING,
-                              ControllerState.FAILED, ControllerState.STOPPED},
-    ControllerState.RUNNING: {ControllerState.RESTARTING, ControllerState.SUCCEEDED,
-                              ControllerState.FAILED, ControllerState.STOPPED},
-    ControllerState.RESTARTING: {ControllerState.PLACING, ControllerState.FAILED, ControllerState.STOPPED},
-}
-
-
-class InvalidTransition(RuntimeError):
-    pass
+HEARTBEAT_INTERVAL_S = 2.0
 
 
 @dataclass
-class LiveAttempt:
-    """Handles of the attempt in flight."""
+class Attempt:
+    """The attempt in flight."""
 
     number: int
-    attempt_id: int
     start_step: int
-    pg: Any = None
-    workers: list[Any] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=list)
-    node_ids: list[str] = field(default_factory=list)
-    agent_nodes: list[str] = field(default_factory=list)
-    first_step_seen: bool = False
-    ranks_written_at: float = 0.0
-    gone: set[int] = field(default_factory=set)
-    """Ranks whose supervisor (actor or node) is gone: nothing to kill or stop there, and no call to wait on."""
-    layout: dict[str, Any] = field(default_factory=dict)
-    """What the catalog shows of this attempt's shape: degrees, shrink, spares held and swapped in."""
+    layout: dict[str, Any]
+    monitor: MonitorState | None = None
+    placements: list[RankPlacement] | None = None
+    recovered: bool = False
+    """Left open by a controller that died; closed as lost."""
 
 
-@dataclass(slots=True)
-class Spare:
-    """One host's worth of rank bundles held aside for the job (a placement group of its own).
-
-    Reserved without waiting: it is held once Ray places it, which may be later,
-    when a host is repaired or added.
-    """
-
-    pg: Any
-    ready_ref: Any
-    host: str | None = None
-    node_id: str | None = None
+_FINDING_OUTCOME = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
+                    FindingKind.HANG: OutcomeKind.HANG, FindingKind.BAD_GPU: OutcomeKind.BAD_GPU}
 
 
-class JobController:
-    """Runs one job to its end. Constructed by Ray; the loop starts at once in a thread."""
-
-    def __init__(self, spec: dict[str, Any], db_url: str, run_dir: str, *, autostart: bool = True) -> None:
-        logging.basicConfig(level=logging.INFO)
-        self.spec = JobSpec.model_validate(spec)
-        self.catalog = Catalog(db_url)
-        self.run_dir = Path(run_dir)
-        self.checkpoint_dir = Path(self.spec.checkpoint.folder or self.run_dir / "checkpoints")
-        self.state = ControllerState.PENDING
-        self._stop_reason: str | None = None
-        self._stop = threading.Event()
-        self._done = threading.Event()
+class Controller:
+    def __init__(self, spec: JobSpec, catalog: Catalog, run_dir: Path, checkpoint_dir: Path, *,
+                 workers: WorkerGroup, spares: SparePool, checkpoints: Checkpoints, clock: Clock,
+                 callbacks: ControllerCallback, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+        self.spec, self.catalog = spec, catalog
+        self.run_dir, self.checkpoint_dir = run_dir, checkpoint_dir
+        self.workers, self.spares, self.checkpoints = workers, spares, checkpoints
+        self.clock, self.cb = clock, callbacks
+        self.poll_interval_s = poll_interval_s
+        self.sm = StateMachine(self.cb.state_changed)
+        rel = spec.reliability
+        self.failure_cfg = failure_policy.FailureConfig(max_restarts=rel.max_restarts, window_s=rel.restart_window_s,
+                                                        crash_loop_attempts=rel.crash_loop_attempts)
         self.history = JobHistory()
-        self.dp = self.spec.parallelism.dp
-        """Current data-parallel degree; lower than the job file's after a shrink."""
-        self.live: LiveAttempt | None = None
-        self._kept: LiveAttempt | None = None
-        self._spares: list[Spare] = []
-        self._spare_excluded: set[str] = set()
-        self._spare_per_host = 1
-        """The last attempt's gang (reservation, supervisors), kept for an in-place restart."""
-        self._open_interruption: int | None = None
-        self._agents: dict[str, Any] = {}
-        """Node id -> NodeAgent actor; kept across attempts."""
-        self._thread: threading.Thread | None = None
-        if autostart:
-            self._thread = threading.Thread(target=self._main, name="controller", daemon=True)
-            self._thread.start()
+        self.dp = spec.parallelism.dp
+        """The data-parallel degree of the next attempt: the job file's, or less after a shrink."""
+        self.attempt: Attempt | None = None
+        self.stop_reason: str | None = None
+        self._heartbeat_at = 0.0
 
-    # ---- public actor methods ----------------------------------------------------
-    def ping(self) -> str:
-        return self.state.value
+    # ---- driving -------------------------------------------------------------------------
+    @property
+    def state(self) -> ControllerState:
+        return self.sm.state
 
-    def pid(self) -> int:
-        return os.getpid()
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
 
-    def stop(self, reason: str = "stopped by the operator") -> str:
-        self._stop_reason = reason
-        self._stop.set()
-        return self.state.value
+    def step(self) -> bool:
+        """Run one iteration of the state's work; False once the job is over."""
+        s = self.sm.state
+        if s.terminal:
+            return False
+        {ControllerState.PENDING: self._pending, ControllerState.PLACING: self._placing,
+         ControllerState.RUNNING: self._running, ControllerState.RESTARTING: self._restarting}[s]()
+        return not self.sm.state.terminal
 
-    def wait(self, timeout_s: float | None = None) -> str:
-        self._done.wait(timeout_s)
-        return self.state.value
+    def run(self) -> ControllerState:
+        while self.step():
+            pass
+        return self.sm.state
 
-    def worker_handles(self) -> list[Any]:
-        return list(self.live.workers) if self.live else []
+    def teardown(self) -> None:
+        """Nothing is left running or reserved once the job is over (or the controller fails)."""
+        self.spares.release_all()
+        self.workers.shutdown()
 
-    # ---- state machine ---------------------------------------------------------------
-    def _set_state(self, new: ControllerState, reason: str | None = None) -> None:
-        if new != self.state and new not in _TRANSITIONS.get(self.state, set()):
-            raise InvalidTransition(f"{self.state.value} -> {new.value}")
-        logger.info("job %s: %s -> %s%s", self.spec.name, self.state.value, new.value,
-                    f" ({reason})" if reason else "")
-        self.state = new
-        fields: dict[str, Any] = {"state": new.value, "controller_heartbeat_at": utc()}
-        if reason is not None:
-            fields["reason"] = reason
-        if new.terminal:
-            fields["ended_at"] = utc()
-        self.catalog.update_job(self.spec.name, **fields)
-
-    def _main(self) -> None:
-        try:
-            self._run()
-        except Exception as e:  # the loop must always leave a terminal state behind
-            logger.exception("controller crashed")
-            self._teardown()
-            try:
-                self._set_state(ControllerState.FAILED, f"controller error: {type(e).__name__}: {e}")
-            except Exception:
-                logger.exception("could not record the failure")
-        finally:
-            with contextlib.suppress(Exception):
-                self._teardown()
-            for agent in self._agents.values():
-                with contextlib.suppress(Exception):
-                    ray.kill(agent, no_restart=True)
-            self._agents.clear()
-            self._done.set()
-
-    def _run(self) -> None:
-        self._adopt_previous_attempts()
-        policy = PolicyConfig(max_restarts=self.spec.reliability.max_restarts,
-                              spares_available=self.spec.reliability.spares,
-                              allow_shrink_dp=self.spec.reliability.allow_shrink_dp)
-        while True:
-            if self._stop.is_set():
-                self._teardown()
-                self._set_state(ControllerState.STOPPED, self._stop_reason)
-                return
-            self._set_state(ControllerState.PLACING)
-            outcome = self._run_attempt()
-            verdict = self._classify(outcome)
-            if verdict is not None and verdict.category in HARDWARE_CATEGORIES:
-                outcome = dataclasses.replace(outcome, hardware_suspected=True)
-            self.history.outcomes.append(outcome)
-            decision = decide(outcome, self.history,
-                              dataclasses.replace(policy, spares_available=len(self._held_spares())))
-            logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
-            self._record_outcome(outcome, decision.reason, verdict)
-            for host in decision.cordon_hosts:
-                self.catalog.set_host_state(host, "cordoned", reason=decision.reason, actor="controller",
-                                            interruption_id=self._open_interruption, create=True)
-            for host in cordon_lemons(self.catalog, interruption_id=self._open_interruption):
-                logger.warning("job %s: host %s cordoned as a lemon", self.spec.name, host)
-            if decision.action is not Action.RESTART:
-                self._teardown()  # nothing is left running or reserved once the job is over
-            if decision.action is Action.SUCCEED:
-                self._set_state(ControllerState.SUCCEEDED, decision.reason)
-                return
-            if decision.action is Action.STOP:
-                self._set_state(ControllerState.STOPPED, decision.reason)
-                return
-            if decision.action is Action.FAIL:
-                self._set_state(ControllerState.FAILED, decision.reason)
-                return
-            self.history.restarts += 1
-            self._set_state(ControllerState.RESTARTING, decision.reason)
-
-    def _adopt_previous_attempts(self) -> None:
-        """After a controller restart: close what the previous incarnation left open."""
+    # ---- states ------------------------------------------------------------------------
+    def _pending(self) -> None:
+        """Carry on from the catalog: what earlier attempts of this submission did, and close what they left."""
         job = self.catalog.require_job(self.spec.name)
-        if ray.get_runtime_context().was_current_actor_reconstructed:
-            # Same submission, new incarnation: earlier failures still count.
-            self.history.restarts = len([a for a in job.attempts if a.state in ("failed", "lost")])
-        alive = {v.node_id for v in node_views(ray.nodes()) if v.alive}
-        for a in job.attempts:
-            if a.state not in ("starting", "running"):
-                continue
-            self.catalog.update_attempt(a.id, state="lost", ended_at=utc(),
-                                        reason="controller lost while the attempt ran")
-            for r in a.ranks:
-                if r.ended_at is None:
-                    self.catalog.upsert_rank(a.id, r.rank, state="lost", ended_at=utc())
-            # A controller that ran on a node that died took its ranks' view with it:
-            # the dead nodes, not the controller, are the cause.
-            lost = sorted((r for r in a.ranks if r.node_id and r.node_id not in alive), key=lambda r: r.rank)
-            lost_hosts = list(dict.fromkeys(r.host for r in lost if r.host))
-            committed = self._committed_step()
-            kind = OutcomeKind.NODE_LOST if lost_hosts else OutcomeKind.CONTROLLER_LOST
-            explanation = (f"nodes {', '.join(lost_hosts)} left the cluster while the controller was down"
-                           if lost_hosts else "the job's controller died; its ranks died with it")
-            self._open_interruption = self.catalog.record_interruption(
-                job_name=self.spec.name, attempt=a.number, planned=False, category="unknown",
-                component="host" if lost_hosts else "unknown", confidence=0.0, kind=kind.value,
-                explanation=explanation, ranks=[r.rank for r in lost], hosts=lost_hosts,
-                fault_at=as_utc(job.controller_heartbeat_at) or utc(), detected_at=utc(), stopped_at=utc(),
-                step_at_fault=job.last_step,
-                resume_step=committed, steps_lost=max(0, job.last_step - committed),
-            )
-            for host in lost_hosts:
-                self.catalog.set_host_state(host, "cordoned", reason=f"node lost ({explanation})",
-                                            actor="controller", interruption_id=self._open_interruption,
-                                            create=True)
+        self.history = history_from_catalog(self.catalog, job)
+        self.dp = current_dp(job, self.spec.parallelism.dp)
+        if self.stop_reason is not None:
+            self.sm.set(ControllerState.STOPPED, self.stop_reason)
+            return
+        alive = {v.node_id for v in self.workers.nodes() if v.alive}
+        left = open_attempts(job, alive, self.checkpoints.committed_step(), self.clock.time())
+        if not left:
+            self.sm.set(ControllerState.PLACING)
+            return
+        for o in left[:-1]:
+            self.cb.attempt_ended(o.number, "lost", o.outcome.detail, [], self.clock.time())
+        last = left[-1]
+        logger.warning("job %s: %s", self.spec.name, last.outcome.detail)
+        self.attempt = Attempt(last.number, last.start_step, last.layout, recovered=True)
+        self._end(last.outcome, [])
 
-    # ---- one attempt ----------------------------------------------------------------
-    def _next_attempt_number(self) -> int:
+    def _placing(self) -> None:
         job = self.catalog.require_job(self.spec.name)
-        return max([a.number for a in job.attempts], default=0) + 1
-
-    def _committed_step(self) -> int:
-        ck = committed_checkpoints(self.checkpoint_dir)
-        return ck[-1].step if ck else 0
-
-    def _run_attempt(self) -> AttemptOutcome:
-        number = self._next_attempt_number()
-        start_step = self._committed_step()
-        layout = {**self.spec.parallelism.model_dump(include={"tp", "pp", "cp"}), "dp": self.dp}
-        attempt_id = self.catalog.start_attempt(self.spec.name, number, start_step, layout)
-        live = LiveAttempt(number=number, attempt_id=attempt_id, start_step=start_step, layout=layout)
-        self.live = live
+        number = max([a.number for a in job.attempts], default=0) + 1
+        start_step = self.checkpoints.committed_step()
+        p = self.spec.parallelism
+        decision = self._scale()
+        logger.info("job %s: attempt %d: %s: %s", self.spec.name, number, decision.kind.value, decision.reason)
+        self.dp = decision.dp
+        layout: dict[str, Any] = {"dp": self.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "scaling": decision.kind.value}
+        if self.dp != p.dp:
+            layout["shrunk_from"] = p.dp
+        self.attempt = a = Attempt(number, start_step, layout)
+        self.cb.attempt_started(number, start_step, layout)
+        if decision.kind is ScalingKind.CAPACITY_ERROR:
+            self._end(self._outcome(OutcomeKind.PLACEMENT_FAILED, detail=decision.reason), [])
+            return
         try:
-            err = self._place(live)
-            if err is not None:
-                return AttemptOutcome(OutcomeKind.PLACEMENT_FAILED, start_step, start_step, detail=err)
-            if self._stop.is_set():
-                return self._stopped(live)
-            self._start_ranks(live)
-            self._set_state(ControllerState.RUNNING)
-            self.catalog.update_attempt(attempt_id, state="running")
-            return self._supervise(live)
-        finally:
-            self._stop_ranks(live)
-            self._kept = live if live.workers else None
-            self._sync_checkpoints(number)
+            if decision.reuse:
+                a.placements = self.workers.adopt()
+            else:
+                self.spares.release_all()
+                a.placements = self.workers.place(self.world_size, self._cordoned(), lambda: bool(self.stop_reason))
+            if self.stop_reason is not None:
+                self._end(self._outcome(OutcomeKind.STOPPED, detail=self.stop_reason), [])
+                return
+            self.cb.ranks_placed(number, a.placements)
+            if decision.place:
+                swapped = sorted(set(decision.swap_in) & {pl.host for pl in a.placements})
+                if swapped:
+                    layout["swapped_in"] = swapped
+                self._reserve_spares(a.placements)
+            self._note_spares()
+            pids = self.workers.start(number, str(self._write_config(number)), str(self.checkpoint_dir))
+        except WorkerGroupError as e:
+            self._end(self._outcome(OutcomeKind.PLACEMENT_FAILED, detail=str(e)), [])
+            return
+        logs = {r: str(self.run_dir / "logs" / f"attempt-{number:03d}" / f"rank-{r:05d}.log") for r in pids}
+        self.cb.ranks_started(number, pids, logs)
+        a.monitor = MonitorState(start_step=start_step, last_progress_at=self.clock.time(),
+                                 checkpoint_step=start_step)
+        self.sm.set(ControllerState.RUNNING)
 
+    def _running(self) -> None:
+        a = self.attempt
+        assert a is not None and a.monitor is not None
+        if self.stop_reason is not None:
+            ends = self.workers.stop(STOP_GRACE_S)
+            self._end(self._outcome(OutcomeKind.STOPPED, detail=self.stop_reason), ends)
+            return
+        obs, findings = self.workers.poll()
+        now = self.clock.time()
+        if self.spares.poll():
+            self._note_spares()
+        res = tick(a.monitor, obs, findings, now, self.world_size,
+                   HangConfig(timeout_s=self.spec.reliability.hang_timeout_s))
+        if res.progress is not None:
+            self.cb.progressed(a.number, res.progress, now)
+            self._heartbeat_at = now
+        if res.checkpoint is not None:
+            self.cb.checkpoint_committed(a.number, res.checkpoint)
+        for f in res.stragglers:
+            logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
+            self.cb.straggler_found(a.number, f, a.monitor.last_step)
+        if res.failure is not None:
+            self.workers.kill()
+            ends = [RankEnd(o.rank, o.returncode, o.signal, o.exited_at or o.observed_at) for o in res.exited]
+            self._end(self._from_finding(res.failure, obs), ends + self.workers.stop(0.0))
+            return
+        if res.finished:
+            ends = [RankEnd(o.rank, o.returncode, o.signal, o.exited_at or o.observed_at) for o in res.exited]
+            kind, detail = ((OutcomeKind.SUCCEEDED, "") if res.completed else
+                            (OutcomeKind.STOPPED, "every rank exited early without an error"))
+            self._end(self._outcome(kind, detail=detail), ends)
+            return
+        if now - self._heartbeat_at >= HEARTBEAT_INTERVAL_S:
+            self._heartbeat_at = now
+            self.cb.heartbeat(now)
+        self.clock.sleep(self.poll_interval_s)
+
+    def _restarting(self) -> None:
+        if self.stop_reason is not None:
+            self.teardown()
+            self.sm.set(ControllerState.STOPPED, self.stop_reason)
+            return
+        self.sm.set(ControllerState.PLACING)
+
+    # ---- scaling -------------------------------------------------------------------------
     @property
     def world_size(self) -> int:
         p = self.spec.parallelism
         return self.dp * p.tp * p.pp * p.cp
 
-    def _place(self, live: LiveAttempt) -> str | None:
-        r = self.spec.resources
-        views = node_views(ray.nodes())
-        cordoned = self.catalog.cordoned_hosts()
-        kept, self._kept = self._kept, None
-        if kept is not None:
-            if self._reusable(kept, views, cordoned):
-                self._adopt_gang(live, kept)
-                self._note_spares(live)
-                return None
-            self._release(kept)
-        # A fresh gang has first call on the spares' resources (that is the swap); spares are
-        # held again from what is left once it is placed.
-        spare_hosts = {s.host for s in self._held_spares()}
-        self._release_spares()
-        err = capacity_error(views, cordoned, self.world_size, r.cpus_per_rank, r.gpus_per_rank)
-        if err is not None and self.spec.reliability.allow_shrink_dp:
-            p, t = self.spec.parallelism, self.spec.training
-            slots = rank_slots(views, cordoned, r.cpus_per_rank, r.gpus_per_rank, self.world_size)
-            new_dp = shrunk_dp(dp=self.dp, model_parallel=p.tp * p.pp * p.cp, global_batch=t.global_batch_size,
-                               micro_batch=t.micro_batch_size, slots=slots)
-            if new_dp is not None:
-                logger.warning("job %s: shrinking data parallelism from %d to %d (%s)", self.spec.name, self.dp,
-                               new_dp, err)
-                self.dp = new_dp
-                live.layout.update(dp=self.dp, shrunk_from=p.dp)
-                self.catalog.update_attempt(live.attempt_id, layout=live.layout)
-                err = None
-        if err is not None:
-            return err
-        world = self.world_size
-        selector = exclusion_selector(views, cordoned)
-        live.pg = placement_group(
-            bundles(world, r.cpus_per_rank, r.gpus_per_rank),
-            strategy="PACK" if r.placement == "pack" else "SPREAD",
-            bundle_label_selector=[selector] * world if selector else None,
-        )
-        deadline = time.time() + PLACEMENT_TIMEOUT_S
-        while not self._stop.is_set():
-            ready, _ = ray.wait([live.pg.ready()], timeout=1.0)
-            if ready:
-                break
-            if time.time() > deadline:
-                return f"placement group for {world} ranks not ready after {PLACEMENT_TIMEOUT_S:.0f} s"
-        if self._stop.is_set():
-            return None
-        actor = ray.remote(RankWorker)
-        for rank in range(world):
-            live.workers.append(actor.options(
-                num_cpus=r.cpus_per_rank, num_gpus=r.gpus_per_rank or None,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(live.pg, placement_group_bundle_index=rank),
-                max_restarts=0,
-            ).remote(self.spec.name, rank, str(self.run_dir), self.spec.reliability.warm_standby))
-        infos = ray.get([w.info.remote() for w in live.workers], timeout=START_TIMEOUT_S)
-        by_id = {v.node_id: v for v in node_views(ray.nodes())}
-        for rank, info in enumerate(infos):
-            view = by_id.get(info["node_id"])
-            host = view.host if view else info["hostname"]
-            live.hosts.append(host)
-            live.node_ids.append(info["node_id"])
-            self.catalog.see_host(host, info["node_id"], info["ip"])
-            self.catalog.upsert_rank(live.attempt_id, rank, host=host, node_id=info["node_id"],
-                                     state="placed")
-        self._infos = infos
-        swapped = sorted(spare_hosts & set(live.hosts))
-        if swapped:
-            logger.warning("job %s: spare hosts %s swapped in", self.spec.name, ", ".join(swapped))
-            live.layout["swapped_in"] = swapped
-        self._reserve_spares(live, cordoned)
-        return None
+    def _cordoned(self) -> set[str]:
+        return self.catalog.cordoned_hosts()
 
-    def _reserve_spares(self, live: LiveAttempt, cordoned: set[str]) -> None:
-        """Ask for `reliability.spares` hosts aside, each with room for one host's share of the ranks.
+    def _scale(self) -> scaling_policy.ScalingDecision:
+        p, t, r = self.spec.parallelism, self.spec.training, self.spec.resources
+        inp = ScalingInput(target_dp=p.dp, current_dp=self.dp, model_parallel=p.tp * p.pp * p.cp,
+                           global_batch=t.global_batch_size, micro_batch=t.micro_batch_size,
+                           cpus_per_rank=r.cpus_per_rank, gpus_per_rank=r.gpus_per_rank,
+                           allow_shrink_dp=self.spec.reliability.allow_shrink_dp,
+                           nodes=tuple(self.workers.nodes()), cordoned=frozenset(self._cordoned()),
+                           kept=self.workers.kept(), spare_hosts=tuple(self.spares.held()))
+        decision = scaling_policy.decide(inp)
+        if not decision.reuse:
+            self.workers.release()
+        return decision
 
-        One request is outstanding at a time, each off the gang's hosts, the cordoned
-        ones and the spares already held, so that every spare is a host of its own.
-        """
-        r = self.spec.resources
-        self._spare_per_host = r.ranks_per_node or max(Counter(live.node_ids).values())
-        views = node_views(ray.nodes())
-        self._spare_excluded = set(live.node_ids) | {v.node_id for v in views if v.host in cordoned or not v.alive}
-        self._request_spare()
-        self._note_spares(live)
-        self._poll_spares(live)
-
-    def _request_spare(self) -> None:
-        if len(self._spares) >= self.spec.reliability.spares or any(s.host is None for s in self._spares):
+    def _reserve_spares(self, placements: list[RankPlacement]) -> None:
+        if not self.spec.reliability.spares:
             return
-        r, n = self.spec.resources, self._spare_per_host
-        bad = sorted(self._spare_excluded | {s.node_id for s in self._spares if s.node_id})
-        pg = placement_group(bundles(n, r.cpus_per_rank, r.gpus_per_rank), strategy="STRICT_PACK",
-                             bundle_label_selector=[{NODE_ID_LABEL: f"!in({','.join(bad)})"}] * n)
-        self._spares.append(Spare(pg, pg.ready()))
+        per_node: dict[str, int] = {}
+        for pl in placements:
+            per_node[pl.node_id] = per_node.get(pl.node_id, 0) + 1
+        per_host = self.spec.resources.ranks_per_node or max(per_node.values())
+        cordoned = self._cordoned()
+        bad = {v.node_id for v in self.workers.nodes() if v.host in cordoned or not v.alive}
+        self.spares.reserve(per_host, set(per_node) | bad)
 
-    def _held_spares(self) -> list[Spare]:
-        return [s for s in self._spares if s.host is not None]
+    def _note_spares(self) -> None:
+        a = self.attempt
+        if a is not None and self.spec.reliability.spares:
+            a.layout["spares"] = self.spares.held()
+            self.cb.layout_changed(a.number, a.layout)
 
-    def _poll_spares(self, live: LiveAttempt) -> None:
-        """Note spares Ray has placed since the last look (cheap: no waiting)."""
-        pending = [s for s in self._spares if s.host is None]
-        if not pending:
-            return
-        ready, _ = ray.wait([pending[0].ready_ref], timeout=0)
-        if not ready:
-            return
-        spare = pending[0]
-        spare.node_id = placement_group_table(spare.pg)["bundles_to_node_id"][0]
-        view = {v.node_id: v for v in node_views(ray.nodes())}.get(spare.node_id)
-        spare.host = view.host if view else spare.node_id[:12]
-        logger.info("job %s: spare host %s held", self.spec.name, spare.host)
-        self._note_spares(live)
-        self._request_spare()
+    def _write_config(self, number: int) -> Path:
+        path = self.run_dir / "attempts" / f"attempt-{number:03d}" / "trainer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(trainer_config(self.spec, dp=self.dp), indent=1))
+        return path
 
-    def _note_spares(self, live: LiveAttempt) -> None:
-        if self.spec.reliability.spares:
-            live.layout["spares"] = [s.host for s in self._held_spares()]
-            self.catalog.update_attempt(live.attempt_id, layout=live.layout)
+    # ---- ending an attempt ------------------------------------------------------------------
+    def _outcome(self, kind: OutcomeKind, *, detail: str = "", ranks: tuple[int, ...] = (),
+                 hosts: tuple[str, ...] = (), finding: dict[str, Any] | None = None) -> AttemptOutcome:
+        a = self.attempt
+        start = a.start_step if a is not None else 0
+        reached = a.monitor.last_step if a is not None and a.monitor is not None else start
+        return AttemptOutcome(kind, self.checkpoints.committed_step(), start, ranks, hosts, detail, finding,
+                              at_s=self.clock.time(), step_at_fault=reached)
 
-    def _release_spares(self) -> None:
-        for spare in self._spares:
-            with contextlib.suppress(Exception):
-                remove_placement_group(spare.pg)
-        self._spares.clear()
-
-    def _reusable(self, kept: LiveAttempt, views: list[NodeView], cordoned: set[str]) -> bool:
-        """The last attempt's gang can run the next one: same size, hosts healthy, every worker answers."""
-        alive = {v.node_id for v in views if v.alive}
-        if len(kept.workers) != self.world_size or kept.pg is None or kept.gone:
-            return False
-        if any(h in cordoned for h in kept.hosts) or any(n not in alive for n in kept.node_ids):
-            return False
-        try:
-            ray.get([w.info.remote() for w in kept.workers], timeout=10)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            return False
-        return True
-
-    def _adopt_gang(self, live: LiveAttempt, kept: LiveAttempt) -> None:
-        """Restart in place: same reservation, same supervisors, their warm standby processes."""
-        live.pg, live.workers, live.hosts, live.node_ids = kept.pg, kept.workers, kept.hosts, kept.node_ids
-        kept.workers, kept.pg = [], None
-        for rank, (host, node) in enumerate(zip(live.hosts, live.node_ids, strict=True)):
-            self.catalog.upsert_rank(live.attempt_id, rank, host=host, node_id=node, state="placed")
-
-    def _start_ranks(self, live: LiveAttempt) -> None:
-        cfg_path = self.run_dir / "attempts" / f"attempt-{live.number:03d}" / "trainer.json"
-        cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps(trainer_config(self.spec, dp=self.dp), indent=1))
-        master_addr = self._infos[0]["ip"]
-        master_port = ray.get(live.workers[0].free_port.remote())
-        local_index: dict[str, int] = {}
-        refs = []
-        for rank, w in enumerate(live.workers):
-            node = live.node_ids[rank]
-            local_rank = local_index.get(node, 0)
-            local_index[node] = local_rank + 1
-            env = {"RANK": str(rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": str(local_rank),
-                   "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
-            refs.append(w.start.remote(live.number, str(cfg_path), env, str(self.checkpoint_dir),
-                                       self.spec.resources.cpus_per_rank))
-        started = ray.get(refs, timeout=START_TIMEOUT_S)
-        pids = [s["pid"] for s in started]
-        logger.info("job %s: attempt %d started %d ranks (%d on warm standby processes)", self.spec.name,
-                    live.number, len(started), sum(1 for s in started if s["warm"]))
-        self._watch(live)
-        now = utc()
-        for rank, pid in enumerate(pids):
-            log = self.run_dir / "logs" / f"attempt-{live.number:03d}" / f"rank-{rank:05d}.log"
-            self.catalog.upsert_rank(live.attempt_id, rank, pid=pid, state="running", started_at=now,
-                                     log_path=str(log))
-
-    def _watch(self, live: LiveAttempt) -> None:
-        """Point one health agent per node at that node's ranks."""
-        by_node: dict[str, dict[int, Any]] = {}
-        for rank, node in enumerate(live.node_ids):
-            by_node.setdefault(node, {})[rank] = live.workers[rank]
-        for node in list(self._agents):
-            if node not in by_node:
-                with contextlib.suppress(Exception):
-                    ray.kill(self._agents.pop(node), no_restart=True)
-        refs = []
-        for node, workers in by_node.items():
-            if node not in self._agents:
-                host = live.hosts[live.node_ids.index(node)]
-                self._agents[node] = ray.remote(NodeAgent).options(
-                    num_cpus=0, max_concurrency=4, max_restarts=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                ).remote(host)
-            refs.append(self._agents[node].watch.remote(workers))
-        try:
-            ray.get(refs, timeout=START_TIMEOUT_S)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            pass  # a node lost now shows up as a missing report
-        live.agent_nodes = list(by_node)
-
-    def _supervise(self, live: LiveAttempt) -> AttemptOutcome:
-        rel = self.spec.reliability
-        hang_cfg = HangConfig(timeout_s=rel.hang_timeout_s)
-        last_progress = time.time()
-        last_step = live.start_step
-        step_times: deque[float] = deque(maxlen=20)
-        seen_ckpt = self._committed_step()
-        flagged: set[int] = set()
-        while True:
-            if self._stop.is_set():
-                return self._stopped(live)
-            obs, findings = self._gather(live)
-            now = time.time()
-            if len(obs) < len(live.workers):
-                time.sleep(POLL_INTERVAL_S)
-                continue
-            step = min(o.step for o in obs)
-            if step > last_step:
-                last_step, last_progress = step, now
-                step_times.extend(o.step_seconds for o in obs[:1] if o.step_seconds)
-                self._on_progress(live, obs)
-            seen_ckpt = self._track_checkpoints(obs, seen_ckpt, live.number)
-            self._poll_spares(live)
-            self.catalog.update_job(self.spec.name, controller_heartbeat_at=utc(now))
-            crash = first_cause(findings, now)
-            if crash is not None:
-                live.gone = {o.rank for o in obs if not o.worker_alive}
-                self._record_rank_ends(live, obs)
-                return self._outcome(live, crash)
-            if all(o.returncode == 0 for o in obs):
-                self._record_rank_ends(live, obs)
-                live.ranks_written_at = 0.0  # the final steps are always written
-                self._on_progress(live, obs)
-                if all(o.phase == "done" for o in obs):
-                    return AttemptOutcome(OutcomeKind.SUCCEEDED, self._committed_step(), live.start_step)
-                return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
-                                      detail="every rank exited early without an error")
-            checkpointing = any(o.phase == "checkpoint" for o in obs) or not live.first_step_seen
-            limit = hang_limit(list(step_times), hang_cfg, checkpointing=checkpointing)
-            hang = detect_hang(obs, last_progress, now, limit)
-            if hang is not None:
-                return self._outcome(live, hang)
-            median_step = statistics.median(step_times) if step_times else None
-            for f in detect_stragglers(obs, median_step, now):
-                if f.ranks[0] not in flagged:
-                    flagged.add(f.ranks[0])
-                    self._record_straggler(live, f)
-            time.sleep(POLL_INTERVAL_S)
-
-    def _gather(self, live: LiveAttempt) -> tuple[list[RankObservation], list[Finding]]:
-        """One report per node agent; an agent that does not answer means its node is gone."""
-        obs: list[RankObservation] = []
-        findings: list[Finding] = []
-        now = time.time()
-        refs = {node: self._agents[node].report.remote() for node in live.agent_nodes}
-        for node, ref in refs.items():
-            try:
-                rep = ray.get(ref, timeout=30)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                ranks = [r for r, n in enumerate(live.node_ids) if n == node]
-                lost = [RankObservation(rank=r, host=live.hosts[r], observed_at=now, alive=False,
-                                        worker_alive=False) for r in ranks]
-                obs.extend(lost)
-                crash = detect_crash(lost, now)
-                if crash is not None:
-                    findings.append(crash)
-                continue
-            obs.extend(rep["observations"])
-            findings.extend(rep["findings"])
-        obs.sort(key=lambda o: o.rank)
-        return obs, findings
-
-    def _kill_all(self, live: LiveAttempt) -> None:
-        """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
-        refs = []
-        for rank, w in enumerate(live.workers):
-            if rank not in live.gone:
-                with contextlib.suppress(Exception):
-                    refs.append(w.kill.remote())
-        for ref in refs:
-            with contextlib.suppress(Exception):
-                ray.get(ref, timeout=30)
-
-    def _outcome(self, live: LiveAttempt, f: Finding) -> AttemptOutcome:
-        self._kill_all(live)
-        kind = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
-                FindingKind.HANG: OutcomeKind.HANG, FindingKind.BAD_GPU: OutcomeKind.BAD_GPU}[f.kind]
+    def _from_finding(self, f: Finding, obs: list[RankObservation]) -> AttemptOutcome:
+        kind = _FINDING_OUTCOME[f.kind]
+        culprit = next((o for o in obs if f.ranks and o.rank == f.ranks[0]), None)
+        if kind is OutcomeKind.CRASH and culprit is not None and culprit.returncode == EXIT_CONFIG:
+            kind = OutcomeKind.CONFIG_ERROR
         logger.warning("job %s: %s", self.spec.name, f.summary)
-        return AttemptOutcome(kind, self._committed_step(), live.start_step, f.ranks, f.hosts,
-                              kind in (OutcomeKind.NODE_LOST, OutcomeKind.BAD_GPU), f.summary, f.to_dict())
+        return self._outcome(kind, detail=f.summary, ranks=f.ranks, hosts=f.hosts, finding=f.to_dict())
 
-    def _record_straggler(self, live: LiveAttempt, f: Finding) -> None:
-        """Stragglers do not stop the job; they are recorded so that on-call can act on the host."""
-        logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
-        job = self.catalog.require_job(self.spec.name)
-        self.catalog.record_interruption(
-            job_name=self.spec.name, attempt=live.number, planned=False, category="unknown",
-            component="unknown", confidence=0.0, kind="straggler", explanation=f.summary,
-            ranks=list(f.ranks), hosts=list(f.hosts), evidence={"finding": f.to_dict()},
-            fault_at=utc(f.fault_at), detected_at=utc(f.detected_at), step_at_fault=job.last_step,
-            steps_lost=0,
-        )
+    def _end(self, outcome: AttemptOutcome, ends: list[RankEnd]) -> None:
+        """Classify, decide, record, and move to the state the decision calls for."""
+        a = self.attempt
+        assert a is not None
+        ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)))
+        if ev.signature:
+            outcome = _with_signature(outcome, ev.signature)
+        verdict = classify_evidence(outcome.kind, ev)
+        pv = failure_policy.Verdict(verdict.category, verdict.confidence) if verdict else failure_policy.Verdict()
+        self.history.outcomes.append(outcome)
+        counts = lemon_counts(self.catalog, self.clock.time())
+        if pv.hardware:
+            for h in set(outcome.culprit_hosts):
+                counts[h] = counts.get(h, 0) + 1
+        decision = failure_policy.decide(outcome, self.history, self.failure_cfg, pv, counts)
+        logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
+        state = "lost" if a.recovered else {OutcomeKind.SUCCEEDED: "succeeded",
+                                            OutcomeKind.STOPPED: "stopped"}.get(outcome.kind, "failed")
+        self.cb.attempt_ended(a.number, state, outcome.detail or decision.reason, ends, self.clock.time())
+        if outcome.kind is not OutcomeKind.SUCCEEDED:
+            self.cb.interrupted(interruption_record(self.spec.name, a.number, outcome, decision, verdict, ev,
+                                                    self.clock.time()))
+        self._sync_checkpoints(a.number)
+        if decision.action is FailureAction.RETRY:
+            self.sm.set(ControllerState.RESTARTING, decision.reason)
+            return
+        self.teardown()
+        self.sm.set({FailureAction.SUCCEED: ControllerState.SUCCEEDED, FailureAction.STOP: ControllerState.STOPPED,
+                     FailureAction.FAIL: ControllerState.FAILED}[decision.action], decision.reason)
 
-    def _on_progress(self, live: LiveAttempt, obs: list[RankObservation]) -> None:
-        o0 = obs[0]
-        fields: dict[str, Any] = {"last_step": min(o.step for o in obs)}
-        if o0.loss is not None:
-            fields["last_loss"] = float(o0.loss)
-        if o0.tokens_per_second is not None:
-            fields["tokens_per_second"] = float(o0.tokens_per_second)
-        self.catalog.update_job(self.spec.name, **fields)
-        if not live.first_step_seen and fields["last_step"] > live.start_step:
-            live.first_step_seen = True
-            self.catalog.update_attempt(live.attempt_id, first_step_at=utc())
-            if self._open_interruption is not None:
-                self.catalog.update_interruption(self._open_interruption, resumed_at=utc())
-                self._open_interruption = None
-        # Per-rank steps are for `status`; one batched write every few seconds, not per rank per poll.
-        if time.time() - live.ranks_written_at >= RANK_STEPS_WRITE_INTERVAL_S:
-            live.ranks_written_at = time.time()
-            self.catalog.set_rank_steps(live.attempt_id, {o.rank: o.step for o in obs})
-
-    def _track_checkpoints(self, obs: list[RankObservation], seen: int, attempt: int) -> int:
-        c = obs[0].checkpoint
-        step = int(c.get("checkpoint_step", 0) or 0)
-        if step > seen:
-            self.catalog.record_checkpoint(self.spec.name, step, c.get("checkpoint_path", ""), attempt,
-                                           c.get("checkpoint_blocked_s"), c.get("checkpoint_seconds"))
-            return step
-        return seen
-
-    def _sync_checkpoints(self, attempt: int) -> None:
+    def _sync_checkpoints(self, number: int) -> None:
         """Record commits found in the checkpoint folder that no beacon reported."""
         known = {c.step for c in self.catalog.checkpoints(self.spec.name)}
-        for c in committed_checkpoints(self.checkpoint_dir):
-            if c.step not in known:
-                self.catalog.record_checkpoint(self.spec.name, c.step, str(c.path),
-                                               int(c.meta.get("attempt", attempt)), None, None)
+        for step, path, attempt in self.checkpoints.committed():
+            if step not in known:
+                self.cb.checkpoint_committed(number, {"step": step, "path": path, "attempt": attempt or number})
 
-    def _record_rank_ends(self, live: LiveAttempt, obs: list[RankObservation]) -> None:
-        for o in obs:
-            if o.returncode is None:
-                continue
-            self.catalog.upsert_rank(live.attempt_id, o.rank, exit_code=o.returncode, signal=o.signal,
-                                     state="exited" if o.returncode == 0 else "failed",
-                                     ended_at=utc(o.exited_at or o.observed_at))
 
-    def _stopped(self, live: LiveAttempt) -> AttemptOutcome:
-        return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
-                              detail=self._stop_reason or "stopped by the operator")
-
-    def _evidence_text(self, o: AttemptOutcome) -> str:
-        live = self.live
-        tails = self._log_tails(live, o) if live is not None else {}
-        return "\n".join([o.detail, *tails.values()])
-
-    def _classify(self, o: AttemptOutcome) -> Verdict | None:
-        if o.kind in (OutcomeKind.SUCCEEDED, OutcomeKind.STOPPED):
-            return None
-        signals = [e.get("signal") for e in (o.finding or {}).get("evidence", {}).get("exits", []) if e.get("signal")]
-        return classify(self._evidence_text(o), kind=o.kind.value, exit_signals=signals)
-
-    def _record_outcome(self, o: AttemptOutcome, reason: str, verdict: Verdict | None = None) -> None:
-        live = self.live
-        if live is None:
-            return
-        state = {OutcomeKind.SUCCEEDED: "succeeded", OutcomeKind.STOPPED: "stopped"}.get(o.kind, "failed")
-        job = self.catalog.require_job(self.spec.name)
-        self.catalog.update_attempt(live.attempt_id, state=state, ended_at=utc(), end_step=job.last_step,
-                                    reason=o.detail or reason)
-        if o.kind is OutcomeKind.SUCCEEDED:
-            return
-        now = utc()
-        planned = o.kind is OutcomeKind.STOPPED
-        f = o.finding or {}
-        fault_at = utc(f["fault_at"]) if f.get("fault_at") else None
-        detected_at = utc(f["detected_at"]) if f.get("detected_at") else now
-        v = verdict.to_dict() if verdict is not None else {}
-        self._open_interruption = self.catalog.record_interruption(
-            job_name=self.spec.name, attempt=live.number, planned=planned,
-            category=v.get("category", "unknown"), component=v.get("component", "unknown"),
-            confidence=v.get("confidence", 0.0), kind="operator_stop" if planned else o.kind.value,
-            explanation=o.detail + (f" | {v['explanation']}" if v else ""),
-            ranks=list(o.culprit_ranks), hosts=list(o.culprit_hosts), gpus=v.get("gpus", []),
-            evidence={"detail": o.detail, "finding": o.finding, "log_tails": self._log_tails(live, o),
-                      "verdict": v, "xids": v.get("xids", [])},
-            evidence_text=self._evidence_text(o) if not planned else None,
-            fault_at=fault_at or detected_at, detected_at=detected_at, stopped_at=now,
-            step_at_fault=job.last_step, resume_step=o.committed_step,
-            steps_lost=max(0, job.last_step - o.committed_step),
-        )
-
-    def _log_tails(self, live: LiveAttempt, o: AttemptOutcome, max_bytes: int = 3000) -> dict[str, str]:
-        """The end of each culprit rank's log (what the classifier reads)."""
-        out = {}
-        for r in o.culprit_ranks:
-            path = self.run_dir / "logs" / f"attempt-{live.number:03d}" / f"rank-{r:05d}.log"
-            out[str(r)] = tail(path, max_bytes)
-        return out
-
-    def _stop_ranks(self, live: LiveAttempt) -> None:
-        """Stop the attempt's trainer processes; the supervisors and the reservation stay."""
-        refs: dict[int, Any] = {}
-        for rank, w in enumerate(live.workers):
-            if rank not in live.gone:
-                with contextlib.suppress(Exception):
-                    refs[rank] = w.stop.remote(STOP_GRACE_S)
-        ends: dict[int, Any] = {}
-        for rank, ref in refs.items():
-            with contextlib.suppress(Exception):
-                ends[rank] = ray.get(ref, timeout=STOP_GRACE_S + 30)
-        for rank in range(len(live.workers)):
-            end = ends.get(rank)
-            fields: dict[str, Any] = {"ended_at": utc()}
-            if end is not None and end.get("returncode") is not None:
-                fields.update(exit_code=end["returncode"], signal=end.get("signal"))
-            self.catalog.upsert_rank(live.attempt_id, rank, **fields)
-        self.catalog.close_open_ranks(live.attempt_id, "stopped")
-
-    def _release(self, live: LiveAttempt) -> None:
-        """Give the attempt's supervisors and reservation back to the cluster."""
-        for w in live.workers:
-            with contextlib.suppress(Exception):
-                w.release.remote()
-            with contextlib.suppress(Exception):
-                ray.kill(w, no_restart=True)
-        if live.pg is not None:
-            with contextlib.suppress(Exception):
-                remove_placement_group(live.pg)
-        live.workers.clear()
-        live.pg = None
-
-    def _teardown(self) -> None:
-        """The job is over (or the controller is failing): stop and release everything."""
-        for live in {id(x): x for x in (self.live, self._kept) if x is not None}.values():
-            if live.workers or live.pg is not None:
-                self._stop_ranks(live)
-                self._release(live)
-        self._kept = None
-        self._release_spares()
+def _with_signature(o: AttemptOutcome, signature: str) -> AttemptOutcome:
+    return replace(o, signature=signature)

@@ -1,0 +1,76 @@
+"""Evidence of an interruption: what the classifier reads and what makes a failure repeatable.
+
+The evidence of an attempt that failed is the finding that ended it (exit
+codes, signals, the hang's collective) plus the end of each culprit rank's log,
+read through its supervisor. The signature is the error a culprit died with,
+normalised (addresses, pids, times and numbers blanked) so that the same bug
+seen twice compares equal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.classifier import Verdict, classify
+from orchestrator.controller.callbacks import HostAction, InterruptionRecord
+from orchestrator.controller.failure_policy import AttemptOutcome, FailureDecision, OutcomeKind
+
+_EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(?P<type>[A-Z]\w*(?:Error|Exception|Exit|Interrupt))(?::\s*(?P<msg>.*))?$")
+_NOISE = re.compile(r"0x[0-9a-fA-F]+|\b\d+(?:\.\d+)?\b|'[^']*'|\"[^\"]*\"")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    text: str
+    log_tails: dict[int, str]
+    signature: str
+    exit_signals: tuple[str, ...]
+
+
+def error_signature(log_tail: str) -> str:
+    """The last exception a log shows, with its variable parts blanked; empty when it shows none."""
+    for line in reversed(log_tail.splitlines()):
+        m = _EXC_LINE.match(line.strip())
+        if m:
+            msg = _NOISE.sub("#", m.group("msg") or "")
+            return f"{m.group('type')}: {msg}".strip()[:300]
+    return ""
+
+
+def gather_evidence(detail: str, finding: dict[str, Any] | None, log_tails: dict[int, str]) -> Evidence:
+    exits = ((finding or {}).get("evidence") or {}).get("exits", [])
+    signals = tuple(e["signal"] for e in exits if e.get("signal"))
+    sig = next((s for s in (error_signature(t) for _, t in sorted(log_tails.items())) if s), "")
+    text = "\n".join([detail, *(t for _, t in sorted(log_tails.items()))])
+    return Evidence(text, log_tails, sig, signals)
+
+
+def classify_evidence(kind: OutcomeKind, ev: Evidence) -> Verdict | None:
+    if not kind.failed:
+        return None
+    return classify(ev.text, kind=kind.value, exit_signals=ev.exit_signals)
+
+
+def interruption_record(job: str, attempt: int, o: AttemptOutcome, d: FailureDecision, verdict: Verdict | None,
+                        ev: Evidence, now: float) -> InterruptionRecord:
+    """The catalog's record of one interruption: what happened, the evidence, the verdict and the decision."""
+    planned = o.kind is OutcomeKind.STOPPED
+    v = verdict.to_dict() if verdict is not None else {}
+    f = o.finding or {}
+    actions = [HostAction(h, "cordoned", f"lemon: repeated hardware interruptions ({d.reason})"
+                          if h in d.lemon_hosts else d.reason) for h in d.cordon_hosts]
+    actions += [HostAction(h, "suspect", d.reason) for h in d.suspect_hosts]
+    return InterruptionRecord(
+        job=job, attempt=attempt, planned=planned,
+        kind="operator_stop" if planned else o.kind.value, category=v.get("category", "unknown"),
+        component=v.get("component", "unknown"), confidence=v.get("confidence", 0.0),
+        explanation=o.detail + (f" | {v['explanation']}" if v else ""), decision=d.reason,
+        ranks=o.culprit_ranks, hosts=o.culprit_hosts, gpus=tuple(v.get("gpus", ())),
+        evidence={"detail": o.detail, "finding": o.finding, "verdict": v, "xids": v.get("xids", []),
+                  "log_tails": {str(r): t for r, t in ev.log_tails.items()}, "signature": o.signature},
+        evidence_text=None if planned else ev.text, fault_at=f.get("fault_at") or f.get("detected_at") or now,
+        detected_at=f.get("detected_at") or now, stopped_at=now, step_at_fault=o.step_at_fault,
+        resume_step=o.committed_step, steps_lost=max(0, o.step_at_fault - o.committed_step),
+        host_actions=tuple(actions))

@@ -1,0 +1,120 @@
+"""The monitor tick: one round of observations and findings in, what the controller must do out.
+
+Pure: no Ray, no clock reads, no catalog. The controller calls `tick` once per
+poll with the node agents' reports; the simulation and the tests call it with
+observations they make up. The state it carries between ticks (progress, step
+times, checkpoints seen, stragglers flagged) is small and plain.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from health.detectors import HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
+from health.observations import Finding, RankObservation
+
+STEP_TIME_WINDOW = 20
+
+
+@dataclass(slots=True)
+class MonitorState:
+    """What one attempt's monitoring remembers between ticks."""
+
+    start_step: int
+    last_progress_at: float
+    last_step: int = -1
+    step_times: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_TIME_WINDOW))
+    checkpoint_step: int = 0
+    first_step_seen: bool = False
+    flagged: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.last_step < 0:
+            self.last_step = self.start_step
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    step: int
+    """The step every rank has completed."""
+    loss: float | None
+    tokens_per_second: float | None
+    rank_steps: dict[int, int]
+    first_step: bool
+    """The attempt's first completed step: the interruption before it is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    waiting: bool = False
+    """Not every rank has reported yet."""
+    progress: Progress | None = None
+    checkpoint: dict[str, Any] | None = None
+    """A checkpoint newly committed: step, path, blocked and save seconds."""
+    stragglers: tuple[Finding, ...] = ()
+    """Ranks newly found to straggle (recorded; the job goes on)."""
+    failure: Finding | None = None
+    """The finding that ends the attempt."""
+    finished: bool = False
+    """Every rank exited 0."""
+    completed: bool = False
+    """... and every rank reached the end of training (else they stopped early)."""
+    exited: tuple[RankObservation, ...] = ()
+    """Ranks seen to have exited, with their codes (when the attempt ends)."""
+
+
+def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding], now: float,
+         world_size: int, hang: HangConfig) -> TickResult:
+    """Advance `state` by one round of reports."""
+    if len(obs) < world_size:
+        return TickResult(waiting=True)
+    obs = sorted(obs, key=lambda o: o.rank)
+    progress = _progress(state, obs, now)
+    checkpoint = _checkpoint(state, obs)
+    exited = tuple(o for o in obs if o.returncode is not None)
+    crash = first_cause(findings, now)
+    if crash is not None:
+        return TickResult(progress=progress, checkpoint=checkpoint, failure=crash, exited=exited)
+    if all(o.returncode == 0 for o in obs):
+        return TickResult(progress=progress, checkpoint=checkpoint, finished=True, exited=exited,
+                          completed=all(o.phase == "done" for o in obs))
+    checkpointing = any(o.phase == "checkpoint" for o in obs) or not state.first_step_seen
+    limit = hang_limit(list(state.step_times), hang, checkpointing=checkpointing)
+    hung = detect_hang(obs, state.last_progress_at, now, limit)
+    if hung is not None:
+        return TickResult(progress=progress, checkpoint=checkpoint, failure=hung, exited=exited)
+    median = statistics.median(state.step_times) if state.step_times else None
+    new = []
+    for f in detect_stragglers(obs, median, now):
+        if f.ranks[0] not in state.flagged:
+            state.flagged.add(f.ranks[0])
+            new.append(f)
+    return TickResult(progress=progress, checkpoint=checkpoint, stragglers=tuple(new))
+
+
+def _progress(state: MonitorState, obs: list[RankObservation], now: float) -> Progress | None:
+    step = min(o.step for o in obs)
+    if step <= state.last_step:
+        return None
+    state.last_step, state.last_progress_at = step, now
+    if obs[0].step_seconds:
+        state.step_times.append(obs[0].step_seconds)
+    first = not state.first_step_seen and step > state.start_step
+    state.first_step_seen = state.first_step_seen or first
+    o0 = obs[0]
+    return Progress(step=step, loss=None if o0.loss is None else float(o0.loss),
+                    tokens_per_second=None if o0.tokens_per_second is None else float(o0.tokens_per_second),
+                    rank_steps={o.rank: o.step for o in obs}, first_step=first)
+
+
+def _checkpoint(state: MonitorState, obs: list[RankObservation]) -> dict[str, Any] | None:
+    c = obs[0].checkpoint
+    step = int(c.get("checkpoint_step", 0) or 0)
+    if step <= state.checkpoint_step:
+        return None
+    state.checkpoint_step = step
+    return {"step": step, "path": c.get("checkpoint_path", ""), "blocked_s": c.get("checkpoint_blocked_s"),
+            "save_s": c.get("checkpoint_seconds")}

@@ -1,0 +1,98 @@
+"""What a (re)started controller reads back from the catalog to carry on.
+
+The catalog holds everything the decisions depend on: the outcomes of this
+submission's attempts (the retry window, crash loops, deterministic failures),
+the data-parallel degree after a shrink, each host's hardware record (lemons)
+and the attempts a dead controller left open. Rebuilt from it, a controller
+decides as one that never died would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.catalog.db import as_utc
+from orchestrator.catalog.models import Attempt, Job
+from orchestrator.catalog.repository import Catalog
+from orchestrator.controller.failure_policy import AttemptOutcome, JobHistory, OutcomeKind
+from orchestrator.hosts import lemon_hosts
+
+_KINDS = {k.value: k for k in OutcomeKind} | {"operator_stop": OutcomeKind.STOPPED}
+
+
+def _ts(dt: datetime | None) -> float:
+    d = as_utc(dt)
+    return d.timestamp() if d is not None else 0.0
+
+
+def submission_attempts(job: Job) -> list[Attempt]:
+    """The attempts of the job's current submission (a resubmission starts a fresh history)."""
+    since = as_utc(job.submitted_at)
+    return [a for a in job.attempts if since is None or (as_utc(a.started_at) or since) >= since]
+
+
+def history_from_catalog(catalog: Catalog, job: Job) -> JobHistory:
+    by_attempt: dict[int, Any] = {}
+    for i in catalog.interruptions(job.name):
+        if i.kind != "straggler":
+            by_attempt.setdefault(i.attempt, i)
+    history = JobHistory()
+    for a in submission_attempts(job):
+        if a.state in ("starting", "running"):
+            continue  # still open: `open_attempt` turns it into an outcome
+        i = by_attempt.get(a.number)
+        kind = _KINDS.get(i.kind, OutcomeKind.CRASH) if i is not None else (
+            OutcomeKind.SUCCEEDED if a.state == "succeeded" else OutcomeKind.STOPPED if a.state == "stopped"
+            else OutcomeKind.CRASH)
+        history.outcomes.append(AttemptOutcome(
+            kind, committed_step=(i.resume_step if i is not None and i.resume_step is not None else a.start_step),
+            start_step=a.start_step, culprit_ranks=tuple(i.ranks) if i else (),
+            culprit_hosts=tuple(i.hosts) if i else (), detail=(i.explanation or "") if i else (a.reason or ""),
+            at_s=_ts(a.ended_at), step_at_fault=(i.step_at_fault or 0) if i else (a.end_step or 0),
+            signature=((i.evidence or {}).get("signature") or "") if i else ""))
+    return history
+
+
+def current_dp(job: Job, default: int) -> int:
+    """The data-parallel degree of the submission's newest attempt (smaller after a shrink)."""
+    for a in reversed(submission_attempts(job)):
+        if a.layout and a.layout.get("dp"):
+            return int(a.layout["dp"])
+    return default
+
+
+def lemon_counts(catalog: Catalog, now_s: float) -> dict[str, int]:
+    """Each host's unplanned hardware interruptions within the lemon window."""
+    return dict(lemon_hosts(catalog, now=datetime.fromtimestamp(now_s, UTC)).counts)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAttempt:
+    """An attempt a dead controller left running, as the outcome the new controller must handle."""
+
+    number: int
+    start_step: int
+    layout: dict[str, Any]
+    outcome: AttemptOutcome
+
+
+def open_attempts(job: Job, alive_node_ids: set[str], committed_step: int, now_s: float) -> list[OpenAttempt]:
+    """Attempts still marked starting or running: their controller died, and maybe their nodes."""
+    out = []
+    for a in job.attempts:
+        if a.state not in ("starting", "running"):
+            continue
+        lost = sorted((r for r in a.ranks if r.node_id and r.node_id not in alive_node_ids), key=lambda r: r.rank)
+        hosts = tuple(dict.fromkeys(r.host for r in lost if r.host))
+        if hosts:
+            kind, detail = OutcomeKind.NODE_LOST, f"nodes {', '.join(hosts)} left the cluster while the " \
+                                                  f"controller was down"
+        else:
+            kind, detail = OutcomeKind.CONTROLLER_LOST, "the job's controller died; its ranks died with it"
+        fault = _ts(job.controller_heartbeat_at) or now_s
+        out.append(OpenAttempt(a.number, a.start_step, dict(a.layout or {}), AttemptOutcome(
+            kind, committed_step, a.start_step, tuple(r.rank for r in lost), hosts, detail,
+            finding={"fault_at": fault, "detected_at": now_s}, at_s=now_s, step_at_fault=job.last_step)))
+    return out

@@ -1,0 +1,245 @@
+"""The worker group: the gang of rank supervisors of one job, on Ray.
+
+It places, starts or adopts, polls, stops and kills ranks, and returns plain
+data (placements, observations, findings, rank ends). Every fan-out has one
+deadline for the whole round. It decides nothing: which gang to use comes from
+the scaling policy, what to do on a failure from the failure policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+from health.agent import NodeAgent
+from health.detectors import detect_crash
+from health.observations import Finding, RankObservation
+from orchestrator.controller.callbacks import RankEnd, RankPlacement
+from orchestrator.controller.fanout import call_all, gather
+from orchestrator.controller.placement import NodeView, bundles, exclusion_selector, node_views
+from orchestrator.controller.scaling_policy import GangView
+from orchestrator.controller.worker import RankWorker
+
+logger = logging.getLogger(__name__)
+
+PLACEMENT_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 300.0
+CALL_TIMEOUT_S = 30.0
+POLL_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 10.0
+
+
+class WorkerGroupError(RuntimeError):
+    """The gang could not be placed or started; the attempt fails with this reason."""
+
+
+@dataclass
+class Gang:
+    pg: Any = None
+    workers: list[Any] = field(default_factory=list)
+    placements: list[RankPlacement] = field(default_factory=list)
+    gone: set[int] = field(default_factory=set)
+    """Ranks whose supervisor (actor or node) is gone: nothing to stop there, no call to wait on."""
+
+
+class RayWorkerGroup:
+    def __init__(self, job: str, run_dir: str, *, cpus_per_rank: float, gpus_per_rank: float, placement: str,
+                 warm_standby: bool) -> None:
+        self.job, self.run_dir = job, run_dir
+        self.cpus, self.gpus = cpus_per_rank, gpus_per_rank
+        self.strategy = "PACK" if placement == "pack" else "SPREAD"
+        self.warm_standby = warm_standby
+        self.gang: Gang | None = None
+        self._agents: dict[str, Any] = {}
+        """Node id -> NodeAgent actor, kept across attempts."""
+        self._agent_nodes: list[str] = []
+
+    # ---- the cluster ---------------------------------------------------------------------
+    def nodes(self) -> list[NodeView]:
+        return node_views(ray.nodes())
+
+    # ---- the gang ------------------------------------------------------------------------
+    def kept(self) -> GangView | None:
+        """The gang of the last attempt, probed: can it run the next one?"""
+        g = self.gang
+        if g is None or not g.workers:
+            return None
+        answers = call_all(dict(enumerate(g.workers)), "info", timeout_s=PROBE_TIMEOUT_S)
+        ok = not g.gone and not any(isinstance(a, BaseException) for a in answers.values())
+        return GangView(tuple(p.host for p in g.placements), tuple(p.node_id for p in g.placements), ok)
+
+    def adopt(self) -> list[RankPlacement]:
+        """Restart in place: the kept gang runs the next attempt (its standbys take over)."""
+        assert self.gang is not None
+        self.gang.gone = set()
+        return list(self.gang.placements)
+
+    def place(self, world: int, cordoned: set[str], should_stop: Callable[[], bool]) -> list[RankPlacement]:
+        """Reserve `world` rank slots off the cordoned hosts and start a supervisor in each."""
+        self.release()
+        views = self.nodes()
+        selector = exclusion_selector(views, cordoned)
+        pg = placement_group(bundles(world, self.cpus, self.gpus), strategy=self.strategy,
+                             bundle_label_selector=[selector] * world if selector else None)
+        self.gang = Gang(pg=pg)
+        deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
+        while not should_stop():
+            ready, _ = ray.wait([pg.ready()], timeout=1.0)
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise WorkerGroupError(f"placement group for {world} ranks not ready after "
+                                       f"{PLACEMENT_TIMEOUT_S:.0f} s")
+        if should_stop():
+            return []
+        actor = ray.remote(RankWorker)
+        for rank in range(world):
+            self.gang.workers.append(actor.options(
+                num_cpus=self.cpus, num_gpus=self.gpus or None, max_restarts=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            ).remote(self.job, rank, self.run_dir, self.warm_standby))
+        infos = call_all(dict(enumerate(self.gang.workers)), "info", timeout_s=START_TIMEOUT_S)
+        bad = sorted(r for r, i in infos.items() if isinstance(i, BaseException))
+        if bad:
+            raise WorkerGroupError(f"rank supervisors {bad[:8]} did not start: {infos[bad[0]]!r:.200}")
+        by_id = {v.node_id: v for v in self.nodes()}
+        for rank in range(world):
+            info = infos[rank]
+            view = by_id.get(info["node_id"])
+            self.gang.placements.append(RankPlacement(rank, view.host if view else info["hostname"],
+                                                      info["node_id"], info["ip"]))
+        return list(self.gang.placements)
+
+    def start(self, attempt: int, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
+        """Start every rank's trainer for `attempt` (on its warm standby when there is one)."""
+        g = self.gang
+        assert g is not None and g.workers
+        world = len(g.workers)
+        master_addr = g.placements[0].address
+        try:
+            master_port = ray.get(g.workers[0].free_port.remote(), timeout=CALL_TIMEOUT_S)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+            raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+        local: dict[str, int] = {}
+        refs = {}
+        for rank, w in enumerate(g.workers):
+            node = g.placements[rank].node_id
+            local[node] = local.get(node, -1) + 1
+            env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local[node]),
+                   "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+            refs[rank] = w.start.remote(attempt, config_path, env, checkpoint_dir, self.cpus)
+        started = gather(refs, START_TIMEOUT_S)
+        bad = sorted(r for r, s in started.items() if isinstance(s, BaseException))
+        if bad:
+            raise WorkerGroupError(f"ranks {bad[:8]} did not start: {started[bad[0]]!r:.200}")
+        logger.info("job %s: attempt %d started %d ranks (%d on warm standby processes)", self.job, attempt, world,
+                    sum(1 for s in started.values() if s["warm"]))
+        self._watch()
+        return {r: s["pid"] for r, s in started.items()}
+
+    def _watch(self) -> None:
+        """Point one health agent per node at that node's ranks."""
+        g = self.gang
+        assert g is not None
+        by_node: dict[str, dict[int, Any]] = {}
+        host_of: dict[str, str] = {}
+        for p in g.placements:
+            by_node.setdefault(p.node_id, {})[p.rank] = g.workers[p.rank]
+            host_of[p.node_id] = p.host
+        for node in list(self._agents):
+            if node not in by_node:
+                with contextlib.suppress(Exception):
+                    ray.kill(self._agents.pop(node), no_restart=True)
+        for node in by_node:
+            if node not in self._agents:
+                self._agents[node] = ray.remote(NodeAgent).options(
+                    num_cpus=0, max_concurrency=4, max_restarts=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                ).remote(host_of[node])
+        # A node lost now shows up as a missing report on the first poll.
+        gather({n: self._agents[n].watch.remote(workers) for n, workers in by_node.items()}, START_TIMEOUT_S)
+        self._agent_nodes = list(by_node)
+
+    def poll(self) -> tuple[list[RankObservation], list[Finding]]:
+        """One report per node agent; an agent that does not answer in time means its node is gone."""
+        g = self.gang
+        assert g is not None
+        now = time.time()
+        reports = call_all({n: self._agents[n] for n in self._agent_nodes}, "report", timeout_s=POLL_TIMEOUT_S)
+        obs: list[RankObservation] = []
+        findings: list[Finding] = []
+        for node, rep in reports.items():
+            if isinstance(rep, BaseException):
+                lost = [RankObservation(rank=p.rank, host=p.host, observed_at=now, alive=False, worker_alive=False)
+                        for p in g.placements if p.node_id == node]
+                obs.extend(lost)
+                crash = detect_crash(lost, now)
+                if crash is not None:
+                    findings.append(crash)
+                continue
+            obs.extend(rep["observations"])
+            findings.extend(rep["findings"])
+        g.gone |= {o.rank for o in obs if not o.worker_alive}
+        return obs, findings
+
+    def kill(self) -> None:
+        """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
+        g = self.gang
+        if g is not None:
+            call_all({r: w for r, w in enumerate(g.workers) if r not in g.gone}, "kill", timeout_s=CALL_TIMEOUT_S)
+
+    def stop(self, grace_s: float) -> list[RankEnd]:
+        """Stop the attempt's trainer processes; the supervisors and the reservation stay."""
+        g = self.gang
+        if g is None:
+            return []
+        ends = call_all({r: w for r, w in enumerate(g.workers) if r not in g.gone}, "stop", grace_s,
+                        timeout_s=grace_s + CALL_TIMEOUT_S)
+        out = []
+        for rank, end in ends.items():
+            if isinstance(end, BaseException) or end.get("returncode") is None:
+                continue
+            out.append(RankEnd(rank, end["returncode"], end.get("signal"), end.get("exited_at") or time.time()))
+        return out
+
+    def log_tails(self, ranks: list[int], max_bytes: int = 3000) -> dict[int, str]:
+        g = self.gang
+        if g is None:
+            return {}
+        live = {r: g.workers[r] for r in ranks if r < len(g.workers) and r not in g.gone}
+        tails = call_all(live, "log_tail", max_bytes, timeout_s=CALL_TIMEOUT_S)
+        return {r: t for r, t in tails.items() if isinstance(t, str)}
+
+    def handles(self) -> list[Any]:
+        return list(self.gang.workers) if self.gang else []
+
+    def release(self) -> None:
+        """Give the gang's supervisors and reservation back to the cluster."""
+        g, self.gang = self.gang, None
+        if g is None:
+            return
+        for w in g.workers:
+            with contextlib.suppress(Exception):
+                w.release.remote()
+            with contextlib.suppress(Exception):
+                ray.kill(w, no_restart=True)
+        if g.pg is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(g.pg)
+
+    def shutdown(self) -> None:
+        if self.gang is not None:
+            self.stop(3.0)
+        self.release()
+        for agent in self._agents.values():
+            with contextlib.suppress(Exception):
+                ray.kill(agent, no_restart=True)
+        self._agents.clear()

@@ -1,0 +1,186 @@
+"""Fakes for driving the controller without Ray: a scripted cluster, a worker group, spares and a clock.
+
+The fake worker group trains at `steps_per_poll` steps per poll and commits a
+checkpoint every `interval` steps; a test scripts what goes wrong in each
+attempt (a crash with some log tail, a lost node, a hang, a config error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from health.detectors import detect_crash
+from health.observations import Finding, FindingKind, RankObservation
+from orchestrator.controller.callbacks import RankEnd, RankPlacement
+from orchestrator.controller.placement import NodeView
+from orchestrator.controller.scaling_policy import GangView
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Fault:
+    """What ends an attempt: `kind` crash | node_lost | hang | config | exit_early, at `at_step`."""
+
+    kind: str
+    at_step: int
+    rank: int = 0
+    log: str = ""
+    signal: str | None = "SIGKILL"
+
+
+class FakeCheckpoints:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def committed_step(self) -> int:
+        return self.steps[-1] if self.steps else 0
+
+    def committed(self) -> list[tuple[int, str, int | None]]:
+        return [(s, f"/ckpt/step-{s:08d}", None) for s in self.steps]
+
+
+@dataclass
+class FakeWorkerGroup:
+    clock: FakeClock
+    checkpoints: FakeCheckpoints
+    hosts: list[str]
+    slots_per_host: int
+    total_steps: int
+    interval: int = 4
+    steps_per_poll: int = 1
+    faults: dict[int, Fault] = field(default_factory=dict)
+    """Attempt number -> what goes wrong in it."""
+    dead: set[str] = field(default_factory=set)
+    placements: list[RankPlacement] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    attempt: int = 0
+    step: int = 0
+    ended: bool = False
+    finding: Finding | None = None
+    """The agent's crash finding of this attempt: kept once seen, as the real agent does."""
+    hang_started: bool = False
+
+    def nodes(self) -> list[NodeView]:
+        return [NodeView(f"node-{h}", h, f"10.0.0.{i}", h not in self.dead, float(self.slots_per_host), 0.0)
+                for i, h in enumerate(self.hosts)]
+
+    def kept(self) -> GangView | None:
+        if not self.placements:
+            return None
+        return GangView(tuple(p.host for p in self.placements), tuple(p.node_id for p in self.placements),
+                        not any(p.host in self.dead for p in self.placements))
+
+    def adopt(self) -> list[RankPlacement]:
+        self.calls.append("adopt")
+        return list(self.placements)
+
+    def place(self, world: int, cordoned: set[str], should_stop: object) -> list[RankPlacement]:
+        self.calls.append(f"place:{world}")
+        self.placements = []
+        for h in self.hosts:
+            if h in cordoned or h in self.dead:
+                continue
+            for _ in range(self.slots_per_host):
+                if len(self.placements) < world:
+                    self.placements.append(RankPlacement(len(self.placements), h, f"node-{h}"))
+        assert len(self.placements) == world, "the scaling policy asked for more ranks than fit"
+        return list(self.placements)
+
+    def start(self, attempt: int, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
+        self.calls.append(f"start:{attempt}")
+        self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
+        self.finding, self.hang_started = None, False
+        return {p.rank: 1000 + p.rank for p in self.placements}
+
+    def _obs(self, rank: int, host: str, **kw: object) -> RankObservation:
+        base: dict[str, object] = dict(rank=rank, host=host, observed_at=self.clock.now, alive=True,
+                                       step=self.step, step_seconds=0.5, heartbeat=self.clock.now,
+                                       phase="train", loss=2.0)
+        base.update(kw)
+        return RankObservation(**base)  # type: ignore[arg-type]
+
+    def poll(self) -> tuple[list[RankObservation], list[Finding]]:
+        fault = self.faults.get(self.attempt)
+        if fault is None or self.step < fault.at_step:
+            self.step = min(self.total_steps, self.step + self.steps_per_poll)
+            if self.step % self.interval == 0 and self.step not in self.checkpoints.steps:
+                self.checkpoints.steps.append(self.step)
+        fault_now = fault is not None and self.step >= fault.at_step
+        if fault_now and fault.kind == "hang" and not self.hang_started:
+            self.hang_started = True
+            self.clock.now += 100  # the hang limit passes while nothing moves
+        obs = []
+        for p in self.placements:
+            kw: dict[str, object] = {}
+            if self.step >= self.total_steps and not fault_now:
+                kw = dict(alive=False, returncode=0, phase="done", exited_at=self.clock.now)
+            elif fault_now and p.rank == fault.rank:
+                if fault.kind == "crash":
+                    kw = dict(alive=False, returncode=-9 if fault.signal else 1, signal=fault.signal,
+                              exited_at=self.clock.now)
+                elif fault.kind == "config":
+                    kw = dict(alive=False, returncode=78, exited_at=self.clock.now)
+                elif fault.kind == "node_lost":
+                    self.dead.add(p.host)
+                    kw = dict(alive=False, worker_alive=False)
+                elif fault.kind == "hang":
+                    kw = dict(stopped=True, heartbeat=self.clock.now - 99)
+            obs.append(self._obs(p.rank, p.host, **kw))
+        if self.finding is None:
+            self.finding = detect_crash(obs, self.clock.now)
+        return obs, [self.finding] if self.finding is not None else []
+
+    def kill(self) -> None:
+        self.calls.append("kill")
+
+    def stop(self, grace_s: float) -> list[RankEnd]:
+        self.calls.append("stop")
+        return []
+
+    def log_tails(self, ranks: list[int], max_bytes: int = 3000) -> dict[int, str]:
+        fault = self.faults.get(self.attempt)
+        return {r: fault.log for r in ranks if fault is not None and fault.log and r == fault.rank}
+
+    def release(self) -> None:
+        if self.placements:
+            self.calls.append("release")
+        self.placements = []
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self.placements = []
+
+
+@dataclass
+class FakeSpares:
+    hosts: list[str] = field(default_factory=list)
+    """Hosts the pool may hold, in order."""
+    count: int = 0
+    held_now: list[str] = field(default_factory=list)
+
+    def held(self) -> list[str]:
+        return list(self.held_now)
+
+    def reserve(self, per_host: int, exclude_node_ids: set[str]) -> None:
+        free = [h for h in self.hosts if f"node-{h}" not in exclude_node_ids]
+        self.held_now = free[: self.count]
+
+    def poll(self) -> bool:
+        return False
+
+    def release_all(self) -> None:
+        self.held_now = []
+
+
+def finding_kinds(findings: list[Finding]) -> list[FindingKind]:
+    return [f.kind for f in findings]

@@ -1,0 +1,236 @@
+"""The controller stepped one iteration at a time, with a fake worker group, fake spares and a fake clock.
+
+The catalog is real (SQLite): what the controller records, and what a rebuilt
+controller reads back, is what production would write and read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from orchestrator.catalog.repository import Catalog
+from orchestrator.controller.callbacks import CallbackList
+from orchestrator.controller.catalog_writer import CatalogWriter
+from orchestrator.controller.controller import Controller
+from orchestrator.controller.state import ControllerState as S
+from orchestrator.spec import JobSpec
+from tests.conftest import small_job
+from tests.controller_fakes import FakeCheckpoints, FakeClock, FakeSpares, FakeWorkerGroup, Fault
+
+XID79 = ("Mar  3 04:12:01 {host} kernel: NVRM: Xid (PCI:0000:18:00): 79, pid=4242, GPU has fallen off the bus.\n"
+         "RuntimeError: NCCL communicator was aborted")
+
+
+class Rig:
+    """One controller over a fake cluster of `hosts`, each with `slots` rank slots."""
+
+    def __init__(self, tmp: Path, *, hosts: int = 3, slots: int = 2, dp: int = 2, tp: int = 1, steps: int = 12,
+                 spares: int = 0, shrink: bool = False, max_restarts: int = 5, faults: dict | None = None,
+                 db: Path | None = None, clock: FakeClock | None = None,
+                 checkpoints: FakeCheckpoints | None = None) -> None:
+        raw = small_job("job", steps=steps, dp=dp, tp=tp,
+                        reliability={"max_restarts": max_restarts, "spares": spares, "allow_shrink_dp": shrink,
+                                     "hang_timeout_s": 30})
+        self.spec = JobSpec.model_validate(raw)
+        self.db = db or tmp / "catalog.db"
+        self.catalog = Catalog(f"sqlite:///{self.db}")
+        if self.catalog.get_job("job") is None:
+            self.catalog.create_job("job", raw, self.spec.world_size, steps, str(tmp / "run"), None)
+        self.clock = clock or FakeClock()
+        self.checkpoints = checkpoints or FakeCheckpoints()
+        names = [f"h{i}" for i in range(hosts)]
+        self.workers = FakeWorkerGroup(self.clock, self.checkpoints, names, slots, steps, faults=faults or {})
+        self.spares = FakeSpares(hosts=names, count=spares)
+        self.ctl = Controller(self.spec, self.catalog, tmp / "run", tmp / "ckpt", workers=self.workers,
+                              spares=self.spares, checkpoints=self.checkpoints, clock=self.clock,
+                              callbacks=CallbackList([CatalogWriter(self.catalog, "job", self.clock)]),
+                              poll_interval_s=0.5)
+
+    def until(self, *states: S, limit: int = 500) -> S:
+        for _ in range(limit):
+            self.ctl.step()
+            if self.ctl.state in states:
+                return self.ctl.state
+        raise AssertionError(f"never reached {states}; stuck in {self.ctl.state}")
+
+    def run(self) -> S:
+        return self.until(S.SUCCEEDED, S.FAILED, S.STOPPED)
+
+    def interruptions(self) -> list:
+        return [i for i in self.catalog.interruptions("job") if i.kind != "straggler"]
+
+    def layouts(self) -> list[dict]:
+        return [a.layout for a in self.catalog.require_job("job").attempts]
+
+
+def test_every_state_in_order_to_success(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    seen = [rig.ctl.state]
+    more = True
+    while more:
+        more = rig.ctl.step()
+        if rig.ctl.state != seen[-1]:
+            seen.append(rig.ctl.state)
+    assert seen == [S.PENDING, S.PLACING, S.RUNNING, S.SUCCEEDED]
+    job = rig.catalog.require_job("job")
+    assert job.state == "succeeded" and job.last_step == 12
+    [a] = job.attempts
+    assert a.state == "succeeded" and a.layout["scaling"] == "new_gang"
+    assert {r.state for r in a.ranks} == {"exited"} and len(a.ranks) == 2
+    assert [c.step for c in rig.catalog.checkpoints("job")] == [4, 8, 12]
+    assert rig.workers.calls[-1] == "shutdown"
+
+
+def test_crash_restarts_in_place_on_the_same_gang(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, faults={1: Fault("crash", at_step=6, rank=1)})
+    assert rig.run() is S.SUCCEEDED
+    assert rig.workers.calls.count("place:2") == 1 and "adopt" in rig.workers.calls
+    [i] = rig.interruptions()
+    assert i.kind == "crash" and i.ranks == [1] and i.resume_step == 4 and i.steps_lost == 2
+    assert i.category == "unknown" and not i.planned and i.resumed_at is not None
+    assert [a.layout["scaling"] for a in rig.catalog.require_job("job").attempts] == ["new_gang", "reuse_gang"]
+    assert rig.catalog.cordoned_hosts() == set()
+
+
+def test_hardware_verdict_cordons_and_a_spare_takes_the_place(tmp_path: Path) -> None:
+    # h0 and h1 hold the gang (2 ranks each, dp=4), h2 is the spare.
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1,
+              faults={1: Fault("crash", at_step=5, rank=3, log=XID79.format(host="h1"))})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.category == "faulty_gpu" and i.hosts == ["h1"]
+    assert "cordoning h1" in i.evidence["decision"]
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    first, second = rig.layouts()
+    assert first["spares"] == ["h2"]
+    assert second["scaling"] == "take_spare" and second["swapped_in"] == ["h2"] and second["dp"] == 4
+    assert {r.host for r in rig.catalog.require_job("job").attempts[1].ranks} == {"h0", "h2"}
+
+
+def test_low_confidence_hardware_marks_suspect_and_keeps_the_host(tmp_path: Path) -> None:
+    weak = "Mar  3 04:12:01 h1 kernel: NVRM: Xid (PCI:0000:18:00): 63, pid=1, row remapping event"
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=2, faults={1: Fault("crash", at_step=5, rank=0, log=weak)})
+    rig.ctl.failure_cfg = type(rig.ctl.failure_cfg)(max_restarts=5, cordon_confidence=0.99)
+    assert rig.run() is S.SUCCEEDED
+    assert rig.catalog.cordoned_hosts() == set()
+    [i] = rig.interruptions()
+    assert i.category == "gpu_hbm3_memory" and "suspect" in i.evidence["decision"]
+    assert rig.catalog.get_host("h0").state == "suspect"
+
+
+def test_node_lost_without_spares_shrinks_data_parallelism(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, shrink=True, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "node_lost" and i.hosts == ["h1"]
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    second = rig.layouts()[1]
+    assert second["scaling"] == "shrink" and second["dp"] == 2 and second["shrunk_from"] == 4
+
+
+def test_no_capacity_and_no_shrink_stops_as_a_crash_loop(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    assert rig.run() is S.FAILED
+    job = rig.catalog.require_job("job")
+    assert "crash loop" in job.reason
+    assert [i.kind for i in rig.interruptions()][1:] == ["placement_failed"] * 3
+    assert "allow_shrink_dp is off" in rig.interruptions()[-1].explanation
+
+
+def test_same_error_at_the_same_step_twice_fails_at_once(tmp_path: Path) -> None:
+    bug = "Traceback (most recent call last):\nZeroDivisionError: division by zero at 0x7f3a"
+    faults = {n: Fault("crash", at_step=6, rank=0, log=bug, signal=None) for n in (1, 2, 3, 4)}
+    rig = Rig(tmp_path, max_restarts=10, faults=faults)
+    assert rig.run() is S.FAILED
+    assert len(rig.catalog.require_job("job").attempts) == 2
+    assert "deterministic failure" in rig.catalog.require_job("job").reason
+
+
+def test_config_error_is_not_retried(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, faults={1: Fault("config", at_step=0, rank=0)})
+    assert rig.run() is S.FAILED
+    job = rig.catalog.require_job("job")
+    assert len(job.attempts) == 1 and "configuration error" in job.reason
+
+
+def test_the_retry_budget_is_a_rate(tmp_path: Path) -> None:
+    faults = {n: Fault("crash", at_step=4 * n + 1, rank=0) for n in (1, 2, 3)}
+    rig = Rig(tmp_path, steps=20, max_restarts=1, faults=faults)
+    rig.ctl.failure_cfg = type(rig.ctl.failure_cfg)(max_restarts=1, window_s=3600)
+    assert rig.until(S.RESTARTING) is S.RESTARTING
+    rig.clock.now += 7200  # the first failure leaves the window
+    assert rig.until(S.RESTARTING) is S.RESTARTING
+    # The third comes within the hour of the second: two in the window exceed max_restarts=1.
+    assert rig.run() is S.FAILED
+    assert "restart budget" in rig.catalog.require_job("job").reason
+
+
+def test_hang_is_detected_and_restarted(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, faults={1: Fault("hang", at_step=5, rank=1)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "hang" and i.ranks == [1]
+
+
+def test_stop_request_is_a_planned_interruption(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.until(S.RUNNING)
+    rig.ctl.step()
+    rig.ctl.request_stop("stopped by the operator")
+    assert rig.run() is S.STOPPED
+    [i] = rig.interruptions()
+    assert i.planned and i.kind == "operator_stop"
+    assert "stop" in rig.workers.calls
+
+
+def test_an_open_attempt_left_by_a_dead_controller_is_closed_and_resumed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.until(S.RUNNING)
+    for _ in range(5):
+        rig.ctl.step()
+    # The controller dies here; a new one starts over the same catalog and checkpoints.
+    rig.workers.dead.add("h0")
+    again = Rig(tmp_path, db=rig.db, clock=rig.clock, checkpoints=rig.checkpoints)
+    again.workers.dead.add("h0")
+    assert again.run() is S.SUCCEEDED
+    job = again.catalog.require_job("job")
+    assert [a.state for a in job.attempts] == ["lost", "succeeded"]
+    [i] = again.interruptions()
+    assert i.kind == "node_lost" and i.hosts == ["h0"] and again.catalog.cordoned_hosts() == {"h0"}
+
+
+@pytest.mark.parametrize("case", ["shrink", "spare"])
+def test_rebuilt_controller_decides_like_one_that_never_died(tmp_path: Path, case: str) -> None:
+    if case == "shrink":
+        kw = dict(hosts=2, slots=2, dp=4, shrink=True, max_restarts=3)
+        faults = {1: Fault("node_lost", at_step=6, rank=2), 2: Fault("crash", at_step=9, rank=0)}
+    else:
+        kw = dict(hosts=4, slots=2, dp=4, spares=1, max_restarts=3)
+        faults = {1: Fault("crash", at_step=5, rank=3, log=XID79.format(host="h1")),
+                  2: Fault("crash", at_step=9, rank=1, log=XID79.format(host="h0"))}
+    a = Rig(tmp_path / "a", faults=faults, **kw)
+    a.until(S.RESTARTING)
+    a.until(S.RESTARTING)  # two failures in: mid-way through the swap or the shrink
+    snap = tmp_path / "snapshot.db"
+    with sqlite3.connect(a.db) as src, sqlite3.connect(snap) as dst:
+        src.backup(dst)  # the catalog as it stood (WAL included)
+    b = Rig(tmp_path / "b", db=snap, faults=dict(faults), clock=FakeClock(a.clock.now),
+            checkpoints=FakeCheckpoints(), **kw)
+    b.checkpoints.steps = list(a.checkpoints.steps)
+    b.workers.dead = set(a.workers.dead)
+    b.ctl.step()  # PENDING: rebuild from the catalog
+    def key(o):
+        return (o.kind, o.committed_step, o.start_step, o.culprit_hosts, o.step_at_fault, o.signature)
+    assert [key(o) for o in b.ctl.history.outcomes] == [key(o) for o in a.ctl.history.outcomes]
+    assert b.ctl.dp == a.ctl.dp
+    a.workers.placements = []  # neither keeps a gang: the rebuilt one has none to keep
+    a.ctl.sm.state = S.RESTARTING
+    a.until(S.RUNNING)
+    b.until(S.RUNNING)
+    la, lb = a.layouts()[-1], b.layouts()[-1]
+    assert (la["dp"], la.get("shrunk_from")) == (lb["dp"], lb.get("shrunk_from"))
+    assert sorted(p.host for p in a.workers.placements) == sorted(p.host for p in b.workers.placements)
+    assert a.catalog.cordoned_hosts() == b.catalog.cordoned_hosts()
