@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -25,6 +25,7 @@ from orchestrator.catalog.models import (
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "stopped"})
 HOST_STATES = ("healthy", "suspect", "cordoned", "repaired")
+_OPEN_RANK_STATES = ("starting", "placed", "running")
 
 
 class NotFoundError(LookupError):
@@ -174,16 +175,18 @@ class Catalog:
     def record_ranks_started(self, attempt_id: int, pids: dict[int, int | None], log_paths: dict[int, str],
                              started_at: datetime) -> None:
         with self.session() as s:
-            for rank, r in self._rank_rows(s, attempt_id).items():
-                if rank in pids:
-                    r.pid, r.state, r.started_at, r.log_path = pids[rank], "running", started_at, log_paths.get(rank)
+            ids = self._rank_ids(s, attempt_id)
+            rows = [{"id": ids[r], "pid": pid, "state": "running", "started_at": started_at,
+                     "log_path": log_paths.get(r)} for r, pid in pids.items() if r in ids]
+            if rows:
+                s.execute(update(RankRecord), rows)
 
     def end_attempt(self, attempt_id: int, *, state: str, reason: str | None, ended_at: datetime,
                     ends: dict[int, dict[str, Any]], close_state: str) -> None:
         """Close an attempt and all its ranks in one transaction.
 
         `ends` maps a rank to its exit_code, signal and ended_at where they were seen;
-        ranks not in it that are still open are closed in `close_state`.
+        the other ranks still open are closed in `close_state`.
         """
         with self.session() as s:
             a = s.get(Attempt, attempt_id)
@@ -192,16 +195,20 @@ class Catalog:
             job = s.get(Job, a.job_name)
             a.state, a.reason, a.ended_at = state, reason, ended_at
             a.end_step = job.last_step if job is not None else None
-            for rank, r in self._rank_rows(s, attempt_id).items():
-                end = ends.get(rank)
-                if end is not None:
-                    r.exit_code, r.signal = end.get("exit_code"), end.get("signal")
-                    r.ended_at = end.get("ended_at") or ended_at
-                    if r.state in ("starting", "placed", "running"):
-                        r.state = "exited" if end.get("exit_code") == 0 else (
-                            "failed" if end.get("exit_code") is not None else close_state)
-                elif r.state in ("starting", "placed", "running"):
-                    r.state, r.ended_at = close_state, r.ended_at or ended_at
+            ids = self._rank_ids(s, attempt_id)
+            rows = []
+            for rank, end in ends.items():
+                if rank not in ids:
+                    continue
+                code = end.get("exit_code")
+                rows.append({"id": ids[rank], "exit_code": code, "signal": end.get("signal"),
+                             "ended_at": end.get("ended_at") or ended_at,
+                             "state": "exited" if code == 0 else "failed" if code is not None else close_state})
+            if rows:
+                s.execute(update(RankRecord), rows)
+            s.execute(update(RankRecord)
+                      .where(RankRecord.attempt_id == attempt_id, RankRecord.state.in_(_OPEN_RANK_STATES))
+                      .values(state=close_state, ended_at=func.coalesce(RankRecord.ended_at, ended_at)))
 
     def record_progress(self, job_name: str, job_fields: dict[str, Any], *, attempt_id: int | None = None,
                         rank_steps: dict[int, int] | None = None, first_step_at: datetime | None = None,
@@ -222,13 +229,19 @@ class Catalog:
                 if i is not None and i.resumed_at is None:
                     i.resumed_at = first_step_at
             if attempt_id is not None and rank_steps:
-                for rank, r in self._rank_rows(s, attempt_id).items():
-                    if rank in rank_steps:
-                        r.step = rank_steps[rank]
+                ids = self._rank_ids(s, attempt_id)
+                rows = [{"id": ids[r], "step": st} for r, st in rank_steps.items() if r in ids]
+                if rows:
+                    s.execute(update(RankRecord), rows)
 
     @staticmethod
     def _rank_rows(s: Session, attempt_id: int) -> dict[int, RankRecord]:
         return {r.rank: r for r in s.scalars(select(RankRecord).where(RankRecord.attempt_id == attempt_id))}
+
+    @staticmethod
+    def _rank_ids(s: Session, attempt_id: int) -> dict[int, int]:
+        rows = s.execute(select(RankRecord.rank, RankRecord.id).where(RankRecord.attempt_id == attempt_id))
+        return {rank: rid for rank, rid in rows}
 
     def set_rank_steps(self, attempt_id: int, steps: dict[int, int]) -> None:
         """Record the current step of many ranks in one transaction."""
