@@ -18,6 +18,9 @@ from orchestrator.controller.monitor import Progress
 from orchestrator.controller.state import ControllerState
 
 RANK_STEPS_WRITE_INTERVAL_S = 2.0
+RANK_STEPS_PER_SECOND = 2_000
+"""Per-rank steps are only for `status`: big jobs write them less often (16,384 ranks: every ~8 s),
+so that this write stays near a tenth of a core (bench/catalog_scale.py)."""
 
 
 def utc(ts: float) -> datetime:
@@ -71,7 +74,8 @@ class CatalogWriter(ControllerCallback):
             fields["last_loss"] = progress.loss
         if progress.tokens_per_second is not None:
             fields["tokens_per_second"] = progress.tokens_per_second
-        write_ranks = now - self._ranks_written_at >= RANK_STEPS_WRITE_INTERVAL_S
+        interval = max(RANK_STEPS_WRITE_INTERVAL_S, len(progress.rank_steps) / RANK_STEPS_PER_SECOND)
+        write_ranks = now - self._ranks_written_at >= interval
         if write_ranks:
             self._ranks_written_at = now
         resumed = self.open_interruption if progress.first_step else None
