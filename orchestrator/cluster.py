@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
+REACH_TIMEOUT_S = 5.0
+"""How long to wait for a GCS to accept a connection before saying nobody answers (Ray itself retries ~minutes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,20 @@ class Connection:
 
 def resolve_address(explicit: str | None) -> str | None:
     return explicit or os.environ.get(ENV_RAY_ADDRESS) or None
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raise ConnectionError at once when nothing listens at a `HOST:PORT` address.
+
+    Other forms (`auto`, `ray://...`) are left to Ray.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {address} within {timeout_s:g} s ({e.strerror or e})") from None
 
 
 def connect(address: str | None, *, num_cpus: float | None = None) -> Connection:
@@ -32,6 +49,7 @@ def connect(address: str | None, *, num_cpus: float | None = None) -> Connection
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address:
+        check_reachable(address)
         ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING,
                        log_to_driver=False)
         return Connection(embedded=False, address=ctx.address_info.get("gcs_address", address))
@@ -50,6 +68,8 @@ def join(address: str | None, *, embedded: bool) -> None:
     """
     if embedded:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address:
+        check_reachable(address)
     import ray
 
     from orchestrator.client import NAMESPACE
