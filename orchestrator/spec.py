@@ -141,6 +141,8 @@ class ResourcesSpec(_Section):
     nodes: int | None = Field(None, ge=1)
     ranks_per_node: int | None = Field(None, ge=1)
     placement: Literal["pack", "spread"] = "pack"
+    network_interface: str | None = None
+    """The interface ranks communicate over (gloo and NCCL); default: the one holding the Ray node's address."""
 
 
 class JobSpec(_Section):

@@ -96,7 +96,7 @@ class FakeWorkerGroup:
         assert len(self.placements) == world, "the scaling policy asked for more ranks than fit"
         return list(self.placements)
 
-    def start(self, attempt: int, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
+    def start(self, attempt: int, config: dict, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
         self.calls.append(f"start:{attempt}")
         self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
         self.finding, self.hang_started = None, False

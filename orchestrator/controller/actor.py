@@ -73,7 +73,7 @@ class JobController:
         rdir = Path(run_dir)
         self.workers = RayWorkerGroup(self.spec.name, run_dir, cpus_per_rank=r.cpus_per_rank,
                                       gpus_per_rank=r.gpus_per_rank, placement=r.placement,
-                                      warm_standby=rel.warm_standby)
+                                      warm_standby=rel.warm_standby, network_interface=r.network_interface)
         ckpt = checkpoint_dir_for(self.spec, rdir)
         self.controller = Controller(
             self.spec, self.catalog, rdir, ckpt, workers=self.workers,

@@ -165,7 +165,9 @@ class Controller:
                     layout["swapped_in"] = swapped
                 self._reserve_spares(a.placements)
             self._note_spares()
-            pids = self.workers.start(number, str(self._write_config(number)), str(self.checkpoint_dir))
+            config = trainer_config(self.spec, dp=self.dp)
+            pids = self.workers.start(number, config, str(self._write_config(number, config)),
+                                      str(self.checkpoint_dir))
         except WorkerGroupError as e:
             self._end(self._outcome(OutcomeKind.PLACEMENT_FAILED, detail=str(e)), [])
             return
@@ -258,10 +260,11 @@ class Controller:
             a.layout["spares"] = self.spares.held()
             self.cb.layout_changed(a.number, a.layout)
 
-    def _write_config(self, number: int) -> Path:
+    def _write_config(self, number: int, config: dict[str, Any]) -> Path:
+        """The attempt's exact trainer config, kept beside the run for people (ranks get theirs through Ray)."""
         path = self.run_dir / "attempts" / f"attempt-{number:03d}" / "trainer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(trainer_config(self.spec, dp=self.dp), indent=1))
+        path.write_text(json.dumps(config, indent=1))
         return path
 
     # ---- ending an attempt ------------------------------------------------------------------

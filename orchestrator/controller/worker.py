@@ -62,6 +62,16 @@ def process_stopped(pid: int) -> bool:
         return False
 
 
+def interface_of(ip: str) -> str | None:
+    """The network interface that holds `ip` on this host (for GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
+            return name
+    return None
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL the trainer if its supervising actor dies, so no rank is orphaned."""
     try:
@@ -70,6 +80,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+ENV_INTERFACE = "ORCHESTRATOR_NETWORK_INTERFACE"
+"""Set by the controller from `resources.network_interface` to override the interface found from the node's IP."""
 
 
 class RankWorker:
@@ -126,11 +140,26 @@ class RankWorker:
                                    self.run_dir / "logs" / "standby" / f"rank-{self.rank:05d}.log",
                                    stdin=subprocess.PIPE)
 
-    def start(self, attempt: int, config_path: str, env: dict[str, str], checkpoint_dir: str,
-              cpus: float) -> dict[str, Any]:
-        """Start this rank's trainer for `attempt`, on the warm standby when there is one."""
+    def start(self, attempt: int, config: dict[str, Any], config_path: str, env: dict[str, str],
+              checkpoint_dir: str, cpus: float) -> dict[str, Any]:
+        """Start this rank's trainer for `attempt`, on the warm standby when there is one.
+
+        The config comes through Ray and is written on this host (at `config_path`, unless a
+        file with the same content is there already): hosts need not share the controller's folder.
+        """
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"rank {self.rank}: the trainer of attempt {self.attempt} still runs")
+        text = json.dumps(config, indent=1)
+        path = Path(config_path)
+        try:
+            same = path.read_text() == text
+        except OSError:
+            same = False
+        if not same:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
         self.attempt, self.cpus = attempt, cpus
         self.log_path = self.run_dir / "logs" / f"attempt-{attempt:03d}" / f"rank-{self.rank:05d}.log"
         for p in (self.log_path, self.beacon_path, self.control_path):
@@ -139,6 +168,11 @@ class RankWorker:
         self.control_path.unlink(missing_ok=True)
         full_env = self._base_env()
         full_env.update(env)
+        # Each rank talks over its own node's address, not whatever its host name resolves to.
+        iface = full_env.get(ENV_INTERFACE) or interface_of(ray.util.get_node_ip_address())
+        if iface:
+            full_env.setdefault("GLOO_SOCKET_IFNAME", iface)
+            full_env.setdefault("NCCL_SOCKET_IFNAME", iface)
         full_env.update({
             ENV_RUN_DIR: str(self.run_dir), ENV_CHECKPOINT_DIR: checkpoint_dir,
             ENV_ATTEMPT: str(attempt), ENV_BEACON_FILE: str(self.beacon_path),

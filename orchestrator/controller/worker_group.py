@@ -26,7 +26,7 @@ from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.fanout import call_all, gather
 from orchestrator.controller.placement import NodeView, bundles, exclusion_selector, node_views
 from orchestrator.controller.scaling_policy import GangView
-from orchestrator.controller.worker import RankWorker
+from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,12 @@ class Gang:
 
 class RayWorkerGroup:
     def __init__(self, job: str, run_dir: str, *, cpus_per_rank: float, gpus_per_rank: float, placement: str,
-                 warm_standby: bool) -> None:
+                 warm_standby: bool, network_interface: str | None = None) -> None:
         self.job, self.run_dir = job, run_dir
         self.cpus, self.gpus = cpus_per_rank, gpus_per_rank
         self.strategy = "PACK" if placement == "pack" else "SPREAD"
         self.warm_standby = warm_standby
+        self.network_interface = network_interface
         self.gang: Gang | None = None
         self._agents: dict[str, Any] = {}
         """Node id -> NodeAgent actor, kept across attempts."""
@@ -118,7 +119,8 @@ class RayWorkerGroup:
                                                       info["node_id"], info["ip"]))
         return list(self.gang.placements)
 
-    def start(self, attempt: int, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
+    def start(self, attempt: int, config: dict[str, Any], config_path: str,
+              checkpoint_dir: str) -> dict[int, int | None]:
         """Start every rank's trainer for `attempt` (on its warm standby when there is one)."""
         g = self.gang
         assert g is not None and g.workers
@@ -135,7 +137,9 @@ class RayWorkerGroup:
             local[node] = local.get(node, -1) + 1
             env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local[node]),
                    "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
-            refs[rank] = w.start.remote(attempt, config_path, env, checkpoint_dir, self.cpus)
+            if self.network_interface:
+                env[ENV_INTERFACE] = self.network_interface
+            refs[rank] = w.start.remote(attempt, config, config_path, env, checkpoint_dir, self.cpus)
         started = gather(refs, START_TIMEOUT_S)
         bad = sorted(r for r, s in started.items() if isinstance(s, BaseException))
         if bad:

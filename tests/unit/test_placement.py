@@ -52,3 +52,10 @@ def test_controller_prefers_the_head_on_the_submitters_machine() -> None:
     nodes[0]["Alive"] = False
     assert controller_node(nodes, "w1") == "w1"
     assert controller_node(nodes, "unknown") == "unknown"
+
+
+def test_rank_interface_is_the_one_holding_the_node_address() -> None:
+    from orchestrator.controller.worker import interface_of
+
+    assert interface_of("127.0.0.1") == "lo"
+    assert interface_of("203.0.113.254") is None  # TEST-NET-3: held by no interface here
