@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,4 +47,45 @@ def ray_cluster(nodes: list[tuple[str, int]]) -> Iterator[str]:
                 raise RuntimeError(f"ray start failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
         yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(tmp, address)
+
+
+def cluster_pids(temp_dir: str, address: str) -> list[int]:
+    """Processes of the cluster started with `temp_dir` and GCS `address`, found by their command lines.
+
+    `ray stop` would end every Ray cluster on the machine; this finds only ours.
+    """
+    marks = (temp_dir.encode(), f"gcs-address={address}".encode(), f"gcs_address={address}".encode(),
+             f"--address={address}".encode())
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if any(m in cmd for m in marks):
+            out.append(int(p))
+    return out
+
+
+def stop_cluster(temp_dir: str, address: str, grace_s: float = 10.0) -> None:
+    pids = cluster_pids(temp_dir, address)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + grace_s
+        while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") and not _zombie(pid) for pid in pids):
+            time.sleep(0.2)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
