@@ -84,7 +84,7 @@ class FakeWorkerGroup:
         self.calls.append("adopt")
         return list(self.placements)
 
-    def place(self, world: int, cordoned: set[str], should_stop: object) -> list[RankPlacement]:
+    def place(self, world: int, group: int, cordoned: set[str], should_stop: object) -> list[RankPlacement]:
         self.calls.append(f"place:{world}")
         self.placements = []
         for h in self.hosts:

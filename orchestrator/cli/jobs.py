@@ -118,7 +118,8 @@ def _connect_for(spec: JobSpec, addr: str | None, cordoned: set[str]) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as e:
         fail(f"cannot connect to the Ray cluster at {addr}: {str(e).splitlines()[0]}")
     # The embedded cluster is sized for the job, but its one host may be cordoned.
-    err = capacity_error(node_views(ray.nodes()), cordoned, spec.world_size, r.cpus_per_rank, r.gpus_per_rank)
+    err = capacity_error(node_views(ray.nodes()), cordoned, spec.world_size, r.cpus_per_rank, r.gpus_per_rank,
+                         spec.parallelism.tp)
     if err is not None:
         disconnect()
         fail(f"resources: {err}", EXIT_USAGE)

@@ -154,7 +154,8 @@ class Controller:
                 a.placements = self.workers.adopt()
             else:
                 self.spares.release_all()
-                a.placements = self.workers.place(self.world_size, self._cordoned(), lambda: bool(self.stop_reason))
+                a.placements = self.workers.place(self.world_size, p.tp, self._cordoned(),
+                                                  lambda: bool(self.stop_reason))
             if self.stop_reason is not None:
                 self._end(self._outcome(OutcomeKind.STOPPED, detail=self.stop_reason), [])
                 return
@@ -232,7 +233,7 @@ class Controller:
 
     def _scale(self) -> scaling_policy.ScalingDecision:
         p, t, r = self.spec.parallelism, self.spec.training, self.spec.resources
-        inp = ScalingInput(target_dp=p.dp, current_dp=self.dp, model_parallel=p.tp * p.pp * p.cp,
+        inp = ScalingInput(target_dp=p.dp, current_dp=self.dp, model_parallel=p.tp * p.pp * p.cp, group=p.tp,
                            global_batch=t.global_batch_size, micro_batch=t.micro_batch_size,
                            cpus_per_rank=r.cpus_per_rank, gpus_per_rank=r.gpus_per_rank,
                            allow_shrink_dp=self.spec.reliability.allow_shrink_dp,

@@ -52,11 +52,20 @@ def usable_nodes(views: list[NodeView], cordoned: set[str]) -> list[NodeView]:
     return [v for v in views if v.alive and v.host not in cordoned]
 
 
-def bundles(world_size: int, cpus: float, gpus: float) -> list[dict[str, float]]:
+def bundles(count: int, cpus: float, gpus: float) -> list[dict[str, float]]:
     b: dict[str, float] = {"CPU": cpus}
     if gpus:
         b["GPU"] = gpus
-    return [dict(b) for _ in range(world_size)]
+    return [dict(b) for _ in range(count)]
+
+
+def group_bundles(world_size: int, group: int, cpus: float, gpus: float) -> list[dict[str, float]]:
+    """One bundle per tensor-parallel group: Ray puts a bundle on one node, so no TP group spans hosts.
+
+    Rank r lives in bundle r // group: ranks are numbered host-major in the mesh's order
+    (TP innermost), so TP groups stay inside a host and PP stages and DP replicas go across.
+    """
+    return bundles(world_size // group, cpus * group, gpus * group)
 
 
 def exclusion_selector(views: list[NodeView], cordoned: set[str]) -> dict[str, str] | None:
@@ -65,29 +74,27 @@ def exclusion_selector(views: list[NodeView], cordoned: set[str]) -> dict[str, s
     return {NODE_ID_LABEL: f"!in({','.join(bad)})"} if bad else None
 
 
-def rank_slots(views: list[NodeView], cordoned: set[str], cpus: float, gpus: float, cap: int) -> int:
-    """How many ranks of (cpus, gpus) the usable nodes can hold (at most `cap`)."""
+def rank_slots(views: list[NodeView], cordoned: set[str], cpus: float, gpus: float, cap: int,
+               group: int = 1) -> int:
+    """How many ranks of (cpus, gpus) the usable nodes can hold in whole groups of `group` (at most `cap`)."""
     slots = 0
     for v in usable_nodes(views, cordoned):
-        by_cpu = int(v.cpus // cpus) if cpus else cap
-        by_gpu = int(v.gpus // gpus) if gpus else cap
-        slots += min(by_cpu, by_gpu)
+        by_cpu = int(v.cpus // (cpus * group) + 1e-9) if cpus else cap
+        by_gpu = int(v.gpus // (gpus * group) + 1e-9) if gpus else cap
+        slots += min(by_cpu, by_gpu) * group
     return min(slots, cap)
 
 
 def capacity_error(views: list[NodeView], cordoned: set[str], world_size: int, cpus: float,
-                   gpus: float) -> str | None:
-    """Why `world_size` ranks cannot fit the usable nodes' total resources, or None."""
+                   gpus: float, group: int = 1) -> str | None:
+    """Why `world_size` ranks, in groups of `group` per host, cannot fit the usable nodes, or None."""
     usable = usable_nodes(views, cordoned)
-    slots = 0
-    for v in usable:
-        by_cpu = int(v.cpus // cpus) if cpus else world_size
-        by_gpu = int(v.gpus // gpus) if gpus else world_size
-        slots += min(by_cpu, by_gpu)
+    slots = rank_slots(views, cordoned, cpus, gpus, world_size, group)
     if slots >= world_size:
         return None
     excluded = f" ({len(cordoned & {v.host for v in views})} cordoned)" if cordoned else ""
-    return (f"{world_size} ranks x ({cpus:g} CPU, {gpus:g} GPU) do not fit the cluster: "
+    per_group = f" in tensor-parallel groups of {group} on one host each" if group > 1 else ""
+    return (f"{world_size} ranks x ({cpus:g} CPU, {gpus:g} GPU){per_group} do not fit the cluster: "
             f"{len(usable)} usable nodes{excluded} hold {slots} rank slots")
 
 

@@ -44,6 +44,8 @@ class ScalingInput:
     current_dp: int
     model_parallel: int
     """tp * pp * cp: one data-parallel replica's ranks."""
+    group: int
+    """Ranks that must share a host: one tensor-parallel group."""
     global_batch: int
     micro_batch: int
     cpus_per_rank: float
@@ -103,7 +105,7 @@ def decide(inp: ScalingInput) -> ScalingDecision:
     world = inp.current_dp * inp.model_parallel
     # Spares' resources count: their reservations are given back before a new gang is placed.
     slots = rank_slots(list(inp.nodes), set(inp.cordoned), inp.cpus_per_rank, inp.gpus_per_rank,
-                       inp.target_dp * inp.model_parallel)
+                       inp.target_dp * inp.model_parallel, inp.group)
     grow = None
     if inp.current_dp < inp.target_dp:
         grow = shrunk_dp(dp=inp.target_dp, model_parallel=inp.model_parallel, global_batch=inp.global_batch,
@@ -127,7 +129,9 @@ def decide(inp: ScalingInput) -> ScalingDecision:
         return ScalingDecision(ScalingKind.NEW_GANG, inp.current_dp, f"placing a new gang of {world} ranks"
                                + (f" ({why_not})" if inp.kept is not None else ""))
     usable = [v for v in inp.nodes if v.alive and v.host not in inp.cordoned]
-    shortage = (f"{world} ranks x ({inp.cpus_per_rank:g} CPU, {inp.gpus_per_rank:g} GPU) do not fit the cluster: "
+    per_group = f" in tensor-parallel groups of {inp.group} on one host each" if inp.group > 1 else ""
+    shortage = (f"{world} ranks x ({inp.cpus_per_rank:g} CPU, {inp.gpus_per_rank:g} GPU){per_group} do not fit "
+                f"the cluster: "
                 f"{len(usable)} usable nodes"
                 + (f" ({len(inp.cordoned & {v.host for v in inp.nodes})} cordoned)" if inp.cordoned else "")
                 + f" hold {slots} rank slots")

@@ -24,7 +24,7 @@ from health.detectors import detect_crash
 from health.observations import Finding, RankObservation
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.fanout import call_all, gather
-from orchestrator.controller.placement import NodeView, bundles, exclusion_selector, node_views
+from orchestrator.controller.placement import NodeView, exclusion_selector, group_bundles, node_views
 from orchestrator.controller.scaling_policy import GangView
 from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
 
@@ -83,13 +83,16 @@ class RayWorkerGroup:
         self.gang.gone = set()
         return list(self.gang.placements)
 
-    def place(self, world: int, cordoned: set[str], should_stop: Callable[[], bool]) -> list[RankPlacement]:
-        """Reserve `world` rank slots off the cordoned hosts and start a supervisor in each."""
+    def place(self, world: int, group: int, cordoned: set[str],
+              should_stop: Callable[[], bool]) -> list[RankPlacement]:
+        """Reserve `world` rank slots off the cordoned hosts, `group` ranks per bundle (one tensor-parallel
+        group on one host), and start a supervisor in each slot."""
         self.release()
         views = self.nodes()
         selector = exclusion_selector(views, cordoned)
-        pg = placement_group(bundles(world, self.cpus, self.gpus), strategy=self.strategy,
-                             bundle_label_selector=[selector] * world if selector else None)
+        spec = group_bundles(world, group, self.cpus, self.gpus)
+        pg = placement_group(spec, strategy=self.strategy,
+                             bundle_label_selector=[selector] * len(spec) if selector else None)
         self.gang = Gang(pg=pg)
         deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
         while not should_stop():
@@ -105,7 +108,7 @@ class RayWorkerGroup:
         for rank in range(world):
             self.gang.workers.append(actor.options(
                 num_cpus=self.cpus, num_gpus=self.gpus or None, max_restarts=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank // group),
             ).remote(self.job, rank, self.run_dir, self.warm_standby))
         infos = call_all(dict(enumerate(self.gang.workers)), "info", timeout_s=START_TIMEOUT_S)
         bad = sorted(r for r, i in infos.items() if isinstance(i, BaseException))

@@ -15,11 +15,12 @@ from tests.raycluster import ray_cluster, ray_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_ranks_spread_over_two_nodes(tmp_path: Path, state_dir: Path) -> None:
+def test_ranks_spread_over_hosts_with_tensor_parallel_groups_inside_one(tmp_path: Path, state_dir: Path) -> None:
     env = ray_env()
     env["ORCHESTRATOR_HOME"] = str(state_dir)
-    job = write_job(tmp_path / "job.yaml", small_job("spread", dp=4, steps=10, interval=5))
-    with ray_cluster([("node-a", 2), ("node-b", 2)]) as address:
+    # Hosts of 3 slots and tp=2: a host holds one whole TP group, so 6 ranks need all three hosts.
+    job = write_job(tmp_path / "job.yaml", small_job("spread", dp=3, tp=2, steps=10, interval=5))
+    with ray_cluster([("node-a", 3), ("node-b", 3), ("node-c", 3)]) as address:
         t0 = time.time()
         r = orch(["submit", str(job), "--address", address, "--no-follow"], env, timeout_s=120)
         assert r.returncode == 0, r.stderr
@@ -37,16 +38,19 @@ def test_ranks_spread_over_two_nodes(tmp_path: Path, state_dir: Path) -> None:
         st = orch_json(["status", "spread"], env)
         assert st["state"] == "succeeded", st
         assert st["step"] == 10
-        assert {r["host"] for r in st["ranks"]} == {"node-a", "node-b"}
-        assert len({r["pid"] for r in st["ranks"]}) == 4
+        host = {r["rank"]: r["host"] for r in st["ranks"]}
+        assert set(host.values()) == {"node-a", "node-b", "node-c"}
+        assert all(host[2 * g] == host[2 * g + 1] for g in range(3)), f"a TP group spans hosts: {host}"
+        assert len({r["pid"] for r in st["ranks"]}) == 6
         assert seen_running, "status never showed the job running"
 
-        # A cordoned host leaves the capacity: four ranks no longer fit the one usable node, and the
-        # job is refused up front. (Placement around a cordoned host: the spare test below.)
+        # A cordoned host leaves the capacity: three TP groups no longer fit the two usable hosts, and
+        # the job is refused up front. (Placement around a cordoned host: the spare test below.)
         assert orch(["hosts", "cordon", "node-b", "--reason", "test"], env).returncode == 0
-        job3 = write_job(tmp_path / "job3.yaml", small_job("toobig", dp=4, steps=6, interval=3))
+        job3 = write_job(tmp_path / "job3.yaml", small_job("toobig", dp=3, tp=2, steps=6, interval=3))
         r = orch(["submit", str(job3), "--address", address], env, timeout_s=300)
         assert r.returncode != 0 and "cordoned" in (r.stdout + r.stderr)
+        assert "tensor-parallel groups of 2" in (r.stdout + r.stderr)
 
 
 def _raylet_pid(host_label: str) -> int:

@@ -59,3 +59,16 @@ def test_rank_interface_is_the_one_holding_the_node_address() -> None:
 
     assert interface_of("127.0.0.1") == "lo"
     assert interface_of("203.0.113.254") is None  # TEST-NET-3: held by no interface here
+
+
+def test_tensor_parallel_groups_never_span_hosts() -> None:
+    from orchestrator.controller.placement import NodeView, group_bundles
+
+    three = [NodeView(f"n{i}", f"h{i}", "", True, 3, 0) for i in range(3)]
+    # Hosts of 3 slots hold one TP group of 2 each: 6 ranks of tp=2 fit, 8 do not.
+    assert rank_slots(three, set(), 1, 0, cap=100, group=2) == 6
+    assert capacity_error(three, set(), 6, 1, 0, group=2) is None
+    err = capacity_error(three, set(), 8, 1, 0, group=2)
+    assert err is not None and "tensor-parallel groups of 2" in err and "hold 6 rank slots" in err
+    assert group_bundles(6, 2, 1, 0) == [{"CPU": 2}] * 3
+    assert group_bundles(8, 8, 1, 1) == [{"CPU": 8, "GPU": 8}]

@@ -9,7 +9,7 @@ def nodes(n: int, cpus: float = 2, dead: tuple[str, ...] = ()) -> tuple[NodeView
 
 
 def inp(**kw) -> ScalingInput:
-    base = dict(target_dp=4, current_dp=4, model_parallel=1, global_batch=8, micro_batch=2, cpus_per_rank=1,
+    base = dict(target_dp=4, current_dp=4, model_parallel=1, group=1, global_batch=8, micro_batch=2, cpus_per_rank=1,
                 gpus_per_rank=0, allow_shrink_dp=False, nodes=nodes(3), cordoned=frozenset())
     base.update(kw)
     return ScalingInput(**base)
