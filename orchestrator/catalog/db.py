@@ -82,9 +82,21 @@ def upgrade_schema(engine: Engine) -> None:
             current = MigrationContext.configure(conn).get_current_revision()
             if current == head:
                 return
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Batch migrations copy tables; with foreign keys on, dropping the old copy would
+                # cascade-delete the rows that refer to it. The pragma only works outside a transaction.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
     except OperationalError as e:
         raise CatalogError(f"cannot reach database {redact(str(engine.url))}: {_first_line(e)}") from None
     except SQLAlchemyError as e:

@@ -19,8 +19,38 @@ def _job(cat: Catalog, name: str = "j1") -> None:
 def test_migrations_match_models(catalog_url: str) -> None:
     cat = Catalog(catalog_url)
     with cat.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
+
+
+def test_a_catalog_at_the_first_revision_upgrades_with_its_rows_intact(catalog_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from orchestrator.catalog.db import _alembic_config, make_engine
+
+    engine = make_engine(catalog_url)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO jobs (name, state, spec, world_size, steps_total, submitted_at, updated_at, "
+                          "current_attempt, last_step, run_dir) VALUES ('old', 'succeeded', '{}', 4, 10, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1, 10, '/runs/old')"))
+        conn.execute(text("INSERT INTO attempts (job_name, number, state, started_at, start_step, layout) "
+                          "VALUES ('old', 1, 'succeeded', CURRENT_TIMESTAMP, 0, '{\"dp\": 4}')"))
+        conn.execute(text("INSERT INTO interruptions (job_name, attempt, planned, category, component, confidence, "
+                          "kind, ranks, hosts, gpus, evidence, time_lost, status, notes, classification_history) "
+                          "VALUES ('old', 1, false, 'faulty_gpu', 'gpu', 0.9, 'crash', '[2]', '[\"h1\"]', '[]', "
+                          "'{}', '{}', 'open', '[]', '[]')"))
+    engine.dispose()
+    cat = Catalog(catalog_url)  # upgrades to head on open
+    job = cat.require_job("old")
+    assert (job.state, job.last_step, job.ray_embedded) == ("succeeded", 10, False)
+    assert [(a.number, a.layout) for a in job.attempts] == [(1, {"dp": 4})]
+    [i] = cat.interruptions("old")
+    assert (i.category, i.ranks, i.hosts) == ("faulty_gpu", [2], ["h1"])
 
 
 def test_job_attempts_ranks_round_trip(catalog_url: str) -> None:

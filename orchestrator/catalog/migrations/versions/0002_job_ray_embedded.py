@@ -14,8 +14,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("ray_embedded", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A plain ADD COLUMN on every backend: SQLite's batch mode would copy the jobs table, and
+    # dropping the old copy cascades into attempts and interruptions.
+    op.add_column("jobs", sa.Column("ray_embedded", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
