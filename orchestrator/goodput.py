@@ -118,6 +118,38 @@ def table5(interruptions: list[InterruptionView], rows: list[dict[str, Any]], wa
     }
 
 
+def merge_table5(tables: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Several jobs' Table-5 views as one: counts and time lost add up, shares and MTBF are recomputed.
+
+    Each job's lost work was priced at its own step time, so the jobs are merged
+    rather than their interruptions pooled without step times.
+    """
+    counts: Counter[str] = Counter()
+    lost: dict[str, float] = defaultdict(float)
+    by_component: Counter[str] = Counter()
+    for t in tables:
+        for row in t["categories"]:
+            counts[row["category"]] += row["count"]
+            lost[row["category"]] += row["time_lost_seconds"]
+        for comp, v in t["components"].items():
+            by_component[comp] += v["count"]
+    total = sum(counts.values())
+    table = [
+        {"category": c, "component": COMPONENT_OF[c], "count": counts[c],
+         "share": counts[c] / total if total else 0.0, "time_lost_seconds": lost[c]}
+        for c in CATEGORIES if counts[c]
+    ]
+    table.sort(key=lambda r: (-r["count"], r["category"]))
+    return {
+        "unexpected_interruptions": total,
+        "planned_interruptions": sum(t["planned_interruptions"] for t in tables),
+        "stragglers": sum(t["stragglers"] for t in tables),
+        "categories": table,
+        "components": {k: {"count": v, "share": v / total} for k, v in sorted(by_component.items())},
+        "mtbf_seconds": wall_s / total if total else None,
+    }
+
+
 def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """(time, ETTR so far) after each written step, lost work counted as it is discovered."""
     out = []

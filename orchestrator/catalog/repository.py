@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -29,6 +29,20 @@ HOST_STATES = ("healthy", "suspect", "cordoned", "repaired")
 
 class NotFoundError(LookupError):
     """A job, host or incident the caller named does not exist."""
+
+
+def _check_fields(model: type, fields: dict[str, Any]) -> None:
+    """A name that is not a column of the model is an error, not a new attribute set silently."""
+    columns = inspect(model).column_attrs.keys()
+    unknown = sorted(set(fields) - set(columns))
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field {unknown[0]!r} (fields: {', '.join(sorted(columns))})")
+
+
+def _set_fields(row: Any, fields: dict[str, Any]) -> None:
+    _check_fields(type(row), fields)
+    for k, v in fields.items():
+        setattr(row, k, v)
 
 
 class Catalog:
@@ -99,8 +113,7 @@ class Catalog:
             job = s.get(Job, name)
             if job is None:
                 raise NotFoundError(f"no job named {name!r} in the catalog")
-            for k, v in fields.items():
-                setattr(job, k, v)
+            _set_fields(job, fields)
 
     # ---- attempts and ranks ------------------------------------------------------
     def start_attempt(self, job_name: str, number: int, start_step: int, layout: dict[str, Any]) -> int:
@@ -125,18 +138,17 @@ class Catalog:
         with self.session() as s:
             a = s.get(Attempt, attempt_id)
             assert a is not None
-            for k, v in fields.items():
-                setattr(a, k, v)
+            _set_fields(a, fields)
 
     def upsert_rank(self, attempt_id: int, rank: int, **fields: Any) -> None:
+        _check_fields(RankRecord, fields)
         with self.session() as s:
             r = s.scalars(select(RankRecord).where(RankRecord.attempt_id == attempt_id,
                                                    RankRecord.rank == rank)).first()
             if r is None:
                 r = RankRecord(attempt_id=attempt_id, rank=rank, state=fields.pop("state", "starting"))
                 s.add(r)
-            for k, v in fields.items():
-                setattr(r, k, v)
+            _set_fields(r, fields)
 
     def set_rank_steps(self, attempt_id: int, steps: dict[int, int]) -> None:
         """Record the current step of many ranks in one transaction."""
@@ -187,8 +199,7 @@ class Catalog:
             row = s.get(Interruption, interruption_id)
             if row is None:
                 raise NotFoundError(f"no incident with id {interruption_id}")
-            for k, v in fields.items():
-                setattr(row, k, v)
+            _set_fields(row, fields)
 
     def get_interruption(self, interruption_id: int) -> Interruption:
         with self.session() as s:

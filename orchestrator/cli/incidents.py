@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Interruption
@@ -19,19 +18,23 @@ from orchestrator.cli.common import (
     DbOpt,
     JsonOpt,
     StateDirOpt,
+    WideOpt,
     console,
     fail,
     fmt_time,
+    fmt_when,
+    no_conflict,
     open_catalog,
     print_json,
 )
+from orchestrator.cli.tables import Col, print_table
 from orchestrator.hosts import lemon_hosts
 from orchestrator.taxonomy import CATEGORIES, component_of
 
 incidents_app = typer.Typer(no_args_is_help=True, help="Interruptions: list, show, ack, resolve, reclassify.")
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts: list, cordon, uncordon.")
 
-IdArg = Annotated[int, typer.Argument(help="Incident id")]
+IdArg = Annotated[int, typer.Argument(help="Incident id", min=1, max=2**31 - 1)]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who acts (default: the current user)")]
 NoteOpt = Annotated[str | None, typer.Option("--note", help="A note for the record")]
 
@@ -67,7 +70,10 @@ def _since(text: str | None) -> datetime | None:
         return None
     units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        try:
+            return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        except OverflowError:
+            fail(f"--since: {text!r} reaches back before the year 1", EXIT_USAGE)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -81,22 +87,66 @@ def list_(
     category: Annotated[str | None, typer.Option("--category", help="Only this category")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only since: 30m, 12h, 7d or an ISO date")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only incidents not resolved")] = False,
-    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """Interruptions, oldest first."""
+    no_conflict(json_out, wide)
     if category is not None and category not in CATEGORIES:
         fail(f"--category: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}", EXIT_USAGE)
+    after = _since(since)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
-    rows = _guard(lambda: cat.interruptions(job, since=_since(since), category=category, open_only=open_only))
+    rows = _guard(lambda: cat.interruptions(job, since=after, category=category, open_only=open_only))
     if json_out:
         print_json([incident_dict(i) for i in rows])
         return
-    t = Table("id", "job", "att", "kind", "category", "conf", "ranks", "hosts", "detected", "status")
-    for i in rows:
-        t.add_row(str(i.id), i.job_name, str(i.attempt), i.kind + (" (planned)" if i.planned else ""), i.category,
-                  f"{i.confidence:.2f}", ",".join(map(str, i.ranks)) or "-", ",".join(i.hosts) or "-",
-                  fmt_time(as_utc(i.detected_at)), i.status)
-    console.print(t)
+    print_table(console, [INCIDENT_WIDE] if wide else INCIDENT_LAYOUTS, rows, wide=wide)
+
+
+def rank_ranges(ranks: list[int]) -> str:
+    """`0-3, 7, 9-10`: every rank named, runs shortened."""
+    out: list[str] = []
+    for r in sorted(set(ranks)):
+        if out and out[-1][1] == r - 1:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out) or "-"
+
+
+def _kind(i: Interruption, sep: str) -> str:
+    return i.kind + (f"{sep}(planned)" if i.planned and i.kind != "operator_stop" else "")
+
+
+_ID = Col("id", lambda i: str(i.id), right=True)
+_JOB = Col("job", lambda i: i.job_name)
+_ATT = Col("att", lambda i: str(i.attempt), right=True)
+_KIND = Col("kind", lambda i: _kind(i, "\n"))
+_CATEGORY = Col("category", lambda i: i.category)
+_RANKS = Col("ranks", lambda i: rank_ranges(i.ranks))
+_HOSTS = Col("hosts", lambda i: "\n".join(i.hosts) or "-")
+_WHEN = Col("detected", lambda i: fmt_when(as_utc(i.detected_at)))
+_STATUS = Col("status", lambda i: i.status)
+INCIDENT_LAYOUTS = [
+    [_ID, _JOB, _ATT, _KIND, _CATEGORY, _RANKS, _HOSTS, _WHEN, _STATUS],
+    [_ID, _JOB, _ATT, _KIND, _CATEGORY, _WHEN, _STATUS, Col("hosts", _HOSTS.cell, spill=True),
+     Col("ranks", _RANKS.cell, spill=True)],
+    [_ID, Col("job\natt", lambda i: f"{i.job_name}\n#{i.attempt}"),
+     Col("category\nkind", lambda i: f"{i.category}\n{_kind(i, ' ')}"),
+     Col("detected\nstatus", lambda i: f"{fmt_when(as_utc(i.detected_at))}\n{i.status}"),
+     Col("hosts", _HOSTS.cell, spill=True), Col("ranks", _RANKS.cell, spill=True)],
+    [_ID, Col("category\nkind", lambda i: f"{i.category}\n{_kind(i, ' ')}"),
+     Col("detected\nstatus", lambda i: f"{fmt_when(as_utc(i.detected_at))}\n{i.status}"),
+     Col("job", lambda i: f"{i.job_name} (attempt {i.attempt})", spill=True),
+     Col("hosts", _HOSTS.cell, spill=True), Col("ranks", _RANKS.cell, spill=True)],
+]
+INCIDENT_WIDE = [
+    _ID, _JOB, _ATT, Col("kind", lambda i: _kind(i, " ")), _CATEGORY, Col("component", lambda i: i.component),
+    Col("conf", lambda i: f"{i.confidence:.2f}", right=True), _RANKS, Col("hosts", lambda i: ", ".join(i.hosts) or "-"),
+    Col("detected", lambda i: fmt_time(as_utc(i.detected_at))),
+    Col("resumed", lambda i: fmt_time(as_utc(i.resumed_at))),
+    Col("steps lost", lambda i: "-" if i.steps_lost is None else str(i.steps_lost), right=True), _STATUS,
+    Col("explanation", lambda i: " ".join((i.explanation or "").split()), wrap=True),
+]
 
 
 def _guard(fn: Any) -> Any:
@@ -185,8 +235,9 @@ def reclassify(incident: IdArg, category: Annotated[str, typer.Argument(help="Ne
 
 @incidents_app.command("classify")
 def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence files (log excerpts)")],
-                   json_out: JsonOpt = False) -> None:
+                   json_out: JsonOpt = False, wide: WideOpt = False) -> None:
     """Classify evidence files offline (no catalog, no cluster)."""
+    no_conflict(json_out, wide)
     out = []
     for f in files:
         try:
@@ -197,30 +248,44 @@ def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence fi
     if json_out:
         print_json(out)
         return
-    t = Table("file", "category", "component", "conf", "why")
-    for r in out:
-        t.add_row(r["file"], r["category"], r["component"], f"{r['confidence']:.2f}", r["explanation"][:100])
-    console.print(t)
+    cols = [Col("file", lambda r: r["file"]), Col("category", lambda r: r["category"]),
+            Col("component", lambda r: r["component"]), Col("conf", lambda r: f"{r['confidence']:.2f}", right=True),
+            Col("why", lambda r: " ".join(r["explanation"].split()), wrap=True)]
+    compact = [cols[0], Col("category / component", lambda r: f"{r['category']}\n{r['component']}"), cols[3],
+               cols[4]]
+    print_table(console, [cols, compact, [*compact[:3], Col("why", cols[4].cell, spill=True)]], out, wide=wide)
 
 
 # ---- hosts ------------------------------------------------------------------------------
 @hosts_app.command("list")
-def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+               wide: WideOpt = False) -> None:
     """Every host the catalog knows, its state and its hardware interruptions."""
+    no_conflict(json_out, wide)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
     hosts = _guard(cat.hosts)
-    lemons = lemon_hosts(cat)
+    lemons = _guard(lambda: lemon_hosts(cat))
     rows = [{"host": h.name, "state": h.state, "reason": h.reason, "node_id": h.node_id, "address": h.address,
              "hardware_interruptions": lemons.counts.get(h.name, 0), "lemon": h.name in lemons.lemons,
              "updated_at": as_utc(h.updated_at)} for h in hosts]
     if json_out:
         print_json(rows)
         return
-    t = Table("host", "state", "hw faults", "lemon", "reason")
-    for r in rows:
-        t.add_row(r["host"], r["state"], str(r["hardware_interruptions"]), "yes" if r["lemon"] else "",
-                  (r["reason"] or "")[:80])
-    console.print(t)
+    host, state = Col("host", lambda r: r["host"]), Col("state", lambda r: r["state"])
+    hw = Col("hw faults", lambda r: str(r["hardware_interruptions"]), right=True)
+    lemon = Col("lemon", lambda r: "yes" if r["lemon"] else "")
+    reason = Col("reason", lambda r: " ".join((r["reason"] or "").split()), wrap=True)
+    if wide:
+        layouts = [[host, state, hw, lemon, Col("node", lambda r: r["node_id"] or "-"),
+                    Col("address", lambda r: r["address"] or "-"),
+                    Col("updated", lambda r: fmt_time(r["updated_at"])), reason]]
+    else:
+        since = Col("since", lambda r: fmt_when(r["updated_at"]))
+        spill = Col("reason", reason.cell, spill=True)
+        faults = Col("hw faults", lambda r: f"{r['hardware_interruptions']}" + (" lemon" if r["lemon"] else ""))
+        layouts = [[host, state, hw, lemon, since, reason], [host, state, hw, lemon, since, spill],
+                   [host, Col("state\nsince", lambda r: f"{r['state']}\n{since.cell(r)}"), faults, spill]]
+    print_table(console, layouts, rows, wide=wide)
 
 
 def _set_host(host: str, state: str, reason: str | None, by: str | None, db: str | None, sd: Any) -> Catalog:

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Job
@@ -21,12 +20,16 @@ from orchestrator.cli.common import (
     DbOpt,
     JsonOpt,
     StateDirOpt,
+    WideOpt,
     console,
     fail,
     fmt_time,
+    fmt_when,
+    no_conflict,
     open_catalog,
     print_json,
 )
+from orchestrator.cli.tables import Col, print_table
 from orchestrator.cluster import connect, disconnect, join, resolve_address
 from orchestrator.paths import db_url, run_dir, state_dir
 from orchestrator.spec import JobFileError, JobSpec, load_job_file
@@ -180,8 +183,9 @@ def _report_end(job: Job, json_out: bool) -> int:
     if json_out:
         print_json(job_summary(job))
     elif job.state == "succeeded":
+        loss = "-" if job.last_loss is None else f"{job.last_loss:.4f}"
         console.print(f"job {job.name} succeeded: step {job.last_step}/{job.steps_total}, "
-                      f"{job.current_attempt} attempt(s), final loss {job.last_loss:.4f}")
+                      f"{job.current_attempt} attempt(s), final loss {loss}")
     else:
         console.print(f"[red]job {job.name} {job.state}:[/red] {job.reason}")
     return 0 if job.state == "succeeded" else EXIT_FAILED
@@ -218,11 +222,13 @@ def status(
     db: DbOpt = None,
     state_dir_opt: StateDirOpt = None,
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """State, step, attempt and ranks of a job (or of every job)."""
+    no_conflict(json_out, wide)
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
     if job is None:
-        jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out)
+        jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out, wide=wide)
         return
     row = _get_job(catalog, job)
     summary = job_summary(row, with_ranks=True)
@@ -236,11 +242,15 @@ def status(
         console.print(f"reason: {row.reason}")
     if summary["spares"]:
         console.print(f"spare hosts held: {', '.join(summary['spares'])}")
-    t = Table("rank", "host", "pid", "state", "step", "exit")
-    for r in summary["ranks"]:
-        t.add_row(str(r["rank"]), r["host"] or "-", str(r["pid"] or "-"), r["state"], str(r["step"]),
-                  r["signal"] or ("-" if r["exit_code"] is None else str(r["exit_code"])))
-    console.print(t)
+    print_table(console, [RANK_WIDE] if wide else [RANK_COLS, [c for c in RANK_COLS if c.header != "pid"]],
+                summary["ranks"], wide=wide)
+
+
+RANK_COLS = [Col("rank", lambda r: str(r["rank"]), right=True), Col("host", lambda r: r["host"] or "-"),
+             Col("pid", lambda r: str(r["pid"] or "-"), right=True), Col("state", lambda r: r["state"]),
+             Col("step", lambda r: str(r["step"]), right=True),
+             Col("exit", lambda r: r["signal"] or ("-" if r["exit_code"] is None else str(r["exit_code"])))]
+RANK_WIDE = [*RANK_COLS, Col("log", lambda r: r["log"] or "-")]
 
 
 def _get_job(catalog: Catalog, name: str) -> Job:
@@ -253,19 +263,37 @@ def _get_job(catalog: Catalog, name: str) -> Job:
     return row
 
 
-def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+         wide: WideOpt = False) -> None:
     """Every job in the catalog, newest first."""
+    no_conflict(json_out, wide)
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
     rows = catalog.list_jobs()
     if json_out:
         print_json([job_summary(j) for j in rows])
         return
-    t = Table("job", "state", "step", "loss", "attempt", "ranks", "submitted")
-    for j in rows:
-        t.add_row(j.name, j.state, f"{j.last_step}/{j.steps_total}",
-                  "-" if j.last_loss is None else f"{j.last_loss:.4f}", str(j.current_attempt),
-                  str(j.world_size), fmt_time(as_utc(j.submitted_at)))
-    console.print(t)
+    print_table(console, [JOB_WIDE] if wide else JOB_LAYOUTS, rows, wide=wide)
+
+
+_JOB_COLS = [Col("job", lambda j: j.name), Col("state", lambda j: j.state),
+             Col("step", lambda j: f"{j.last_step}/{j.steps_total}", right=True),
+             Col("loss", lambda j: "-" if j.last_loss is None else f"{j.last_loss:.4f}", right=True),
+             Col("att", lambda j: str(j.current_attempt), right=True),
+             Col("ranks", lambda j: str(j.world_size), right=True)]
+_REASON = Col("reason", lambda j: " ".join((j.reason or "").split()), wrap=True)
+JOB_LAYOUTS = [
+    [*_JOB_COLS, Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))), _REASON],
+    [*_JOB_COLS, Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))),
+     Col("reason", _REASON.cell, spill=True)],
+    [_JOB_COLS[0], Col("state\natt", lambda j: f"{j.state}\n#{j.current_attempt}"),
+     Col("step\nloss", lambda j: f"{_JOB_COLS[2].cell(j)}\n{_JOB_COLS[3].cell(j)}", right=True), _JOB_COLS[5],
+     Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))), Col("reason", _REASON.cell, spill=True)],
+]
+JOB_WIDE = [*_JOB_COLS, Col("tok/s", lambda j: f"{j.tokens_per_second:,.0f}" if j.tokens_per_second else "-",
+                            right=True),
+            Col("submitted", lambda j: fmt_time(as_utc(j.submitted_at))),
+            Col("started", lambda j: fmt_time(as_utc(j.started_at))),
+            Col("ended", lambda j: fmt_time(as_utc(j.ended_at))), _REASON, Col("run dir", lambda j: j.run_dir)]
 
 
 def stop(
