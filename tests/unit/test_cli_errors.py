@@ -165,3 +165,13 @@ def test_submit_into_a_read_only_folder(world: dict[str, Path], tmp_path: Path) 
     finally:
         ro.chmod(0o700)
     assert got == 2 and len(err) == 1 and "--state-dir" in err[0], err
+
+
+def test_end_of_a_job_without_a_loss(capsys: pytest.CaptureFixture[str]) -> None:
+    """A job that ends without ever reporting a loss (resumed past its last step) still gets its line."""
+    from orchestrator.catalog.models import Job
+    from orchestrator.cli.jobs import _report_end
+
+    job = Job(name="resumed", state="succeeded", last_step=12, steps_total=12, current_attempt=1, last_loss=None)
+    assert _report_end(job, json_out=False) == 0
+    assert "job resumed succeeded: step 12/12, 1 attempt(s), final loss -" in capsys.readouterr().out
