@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -32,8 +33,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, full times, no wrapping (wider than 80 columns)")]
 
 
+def say_error(message: str) -> None:
+    """`error: ...` on stderr, one line however long; the message is shown as is, never read as markup."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
 
 

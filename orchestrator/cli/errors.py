@@ -23,13 +23,9 @@ from typer.core import TyperGroup
 
 from orchestrator.catalog.db import CatalogError, CatalogURLError
 from orchestrator.catalog.repository import NotFoundError
-from orchestrator.cli.common import EXIT_FAILED, EXIT_USAGE, err_console
+from orchestrator.cli.common import EXIT_FAILED, EXIT_USAGE, say_error
 from orchestrator.paths import state_dir
 from orchestrator.spec import JobFileError
-
-
-def _say(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
 
 
 def _usage(e: click.UsageError) -> str:
@@ -84,19 +80,19 @@ class OneLineErrors(TyperGroup):
             typer.echo(e.format_message())
             return EXIT_USAGE
         except click.UsageError as e:
-            _say(_usage(e))
+            say_error(_usage(e))
             return EXIT_USAGE
         except click.ClickException as e:
-            _say(" ".join(e.format_message().split()))
+            say_error(" ".join(e.format_message().split()))
             return e.exit_code
         except typer.Abort:
-            _say("aborted")
+            say_error("aborted")
             return 130
         except (JobFileError, NotFoundError, CatalogURLError) as e:
-            _say(str(e).strip('"'))
+            say_error(str(e).strip('"'))
             return EXIT_USAGE
         except CatalogError as e:
-            _say(str(e))
+            say_error(str(e))
             return EXIT_FAILED
         except BrokenPipeError:
             return EXIT_FAILED
@@ -107,5 +103,5 @@ class OneLineErrors(TyperGroup):
 def _internal(e: Exception, argv: list[str]) -> int:
     where = write_crash_log(argv)
     first = (str(e).strip().splitlines() or [""])[0]
-    _say(f"internal error: {type(e).__name__}{': ' + first if first else ''} (traceback in {where})")
+    say_error(f"internal error: {type(e).__name__}{': ' + first if first else ''} (traceback in {where})")
     return EXIT_FAILED

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Interruption
@@ -167,18 +169,34 @@ def show(incident: IdArg, db: DbOpt = None, state_dir_opt: StateDirOpt = None, j
     if json_out:
         print_json(d)
         return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
     for k in ("id", "job", "attempt", "kind", "planned", "category", "component", "confidence", "explanation",
               "ranks", "hosts", "gpus", "status", "fault_at", "detected_at", "stopped_at", "resumed_at",
               "step_at_fault", "resume_step", "steps_lost", "acknowledged_by", "resolved_by"):
-        console.print(f"[bold]{k:>16}[/bold]  {d[k]}", highlight=False)
+        grid.add_row(k, Text(_show_value(k, d[k])))
     for n in d["notes"]:
-        console.print(f"{'note':>16}  {n.get('at')} {n.get('by')}: {n.get('text')}", highlight=False)
+        grid.add_row("note", Text(f"{n.get('at')} {n.get('by')}: {n.get('text')}"))
     for h in d["classification_history"]:
-        console.print(f"{'reclassified':>16}  {h.get('at')} {h.get('by')}: {h.get('from')} -> {h.get('to')}",
-                      highlight=False)
+        grid.add_row("reclassified", Text(f"{h.get('at')} {h.get('by')}: {h.get('from')} -> {h.get('to')}"))
+    console.print(grid)
     if d["evidence_text"]:
         console.print("[bold]evidence[/bold]")
         console.print(d["evidence_text"][-3000:], highlight=False, markup=False)
+
+
+def _show_value(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key == "ranks":
+        return rank_ranges(v)
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) or "-"
+    if isinstance(v, datetime):
+        ago = fmt_when(v)
+        return fmt_time(v) + (f" ({ago})" if ago.endswith("ago") else "")
+    return str(v)
 
 
 def _now() -> str:

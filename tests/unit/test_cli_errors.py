@@ -98,6 +98,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("hosts list db down", ["hosts", "list", "--db", DOWN_DB], 1, "cannot reach database"),
     ("hosts cordon unknown host", ["hosts", "cordon", "ghost.example.internal"], 2, "ghost.example.internal"),
     ("hosts uncordon unknown host", ["hosts", "uncordon", "ghost"], 2, "ghost"),
+    ("hosts cordon name like markup", ["hosts", "cordon", "[/bold]ghost"], 2, "'[/bold]ghost'"),
     # report
     ("report unknown job", ["report", "nope"], 2, "nope"),
     ("report html into a missing folder", ["report", DONE, "--html", "{root}/absent/r.html"], 2, "--html"),
