@@ -269,9 +269,11 @@ def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence fi
     cols = [Col("file", lambda r: r["file"]), Col("category", lambda r: r["category"]),
             Col("component", lambda r: r["component"]), Col("conf", lambda r: f"{r['confidence']:.2f}", right=True),
             Col("why", lambda r: " ".join(r["explanation"].split()), wrap=True)]
-    compact = [cols[0], Col("category / component", lambda r: f"{r['category']}\n{r['component']}"), cols[3],
+    compact = [cols[0], Col("category\ncomponent", lambda r: f"{r['category']}\n{r['component']}"), cols[3],
                cols[4]]
-    print_table(console, [cols, compact, [*compact[:3], Col("why", cols[4].cell, spill=True)]], out, wide=wide)
+    why = Col("why", cols[4].cell, spill=True)
+    layouts = [cols, compact, [*compact[:3], why], [*compact[1:3], Col("file", cols[0].cell, spill=True), why]]
+    print_table(console, [cols] if wide else layouts, out, wide=wide)
 
 
 # ---- hosts ------------------------------------------------------------------------------
