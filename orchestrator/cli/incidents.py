@@ -29,6 +29,7 @@ from orchestrator.cli.common import (
     open_catalog,
     print_json,
 )
+from orchestrator.cli.layouts import HOST_LAYOUTS, HOST_WIDE, INCIDENT_LAYOUTS, INCIDENT_WIDE, rank_ranges
 from orchestrator.cli.tables import Col, print_table
 from orchestrator.hosts import lemon_hosts
 from orchestrator.taxonomy import CATEGORIES, component_of
@@ -102,53 +103,6 @@ def list_(
         print_json([incident_dict(i) for i in rows])
         return
     print_table(console, [INCIDENT_WIDE] if wide else INCIDENT_LAYOUTS, rows, wide=wide)
-
-
-def rank_ranges(ranks: list[int]) -> str:
-    """`0-3, 7, 9-10`: every rank named, runs shortened."""
-    out: list[str] = []
-    for r in sorted(set(ranks)):
-        if out and out[-1][1] == r - 1:
-            out[-1] = (out[-1][0], r)
-        else:
-            out.append((r, r))
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out) or "-"
-
-
-def _kind(i: Interruption, sep: str) -> str:
-    return i.kind + (f"{sep}(planned)" if i.planned and i.kind != "operator_stop" else "")
-
-
-_ID = Col("id", lambda i: str(i.id), right=True)
-_JOB = Col("job", lambda i: i.job_name)
-_ATT = Col("att", lambda i: str(i.attempt), right=True)
-_KIND = Col("kind", lambda i: _kind(i, "\n"))
-_CATEGORY = Col("category", lambda i: i.category)
-_RANKS = Col("ranks", lambda i: rank_ranges(i.ranks))
-_HOSTS = Col("hosts", lambda i: "\n".join(i.hosts) or "-")
-_WHEN = Col("detected", lambda i: fmt_when(as_utc(i.detected_at)))
-_STATUS = Col("status", lambda i: i.status)
-INCIDENT_LAYOUTS = [
-    [_ID, _JOB, _ATT, _KIND, _CATEGORY, _RANKS, _HOSTS, _WHEN, _STATUS],
-    [_ID, _JOB, _ATT, _KIND, _CATEGORY, _WHEN, _STATUS, Col("hosts", _HOSTS.cell, spill=True),
-     Col("ranks", _RANKS.cell, spill=True)],
-    [_ID, Col("job\natt", lambda i: f"{i.job_name}\n#{i.attempt}"),
-     Col("category\nkind", lambda i: f"{i.category}\n{_kind(i, ' ')}"),
-     Col("detected\nstatus", lambda i: f"{fmt_when(as_utc(i.detected_at))}\n{i.status}"),
-     Col("hosts", _HOSTS.cell, spill=True), Col("ranks", _RANKS.cell, spill=True)],
-    [_ID, Col("category\nkind", lambda i: f"{i.category}\n{_kind(i, ' ')}"),
-     Col("detected\nstatus", lambda i: f"{fmt_when(as_utc(i.detected_at))}\n{i.status}"),
-     Col("job", lambda i: f"{i.job_name} (attempt {i.attempt})", spill=True),
-     Col("hosts", _HOSTS.cell, spill=True), Col("ranks", _RANKS.cell, spill=True)],
-]
-INCIDENT_WIDE = [
-    _ID, _JOB, _ATT, Col("kind", lambda i: _kind(i, " ")), _CATEGORY, Col("component", lambda i: i.component),
-    Col("conf", lambda i: f"{i.confidence:.2f}", right=True), _RANKS, Col("hosts", lambda i: ", ".join(i.hosts) or "-"),
-    Col("detected", lambda i: fmt_time(as_utc(i.detected_at))),
-    Col("resumed", lambda i: fmt_time(as_utc(i.resumed_at))),
-    Col("steps lost", lambda i: "-" if i.steps_lost is None else str(i.steps_lost), right=True), _STATUS,
-    Col("explanation", lambda i: " ".join((i.explanation or "").split()), wrap=True),
-]
 
 
 def _guard(fn: Any) -> Any:
@@ -291,21 +245,7 @@ def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: Js
     if json_out:
         print_json(rows)
         return
-    host, state = Col("host", lambda r: r["host"]), Col("state", lambda r: r["state"])
-    hw = Col("hw faults", lambda r: str(r["hardware_interruptions"]), right=True)
-    lemon = Col("lemon", lambda r: "yes" if r["lemon"] else "")
-    reason = Col("reason", lambda r: " ".join((r["reason"] or "").split()), wrap=True)
-    if wide:
-        layouts = [[host, state, hw, lemon, Col("node", lambda r: r["node_id"] or "-"),
-                    Col("address", lambda r: r["address"] or "-"),
-                    Col("updated", lambda r: fmt_time(r["updated_at"])), reason]]
-    else:
-        since = Col("since", lambda r: fmt_when(r["updated_at"]))
-        spill = Col("reason", reason.cell, spill=True)
-        faults = Col("hw faults", lambda r: f"{r['hardware_interruptions']}" + (" lemon" if r["lemon"] else ""))
-        layouts = [[host, state, hw, lemon, since, reason], [host, state, hw, lemon, since, spill],
-                   [host, Col("state\nsince", lambda r: f"{r['state']}\n{since.cell(r)}"), faults, spill]]
-    print_table(console, layouts, rows, wide=wide)
+    print_table(console, [HOST_WIDE] if wide else HOST_LAYOUTS, rows, wide=wide)
 
 
 def _set_host(host: str, state: str, reason: str | None, by: str | None, db: str | None, sd: Any) -> Catalog:

@@ -23,13 +23,12 @@ from orchestrator.cli.common import (
     WideOpt,
     console,
     fail,
-    fmt_time,
-    fmt_when,
     no_conflict,
     open_catalog,
     print_json,
 )
-from orchestrator.cli.tables import Col, print_table
+from orchestrator.cli.layouts import JOB_LAYOUTS, JOB_WIDE, RANK_LAYOUTS, RANK_WIDE
+from orchestrator.cli.tables import print_table
 from orchestrator.cluster import connect, disconnect, join, resolve_address
 from orchestrator.paths import db_url, run_dir, state_dir
 from orchestrator.spec import JobFileError, JobSpec, load_job_file
@@ -242,15 +241,7 @@ def status(
         console.print(f"reason: {row.reason}")
     if summary["spares"]:
         console.print(f"spare hosts held: {', '.join(summary['spares'])}")
-    print_table(console, [RANK_WIDE] if wide else [RANK_COLS, [c for c in RANK_COLS if c.header != "pid"]],
-                summary["ranks"], wide=wide)
-
-
-RANK_COLS = [Col("rank", lambda r: str(r["rank"]), right=True), Col("host", lambda r: r["host"] or "-"),
-             Col("pid", lambda r: str(r["pid"] or "-"), right=True), Col("state", lambda r: r["state"]),
-             Col("step", lambda r: str(r["step"]), right=True),
-             Col("exit", lambda r: r["signal"] or ("-" if r["exit_code"] is None else str(r["exit_code"])))]
-RANK_WIDE = [*RANK_COLS, Col("log", lambda r: r["log"] or "-")]
+    print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)
 
 
 def _get_job(catalog: Catalog, name: str) -> Job:
@@ -273,27 +264,6 @@ def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt 
         print_json([job_summary(j) for j in rows])
         return
     print_table(console, [JOB_WIDE] if wide else JOB_LAYOUTS, rows, wide=wide)
-
-
-_JOB_COLS = [Col("job", lambda j: j.name), Col("state", lambda j: j.state),
-             Col("step", lambda j: f"{j.last_step}/{j.steps_total}", right=True),
-             Col("loss", lambda j: "-" if j.last_loss is None else f"{j.last_loss:.4f}", right=True),
-             Col("att", lambda j: str(j.current_attempt), right=True),
-             Col("ranks", lambda j: str(j.world_size), right=True)]
-_REASON = Col("reason", lambda j: " ".join((j.reason or "").split()), wrap=True)
-JOB_LAYOUTS = [
-    [*_JOB_COLS, Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))), _REASON],
-    [*_JOB_COLS, Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))),
-     Col("reason", _REASON.cell, spill=True)],
-    [_JOB_COLS[0], Col("state\natt", lambda j: f"{j.state}\n#{j.current_attempt}"),
-     Col("step\nloss", lambda j: f"{_JOB_COLS[2].cell(j)}\n{_JOB_COLS[3].cell(j)}", right=True), _JOB_COLS[5],
-     Col("submitted", lambda j: fmt_when(as_utc(j.submitted_at))), Col("reason", _REASON.cell, spill=True)],
-]
-JOB_WIDE = [*_JOB_COLS, Col("tok/s", lambda j: f"{j.tokens_per_second:,.0f}" if j.tokens_per_second else "-",
-                            right=True),
-            Col("submitted", lambda j: fmt_time(as_utc(j.submitted_at))),
-            Col("started", lambda j: fmt_time(as_utc(j.started_at))),
-            Col("ended", lambda j: fmt_time(as_utc(j.ended_at))), _REASON, Col("run dir", lambda j: j.run_dir)]
 
 
 def stop(
