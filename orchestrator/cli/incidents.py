@@ -176,14 +176,16 @@ def _advance(incident: int, by: str | None, note: str | None, db: str | None, sd
 def ack(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
         state_dir_opt: StateDirOpt = None) -> None:
     """Acknowledge an incident."""
-    console.print(f"incident {incident} acknowledged by {_advance(incident, by, note, db, state_dir_opt, 'ack')}")
+    who = _advance(incident, by, note, db, state_dir_opt, "ack")
+    console.print(f"incident {incident} acknowledged by {who}", markup=False)
 
 
 @incidents_app.command()
 def resolve(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
             state_dir_opt: StateDirOpt = None) -> None:
     """Resolve an incident."""
-    console.print(f"incident {incident} resolved by {_advance(incident, by, note, db, state_dir_opt, 'resolve')}")
+    who = _advance(incident, by, note, db, state_dir_opt, "resolve")
+    console.print(f"incident {incident} resolved by {who}", markup=False)
 
 
 @incidents_app.command()
@@ -202,7 +204,7 @@ def reclassify(incident: IdArg, category: Annotated[str, typer.Argument(help="Ne
         "note": note}]
     _guard(lambda: cat.update_interruption(incident, category=category, component=component, confidence=1.0,
                                            classification_history=history))
-    console.print(f"incident {incident} reclassified {i.category} -> {category}")
+    console.print(f"incident {incident} reclassified {i.category} -> {category}", markup=False)
 
 
 @incidents_app.command("classify")
@@ -260,7 +262,7 @@ def cordon(host: Annotated[str, typer.Argument(help="Host name")],
            db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
     """Keep a host out of every placement until it is uncordoned."""
     _set_host(host, "cordoned", reason or "cordoned by the operator", by, db, state_dir_opt)
-    console.print(f"host {host} cordoned")
+    console.print(f"host {host} cordoned", markup=False)
 
 
 @hosts_app.command()
@@ -269,4 +271,4 @@ def uncordon(host: Annotated[str, typer.Argument(help="Host name")],
              db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
     """Return a host to service (recorded as repaired)."""
     _set_host(host, "repaired", reason or "returned to service by the operator", by, db, state_dir_opt)
-    console.print(f"host {host} uncordoned")
+    console.print(f"host {host} uncordoned", markup=False)

@@ -176,3 +176,8 @@ def test_end_of_a_job_without_a_loss(capsys: pytest.CaptureFixture[str]) -> None
     job = Job(name="resumed", state="succeeded", last_step=12, steps_total=12, current_attempt=1, last_loss=None)
     assert _report_end(job, json_out=False) == 0
     assert "job resumed succeeded: step 12/12, 1 attempt(s), final loss -" in capsys.readouterr().out
+
+
+def test_text_that_looks_like_markup_is_printed_as_is(world: dict[str, Path]) -> None:
+    got, out, err = _run(["incidents", "ack", "1", "--by", "[/bold]alice", "--note", "[red]ok"], world["state"])
+    assert (got, out, err) == (0, ["incident 1 acknowledged by [/bold]alice"], [])
