@@ -21,7 +21,7 @@ import typer
 from typer._click import exceptions as click  # typer carries its own click; these are the ones it raises
 from typer.core import TyperGroup
 
-from orchestrator.catalog.db import CatalogError, CatalogURLError
+from orchestrator.catalog.db import CatalogError, CatalogURLError, redact
 from orchestrator.catalog.repository import NotFoundError
 from orchestrator.cli.common import EXIT_FAILED, EXIT_USAGE, say_error
 from orchestrator.paths import state_dir
@@ -48,7 +48,8 @@ def _state_dir_in(args: Sequence[str]) -> str | None:
 def write_crash_log(args: Sequence[str]) -> Path:
     """The current exception's traceback in `<state>/logs/`, else in the temp folder."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    text = f"orchestrator {' '.join(args)}\n\n{traceback.format_exc()}"
+    shown = [redact(a) if "://" in a else a for a in args]  # no database password in the log
+    text = f"orchestrator {' '.join(shown)}\n\n{traceback.format_exc()}"
     name = f"cli-error-{stamp}-{os.getpid()}.log"
     for folder in (state_dir(_state_dir_in(args)) / "logs", Path(tempfile.gettempdir())):
         try:

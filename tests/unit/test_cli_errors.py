@@ -181,3 +181,16 @@ def test_end_of_a_job_without_a_loss(capsys: pytest.CaptureFixture[str]) -> None
 def test_text_that_looks_like_markup_is_printed_as_is(world: dict[str, Path]) -> None:
     got, out, err = _run(["incidents", "ack", "1", "--by", "[/bold]alice", "--note", "[red]ok"], world["state"])
     assert (got, out, err) == (0, ["incident 1 acknowledged by [/bold]alice"], [])
+
+
+def test_crash_log_hides_database_passwords(tmp_path: Path) -> None:
+    from orchestrator.cli.errors import write_crash_log
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log = write_crash_log(["jobs", "--db", "postgresql://alice:hunter2@db.example/catalog",
+                               "--state-dir", str(tmp_path)])
+    assert log.parent == tmp_path / "logs"
+    text = log.read_text()
+    assert "hunter2" not in text and "alice:***@db.example" in text and "RuntimeError: boom" in text
