@@ -16,8 +16,8 @@ from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
 HOSTS = [f"ip-10-0-{n}-{n + 17}.us-west-2.compute.internal" for n in range(100, 106)]
 JOBS = {
     "llama3-8b-pretrain-ablation-07": ("running", "restarting after an interruption"),
-    "mixtral-sft-long-context": ("failed", "crash loop: the same error at step 1200 in three attempts in a row, "
-                                           "see incident 7 for the evidence and the ranks that failed"),
+    "mixtral-sft-long-context": ("failed", "crash loop: the same error at step 1200 in three attempts in a row "
+                                           "[rank 3] [/var/log/x], see incident 7 for the evidence"),
     "tiny": ("succeeded", None),
 }
 KINDS = ["crash", "hang", "node_lost", "bad_gpu", "straggler", "controller_lost", "placement_failed"]

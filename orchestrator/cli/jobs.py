@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.catalog.db import CatalogError, as_utc
@@ -173,7 +174,7 @@ def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
             ray.get(ctrl.stop.remote("interrupted by the operator (Ctrl-C)"), timeout=30)
             ray.get(ctrl.wait.remote(120), timeout=150)
         except Exception as e:  # the cluster may already be going down
-            console.print(f"could not stop cleanly: {e}")
+            console.print(f"could not stop cleanly: {e}", markup=False)
         return 130
     return _report_end(catalog.require_job(spec.name), json_out)
 
@@ -186,7 +187,7 @@ def _report_end(job: Job, json_out: bool) -> int:
         console.print(f"job {job.name} succeeded: step {job.last_step}/{job.steps_total}, "
                       f"{job.current_attempt} attempt(s), final loss {loss}")
     else:
-        console.print(f"[red]job {job.name} {job.state}:[/red] {job.reason}")
+        console.print(f"[red]job {job.name} {job.state}:[/red] {escape(str(job.reason))}")
     return 0 if job.state == "succeeded" else EXIT_FAILED
 
 
@@ -238,9 +239,9 @@ def status(
     console.print(f"[bold]{row.name}[/bold]  {row.state}  step {row.last_step}/{row.steps_total}  "
                   f"loss {loss}  attempt {row.current_attempt}  ranks {row.world_size}")
     if row.reason:
-        console.print(f"reason: {row.reason}")
+        console.print(f"reason: {row.reason}", markup=False)
     if summary["spares"]:
-        console.print(f"spare hosts held: {', '.join(summary['spares'])}")
+        console.print(f"spare hosts held: {', '.join(summary['spares'])}", markup=False)
     print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)
 
 

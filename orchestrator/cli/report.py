@@ -88,7 +88,7 @@ def report(
         return
     _print(public, wide)
     if html_path is not None:
-        console.print(f"wrote {html_path}")
+        console.print(f"wrote {html_path}", markup=False)
 
 
 def _check_html_path(path: Path) -> None:

@@ -80,6 +80,8 @@ def test_hosts_jobs_status_report_at_80_columns(state: Path) -> None:
         status = _out(state, "status", job)
         _fits(status)
         assert "SIGKILL" in _words(status)
+        if JOBS[job][1]:
+            assert JOBS[job][1] in " ".join(" ".join(status).split()), "the reason is shown as written"
         assert sum(_words(status)[h] for h in HOSTS) == 16 * (list(JOBS).index(job) + 1)
     show = _out(state, "incidents", "show", "3")
     _fits(show)
