@@ -33,7 +33,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     corrupt.mkdir()
     (corrupt / "catalog.db").write_bytes(b"this is not a database" * 100)
     (root / "a-file").write_text("x")
+    too_big = small_job(dp=8, resources={"nodes": 2, "ranks_per_node": 2})
     return {"root": root, "state": state, "ok": write_job(root / "ok.yaml", small_job()),
+            "too_big": write_job(root / "big.yaml", too_big),
             "bad_key": write_job(root / "bad.yaml", bad_key), "corrupt": corrupt, "file": root / "a-file"}
 
 
@@ -51,6 +53,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("validate missing file", ["validate", "{root}/absent.yaml"], 2, "absent.yaml"),
     ("validate a folder", ["validate", "{root}"], 2, "no such job file"),
     ("validate unknown key", ["validate", "{bad_key}"], 2, "unknown key"),
+    ("validate layout does not fit", ["validate", "{too_big}"], 2, "do not fit"),
     # status / jobs / stop
     ("status unknown job", ["status", "nope"], 2, "nope"),
     ("status missing state dir", ["status", "--state-dir", "{root}/absent"], 2, "no catalog"),
