@@ -134,6 +134,21 @@ def test_every_command_refuses_bad_input_in_one_line(world: dict[str, Path]) -> 
     assert not (world["root"] / "s2").exists(), "a refused submit created its state folder"
 
 
+def test_the_table_covers_every_command() -> None:
+    import typer
+
+    def paths(cmd, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:  # type: ignore[no-untyped-def]
+        subs = getattr(cmd, "commands", None)
+        if not subs:
+            return {prefix}
+        return set().union(*(paths(c, (*prefix, name)) for name, c in subs.items()))
+
+    commands = paths(typer.main.get_command(app))
+    assert len(commands) >= 18
+    covered = {p for p in commands for _, args, _, _ in CASES if tuple(args[: len(p)]) == p}
+    assert covered == commands, f"no bad-input case for {sorted(commands - covered)}"
+
+
 def test_internal_error_is_one_line_and_a_log(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.catalog.repository import Catalog
 
