@@ -98,6 +98,8 @@ def list_(
         fail(f"--category: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}", EXIT_USAGE)
     after = _since(since)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
+    if job is not None:
+        _guard(lambda: cat.require_job(job))
     rows = _guard(lambda: cat.interruptions(job, since=after, category=category, open_only=open_only))
     if json_out:
         print_json([incident_dict(i) for i in rows])

@@ -78,6 +78,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("chaos missing state dir", ["chaos", "kill", RUNNING, "-r", "0", "--state-dir", "{root}/absent"], 2,
      "no catalog"),
     # incidents
+    ("incidents list unknown job", ["incidents", "list", "--job", "nope"], 2, "nope"),
     ("incidents list bad duration", ["incidents", "list", "--since", "5x"], 2, "--since"),
     ("incidents list huge duration", ["incidents", "list", "--since", "99999999999999d"], 2, "--since"),
     ("incidents list bad date", ["incidents", "list", "--since", "2026-13-01"], 2, "--since"),
