@@ -94,28 +94,53 @@ def table5(interruptions: list[InterruptionView], rows: list[dict[str, Any]], wa
     """Counts and shares per category (unexpected interruptions only), time lost per category, MTBF."""
     unexpected = [i for i in interruptions if not i.planned and i.interrupting]
     counts = Counter(i.category for i in unexpected)
-    total = sum(counts.values())
     step_s = statistics.median([r["step_seconds"] for r in rows]) if rows else 0.0
     lost: dict[str, float] = defaultdict(float)
     for i in unexpected:
         if i.fault_at is not None and i.resumed_at is not None:
             lost[i.category] += max(0.0, i.resumed_at - i.fault_at)
         lost[i.category] += (i.steps_lost or 0) * step_s
+    planned = sum(1 for i in interruptions if i.planned)
+    stragglers = sum(1 for i in interruptions if not i.interrupting)
+    return _table5_dict(counts, lost, planned, stragglers, wall_s)
+
+
+def _table5_dict(counts: Counter[str], lost: dict[str, float], planned: int, stragglers: int,
+                 wall_s: float) -> dict[str, Any]:
+    total = sum(counts.values())
     table = [
         {"category": c, "component": COMPONENT_OF[c], "count": counts[c],
          "share": counts[c] / total if total else 0.0, "time_lost_seconds": lost.get(c, 0.0)}
         for c in CATEGORIES if counts[c]
     ]
     table.sort(key=lambda r: (-r["count"], r["category"]))
-    by_component = Counter(COMPONENT_OF[i.category] for i in unexpected)
+    by_component: Counter[str] = Counter()
+    for c, n in counts.items():
+        by_component[COMPONENT_OF[c]] += n
     return {
         "unexpected_interruptions": total,
-        "planned_interruptions": sum(1 for i in interruptions if i.planned),
-        "stragglers": sum(1 for i in interruptions if not i.interrupting),
+        "planned_interruptions": planned,
+        "stragglers": stragglers,
         "categories": table,
         "components": {k: {"count": v, "share": v / total} for k, v in sorted(by_component.items())},
         "mtbf_seconds": wall_s / total if total else None,
     }
+
+
+def merge_table5(tables: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Several jobs' Table-5 views as one: counts and time lost add up, shares and MTBF are recomputed.
+
+    Each job's lost work was priced at its own step time, so the jobs are merged
+    rather than their interruptions pooled without step times.
+    """
+    counts: Counter[str] = Counter()
+    lost: dict[str, float] = defaultdict(float)
+    for t in tables:
+        for row in t["categories"]:
+            counts[row["category"]] += row["count"]
+            lost[row["category"]] += row["time_lost_seconds"]
+    return _table5_dict(counts, lost, sum(t["planned_interruptions"] for t in tables),
+                        sum(t["stragglers"] for t in tables), wall_s)
 
 
 def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:

@@ -252,6 +252,8 @@ def load_job_file(path: str | os.PathLike[str], *, check_data: bool = True) -> J
         raise JobFileError(f"{p}: no such job file")
     try:
         raw = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise JobFileError(f"{p}: cannot read: {e.strerror or e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

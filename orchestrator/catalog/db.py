@@ -21,6 +21,10 @@ class CatalogError(RuntimeError):
     """The catalog cannot be used (unreachable, unreadable, wrong schema)."""
 
 
+class CatalogURLError(CatalogError):
+    """The database URL itself is wrong (malformed, unknown driver, folder that cannot be made)."""
+
+
 def redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -47,11 +51,15 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise CatalogError(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
+        raise CatalogURLError(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
     if parsed.drivername.startswith("sqlite"):
         db = parsed.database
         if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CatalogURLError(f"database URL {url!r}: cannot create folder {Path(db).parent}: "
+                                      f"{e.strerror or e}") from None
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -60,7 +68,7 @@ def make_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
     except (ArgumentError, ImportError) as e:
-        raise CatalogError(f"database URL {redact(url)}: {e}") from None
+        raise CatalogURLError(f"database URL {redact(url)}: {_first_line(e)}") from None
 
 
 def _connect_args(url: str) -> dict[str, object]:

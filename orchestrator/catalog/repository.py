@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -32,12 +32,17 @@ class NotFoundError(LookupError):
     """A job, host or incident the caller named does not exist."""
 
 
-def _assign(row: Any, fields: dict[str, Any]) -> None:
-    """Set `fields` on a model row; a name the model does not have is a bug, not something to ignore."""
-    columns = row.__mapper__.columns.keys()
+def _check_fields(model: type, fields: dict[str, Any]) -> None:
+    """A name that is not a column of the model is an error, not a new attribute set silently."""
+    columns = inspect(model).column_attrs.keys()
+    unknown = sorted(set(fields) - set(columns))
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field {unknown[0]!r} (fields: {', '.join(sorted(columns))})")
+
+
+def _set_fields(row: Any, fields: dict[str, Any]) -> None:
+    _check_fields(type(row), fields)
     for k, v in fields.items():
-        if k not in columns:
-            raise ValueError(f"{type(row).__name__} has no field {k!r}")
         setattr(row, k, v)
 
 
@@ -110,7 +115,7 @@ class Catalog:
             job = s.get(Job, name)
             if job is None:
                 raise NotFoundError(f"no job named {name!r} in the catalog")
-            _assign(job, fields)
+            _set_fields(job, fields)
 
     # ---- attempts and ranks ------------------------------------------------------
     def start_attempt(self, job_name: str, number: int, start_step: int, layout: dict[str, Any]) -> int:
@@ -135,16 +140,17 @@ class Catalog:
         with self.session() as s:
             a = s.get(Attempt, attempt_id)
             assert a is not None
-            _assign(a, fields)
+            _set_fields(a, fields)
 
     def upsert_rank(self, attempt_id: int, rank: int, **fields: Any) -> None:
+        _check_fields(RankRecord, fields)
         with self.session() as s:
             r = s.scalars(select(RankRecord).where(RankRecord.attempt_id == attempt_id,
                                                    RankRecord.rank == rank)).first()
             if r is None:
                 r = RankRecord(attempt_id=attempt_id, rank=rank, state=fields.pop("state", "starting"))
                 s.add(r)
-            _assign(r, fields)
+            _set_fields(r, fields)
 
     def record_placement(self, attempt_id: int, placements: list[dict[str, Any]]) -> None:
         """Every rank's host, and every host seen, in one transaction.
@@ -219,7 +225,7 @@ class Catalog:
             job = s.get(Job, job_name)
             if job is None:
                 raise NotFoundError(f"no job named {job_name!r} in the catalog")
-            _assign(job, job_fields)
+            _set_fields(job, job_fields)
             if attempt_id is not None and first_step_at is not None:
                 a = s.get(Attempt, attempt_id)
                 if a is not None:
@@ -297,7 +303,7 @@ class Catalog:
             row = s.get(Interruption, interruption_id)
             if row is None:
                 raise NotFoundError(f"no incident with id {interruption_id}")
-            _assign(row, fields)
+            _set_fields(row, fields)
 
     def get_interruption(self, interruption_id: int) -> Interruption:
         with self.session() as s:

@@ -8,6 +8,7 @@ real ones are.
 
 from __future__ import annotations
 
+import math
 import signal
 from typing import Annotated, Any
 
@@ -75,8 +76,8 @@ def slow(job: JobArg, rank: RankOpt,
          delay_s: Annotated[float, typer.Option("--delay-s", help="Seconds to sleep before every step")] = 1.0,
          db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
     """Make a rank sleep before each step (0 restores it)."""
-    if delay_s < 0:
-        fail("--delay-s must be >= 0", EXIT_USAGE)
+    if not 0 <= delay_s < math.inf:
+        fail(f"--delay-s must be a number of seconds >= 0, not {delay_s:g}", EXIT_USAGE)
     w = _worker(job, rank, state_dir_opt, db)
     import ray
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -10,8 +11,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from orchestrator.catalog.db import CatalogError
+from orchestrator.catalog.db import CatalogError, CatalogURLError
 from orchestrator.catalog.repository import Catalog
 from orchestrator.paths import db_url, state_dir
 
@@ -26,22 +30,55 @@ StateDirOpt = Annotated[
 ]
 DbOpt = Annotated[str | None, typer.Option("--db", help="Catalog database URL (default: SQLite in the state folder)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, full times, no wrapping (wider than 80 columns)")]
+
+
+def say_error(message: str) -> None:
+    """`error: ...` on stderr, one line however long; the message is shown as is, never read as markup."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
 
 
+def no_conflict(json_out: bool, wide: bool) -> None:
+    if json_out and wide:
+        fail("--json and --wide cannot be used together (--json already prints every field)", EXIT_USAGE)
+
+
 def open_catalog(state: Path | None, db: str | None, *, must_exist: bool = False) -> Catalog:
+    """The catalog; `must_exist` for commands that only read or act on what is there."""
     sd = state_dir(state)
     url = db_url(sd, db)
-    if must_exist and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        fail(f"no catalog at {url.removeprefix('sqlite:///')} (wrong --state-dir or --db?)", EXIT_USAGE)
+    sqlite_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if must_exist and sqlite_file is not None and not sqlite_file.is_file():
+        fail(f"no catalog at {sqlite_file} (wrong --state-dir or --db?)", EXIT_USAGE)
+    try:
+        make_url(url)
+    except ArgumentError:
+        fail(f"database URL {url!r} (--db or $ORCHESTRATOR_DB) is not a URL such as postgresql://user@host/db",
+             EXIT_USAGE)
+    if not must_exist:
+        _writable_folder(sd, "--state-dir" if state is not None else "state folder")
+        if sqlite_file is not None and not sqlite_file.exists():
+            _writable_folder(sqlite_file.parent, "--db")
     try:
         return Catalog(url)
+    except CatalogURLError as e:
+        fail(str(e), EXIT_USAGE)
     except CatalogError as e:
         fail(str(e))
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"{what} {folder}: cannot create the folder: {e.strerror or e}", EXIT_USAGE)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"{what} {folder}: the folder is not writable", EXIT_USAGE)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -60,3 +97,25 @@ def print_json(obj: Any) -> None:
 
 def fmt_time(dt: datetime | None) -> str:
     return "-" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_when(dt: datetime | None, now: datetime | None = None) -> str:
+    """Short local time for narrow tables: `42s ago`, `17m ago`, `14:03:27` today, else the date.
+
+    An hour or more ago on the same local day reads as the time of day; another day
+    as `MM-DD HH:MM` this year and `YYYY-MM-DD` before it (`--wide` prints the full time).
+    """
+    if dt is None:
+        return "-"
+    now = (now or datetime.now(dt.tzinfo)).astimezone()
+    local = dt.astimezone()
+    ago = (now - local).total_seconds()
+    if 0 <= ago < 60:
+        return f"{int(ago)}s ago"
+    if 0 <= ago < 3600:
+        return f"{int(ago // 60)}m ago"
+    if local.date() == now.date():
+        return local.strftime("%H:%M:%S")
+    if local.year == now.year:
+        return local.strftime("%m-%d %H:%M")
+    return local.strftime("%Y-%m-%d")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Interruption
@@ -19,19 +20,24 @@ from orchestrator.cli.common import (
     DbOpt,
     JsonOpt,
     StateDirOpt,
+    WideOpt,
     console,
     fail,
     fmt_time,
+    fmt_when,
+    no_conflict,
     open_catalog,
     print_json,
 )
+from orchestrator.cli.layouts import HOST_LAYOUTS, HOST_WIDE, INCIDENT_LAYOUTS, INCIDENT_WIDE, rank_ranges
+from orchestrator.cli.tables import Col, print_table
 from orchestrator.hosts import lemon_hosts
 from orchestrator.taxonomy import CATEGORIES, component_of
 
 incidents_app = typer.Typer(no_args_is_help=True, help="Interruptions: list, show, ack, resolve, reclassify.")
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts: list, cordon, uncordon.")
 
-IdArg = Annotated[int, typer.Argument(help="Incident id")]
+IdArg = Annotated[int, typer.Argument(help="Incident id", min=1, max=2**31 - 1)]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who acts (default: the current user)")]
 NoteOpt = Annotated[str | None, typer.Option("--note", help="A note for the record")]
 
@@ -67,7 +73,10 @@ def _since(text: str | None) -> datetime | None:
         return None
     units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
     if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        try:
+            return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        except OverflowError:
+            fail(f"--since: {text!r} reaches back before the year 1", EXIT_USAGE)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -81,22 +90,21 @@ def list_(
     category: Annotated[str | None, typer.Option("--category", help="Only this category")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only since: 30m, 12h, 7d or an ISO date")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only incidents not resolved")] = False,
-    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """Interruptions, oldest first."""
+    no_conflict(json_out, wide)
     if category is not None and category not in CATEGORIES:
         fail(f"--category: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}", EXIT_USAGE)
+    after = _since(since)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
-    rows = _guard(lambda: cat.interruptions(job, since=_since(since), category=category, open_only=open_only))
+    if job is not None:
+        _guard(lambda: cat.require_job(job))
+    rows = _guard(lambda: cat.interruptions(job, since=after, category=category, open_only=open_only))
     if json_out:
         print_json([incident_dict(i) for i in rows])
         return
-    t = Table("id", "job", "att", "kind", "category", "conf", "ranks", "hosts", "detected", "status")
-    for i in rows:
-        t.add_row(str(i.id), i.job_name, str(i.attempt), i.kind + (" (planned)" if i.planned else ""), i.category,
-                  f"{i.confidence:.2f}", ",".join(map(str, i.ranks)) or "-", ",".join(i.hosts) or "-",
-                  fmt_time(as_utc(i.detected_at)), i.status)
-    console.print(t)
+    print_table(console, [INCIDENT_WIDE] if wide else INCIDENT_LAYOUTS, rows, wide=wide)
 
 
 def _guard(fn: Any) -> Any:
@@ -117,18 +125,34 @@ def show(incident: IdArg, db: DbOpt = None, state_dir_opt: StateDirOpt = None, j
     if json_out:
         print_json(d)
         return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
     for k in ("id", "job", "attempt", "kind", "planned", "category", "component", "confidence", "explanation",
               "ranks", "hosts", "gpus", "status", "fault_at", "detected_at", "stopped_at", "resumed_at",
               "step_at_fault", "resume_step", "steps_lost", "acknowledged_by", "resolved_by"):
-        console.print(f"[bold]{k:>16}[/bold]  {d[k]}", highlight=False)
+        grid.add_row(k, Text(_show_value(k, d[k])))
     for n in d["notes"]:
-        console.print(f"{'note':>16}  {n.get('at')} {n.get('by')}: {n.get('text')}", highlight=False)
+        grid.add_row("note", Text(f"{n.get('at')} {n.get('by')}: {n.get('text')}"))
     for h in d["classification_history"]:
-        console.print(f"{'reclassified':>16}  {h.get('at')} {h.get('by')}: {h.get('from')} -> {h.get('to')}",
-                      highlight=False)
+        grid.add_row("reclassified", Text(f"{h.get('at')} {h.get('by')}: {h.get('from')} -> {h.get('to')}"))
+    console.print(grid)
     if d["evidence_text"]:
         console.print("[bold]evidence[/bold]")
         console.print(d["evidence_text"][-3000:], highlight=False, markup=False)
+
+
+def _show_value(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key == "ranks":
+        return rank_ranges(v)
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) or "-"
+    if isinstance(v, datetime):
+        ago = fmt_when(v)
+        return fmt_time(v) + (f" ({ago})" if ago.endswith("ago") else "")
+    return str(v)
 
 
 def _now() -> str:
@@ -154,14 +178,16 @@ def _advance(incident: int, by: str | None, note: str | None, db: str | None, sd
 def ack(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
         state_dir_opt: StateDirOpt = None) -> None:
     """Acknowledge an incident."""
-    console.print(f"incident {incident} acknowledged by {_advance(incident, by, note, db, state_dir_opt, 'ack')}")
+    who = _advance(incident, by, note, db, state_dir_opt, "ack")
+    console.print(f"incident {incident} acknowledged by {who}", markup=False)
 
 
 @incidents_app.command()
 def resolve(incident: IdArg, by: ByOpt = None, note: NoteOpt = None, db: DbOpt = None,
             state_dir_opt: StateDirOpt = None) -> None:
     """Resolve an incident."""
-    console.print(f"incident {incident} resolved by {_advance(incident, by, note, db, state_dir_opt, 'resolve')}")
+    who = _advance(incident, by, note, db, state_dir_opt, "resolve")
+    console.print(f"incident {incident} resolved by {who}", markup=False)
 
 
 @incidents_app.command()
@@ -180,13 +206,14 @@ def reclassify(incident: IdArg, category: Annotated[str, typer.Argument(help="Ne
         "note": note}]
     _guard(lambda: cat.update_interruption(incident, category=category, component=component, confidence=1.0,
                                            classification_history=history))
-    console.print(f"incident {incident} reclassified {i.category} -> {category}")
+    console.print(f"incident {incident} reclassified {i.category} -> {category}", markup=False)
 
 
 @incidents_app.command("classify")
 def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence files (log excerpts)")],
-                   json_out: JsonOpt = False) -> None:
+                   json_out: JsonOpt = False, wide: WideOpt = False) -> None:
     """Classify evidence files offline (no catalog, no cluster)."""
+    no_conflict(json_out, wide)
     out = []
     for f in files:
         try:
@@ -197,30 +224,32 @@ def classify_files(files: Annotated[list[Path], typer.Argument(help="Evidence fi
     if json_out:
         print_json(out)
         return
-    t = Table("file", "category", "component", "conf", "why")
-    for r in out:
-        t.add_row(r["file"], r["category"], r["component"], f"{r['confidence']:.2f}", r["explanation"][:100])
-    console.print(t)
+    cols = [Col("file", lambda r: r["file"]), Col("category", lambda r: r["category"]),
+            Col("component", lambda r: r["component"]), Col("conf", lambda r: f"{r['confidence']:.2f}", right=True),
+            Col("why", lambda r: " ".join(r["explanation"].split()), wrap=True)]
+    compact = [cols[0], Col("category\ncomponent", lambda r: f"{r['category']}\n{r['component']}"), cols[3],
+               cols[4]]
+    why = Col("why", cols[4].cell, spill=True)
+    layouts = [cols, compact, [*compact[:3], why], [*compact[1:3], Col("file", cols[0].cell, spill=True), why]]
+    print_table(console, [cols] if wide else layouts, out, wide=wide)
 
 
 # ---- hosts ------------------------------------------------------------------------------
 @hosts_app.command("list")
-def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def hosts_list(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+               wide: WideOpt = False) -> None:
     """Every host the catalog knows, its state and its hardware interruptions."""
+    no_conflict(json_out, wide)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
     hosts = _guard(cat.hosts)
-    lemons = lemon_hosts(cat)
+    lemons = _guard(lambda: lemon_hosts(cat))
     rows = [{"host": h.name, "state": h.state, "reason": h.reason, "node_id": h.node_id, "address": h.address,
              "hardware_interruptions": lemons.counts.get(h.name, 0), "lemon": h.name in lemons.lemons,
              "updated_at": as_utc(h.updated_at)} for h in hosts]
     if json_out:
         print_json(rows)
         return
-    t = Table("host", "state", "hw faults", "lemon", "reason")
-    for r in rows:
-        t.add_row(r["host"], r["state"], str(r["hardware_interruptions"]), "yes" if r["lemon"] else "",
-                  (r["reason"] or "")[:80])
-    console.print(t)
+    print_table(console, [HOST_WIDE] if wide else HOST_LAYOUTS, rows, wide=wide)
 
 
 def _set_host(host: str, state: str, reason: str | None, by: str | None, db: str | None, sd: Any) -> Catalog:
@@ -235,7 +264,7 @@ def cordon(host: Annotated[str, typer.Argument(help="Host name")],
            db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
     """Keep a host out of every placement until it is uncordoned."""
     _set_host(host, "cordoned", reason or "cordoned by the operator", by, db, state_dir_opt)
-    console.print(f"host {host} cordoned")
+    console.print(f"host {host} cordoned", markup=False)
 
 
 @hosts_app.command()
@@ -244,4 +273,4 @@ def uncordon(host: Annotated[str, typer.Argument(help="Host name")],
              db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
     """Return a host to service (recorded as repaired)."""
     _set_host(host, "repaired", reason or "returned to service by the operator", by, db, state_dir_opt)
-    console.print(f"host {host} uncordoned")
+    console.print(f"host {host} uncordoned", markup=False)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Job
@@ -21,12 +21,15 @@ from orchestrator.cli.common import (
     DbOpt,
     JsonOpt,
     StateDirOpt,
+    WideOpt,
     console,
     fail,
-    fmt_time,
+    no_conflict,
     open_catalog,
     print_json,
 )
+from orchestrator.cli.layouts import JOB_LAYOUTS, JOB_WIDE, RANK_LAYOUTS, RANK_WIDE
+from orchestrator.cli.tables import print_table
 from orchestrator.cluster import connect, disconnect, join, resolve_address
 from orchestrator.paths import db_url, run_dir, state_dir
 from orchestrator.spec import JobFileError, JobSpec, load_job_file
@@ -155,7 +158,7 @@ def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
             ray.get(ctrl.stop.remote("interrupted by the operator (Ctrl-C)"), timeout=30)
             ray.get(ctrl.wait.remote(120), timeout=150)
         except Exception as e:  # the cluster may already be going down
-            console.print(f"could not stop cleanly: {e}")
+            console.print(f"could not stop cleanly: {e}", markup=False)
         return 130
     return _report_end(catalog.require_job(spec.name), json_out)
 
@@ -164,10 +167,11 @@ def _report_end(job: Job, json_out: bool) -> int:
     if json_out:
         print_json(job_summary(job))
     elif job.state == "succeeded":
+        loss = "-" if job.last_loss is None else f"{job.last_loss:.4f}"
         console.print(f"job {job.name} succeeded: step {job.last_step}/{job.steps_total}, "
-                      f"{job.current_attempt} attempt(s), final loss {job.last_loss:.4f}")
+                      f"{job.current_attempt} attempt(s), final loss {loss}")
     else:
-        console.print(f"[red]job {job.name} {job.state}:[/red] {job.reason}")
+        console.print(f"[red]job {job.name} {job.state}:[/red] {escape(str(job.reason))}")
     return 0 if job.state == "succeeded" else EXIT_FAILED
 
 
@@ -202,11 +206,13 @@ def status(
     db: DbOpt = None,
     state_dir_opt: StateDirOpt = None,
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """State, step, attempt and ranks of a job (or of every job)."""
+    no_conflict(json_out, wide)
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
     if job is None:
-        jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out)
+        jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out, wide=wide)
         return
     row = _get_job(catalog, job)
     summary = job_summary(row, with_ranks=True)
@@ -217,14 +223,10 @@ def status(
     console.print(f"[bold]{row.name}[/bold]  {row.state}  step {row.last_step}/{row.steps_total}  "
                   f"loss {loss}  attempt {row.current_attempt}  ranks {row.world_size}")
     if row.reason:
-        console.print(f"reason: {row.reason}")
+        console.print(f"reason: {row.reason}", markup=False)
     if summary["spares"]:
-        console.print(f"spare hosts held: {', '.join(summary['spares'])}")
-    t = Table("rank", "host", "pid", "state", "step", "exit")
-    for r in summary["ranks"]:
-        t.add_row(str(r["rank"]), r["host"] or "-", str(r["pid"] or "-"), r["state"], str(r["step"]),
-                  r["signal"] or ("-" if r["exit_code"] is None else str(r["exit_code"])))
-    console.print(t)
+        console.print(f"spare hosts held: {', '.join(summary['spares'])}", markup=False)
+    print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)
 
 
 def _get_job(catalog: Catalog, name: str) -> Job:
@@ -237,19 +239,16 @@ def _get_job(catalog: Catalog, name: str) -> Job:
     return row
 
 
-def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def jobs(db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+         wide: WideOpt = False) -> None:
     """Every job in the catalog, newest first."""
+    no_conflict(json_out, wide)
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
     rows = catalog.list_jobs()
     if json_out:
         print_json([job_summary(j) for j in rows])
         return
-    t = Table("job", "state", "step", "loss", "attempt", "ranks", "submitted")
-    for j in rows:
-        t.add_row(j.name, j.state, f"{j.last_step}/{j.steps_total}",
-                  "-" if j.last_loss is None else f"{j.last_loss:.4f}", str(j.current_attempt),
-                  str(j.world_size), fmt_time(as_utc(j.submitted_at)))
-    console.print(t)
+    print_table(console, [JOB_WIDE] if wide else JOB_LAYOUTS, rows, wide=wide)
 
 
 def stop(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import chaos, incidents, jobs, report
+from orchestrator.cli import chaos, incidents, jobs, report, validate
+from orchestrator.cli.errors import OneLineErrors
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Run and keep alive 4D-parallel training jobs on Ray.")
+app = typer.Typer(cls=OneLineErrors, name="orchestrator", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, help="Run and keep alive 4D-parallel training jobs on Ray.")
 app.command()(jobs.submit)
+app.command()(validate.validate)
 app.command()(jobs.status)
 app.command("jobs")(jobs.jobs)
 app.command()(jobs.stop)

@@ -5,21 +5,34 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.models import Interruption, Job
 from orchestrator.catalog.repository import Catalog
-from orchestrator.cli.common import EXIT_USAGE, DbOpt, JsonOpt, StateDirOpt, console, fail, open_catalog, print_json
+from orchestrator.cli.common import (
+    EXIT_USAGE,
+    DbOpt,
+    JsonOpt,
+    StateDirOpt,
+    WideOpt,
+    console,
+    fail,
+    no_conflict,
+    open_catalog,
+    print_json,
+)
+from orchestrator.cli.tables import Col, print_table
 from orchestrator.goodput import (
     InterruptionView,
     ettr_series,
     goodput,
+    merge_table5,
     read_metrics,
     table5,
     ts,
@@ -47,49 +60,67 @@ def job_report(cat: Catalog, job: Job) -> dict[str, Any]:
 def report(
     job: Annotated[str | None, typer.Argument(help="Job name (default: every job)")] = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with plots")] = None,
-    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False,
+    db: DbOpt = None, state_dir_opt: StateDirOpt = None, json_out: JsonOpt = False, wide: WideOpt = False,
 ) -> None:
     """ETTR and where the rest of the time went, per job and over all jobs."""
+    no_conflict(json_out, wide)
+    if html_path is not None:
+        _check_html_path(html_path)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
     jobs = cat.list_jobs() if job is None else [cat.get_job(job)]
     if jobs == [None]:
         fail(f"no job named {job!r} in the catalog", EXIT_USAGE)
     reports = [job_report(cat, j) for j in jobs if j is not None]
-    views = [v for r in reports for v in r["_views"]]
     wall = sum(r["wall_seconds"] for r in reports)
     productive = sum(r["productive_seconds"] for r in reports)
     overall = {"jobs": len(reports), "wall_seconds": wall, "productive_seconds": productive,
                "ettr": productive / wall if wall else None,
-               "table5": table5(views, [], wall)}
+               "table5": merge_table5([r["table5"] for r in reports], wall)}
     public = {"overall": overall, "per_job": [{k: v for k, v in r.items() if not k.startswith("_")}
                                               for r in reports]}
     if html_path is not None:
-        html_path.write_text(render_html(public, reports))
+        try:
+            html_path.write_text(render_html(public, reports))
+        except OSError as e:
+            fail(f"--html {html_path}: cannot write: {e.strerror or e}", EXIT_USAGE)
     if json_out:
         print_json(public)
         return
-    _print(public)
+    _print(public, wide)
     if html_path is not None:
-        console.print(f"wrote {html_path}")
+        console.print(f"wrote {html_path}", markup=False)
 
 
-def _print(public: dict[str, Any]) -> None:
+def _check_html_path(path: Path) -> None:
+    """Refuse an --html path that cannot be written before any work is done."""
+    if path.is_dir():
+        fail(f"--html {path}: is a folder; give a file name", EXIT_USAGE)
+    folder = path.parent
+    if not folder.is_dir():
+        fail(f"--html {path}: no folder {folder}", EXIT_USAGE)
+    if not os.access(folder, os.W_OK):
+        fail(f"--html {path}: folder {folder} is not writable", EXIT_USAGE)
+
+
+def _print(public: dict[str, Any], wide: bool) -> None:
     for r in public["per_job"]:
         ettr = "-" if r["ettr"] is None else f"{r['ettr']:.1%}"
         console.print(f"[bold]{r['job']}[/bold] ({r['state']}): ETTR {ettr} over {r['wall_seconds']:.0f} s, "
                       f"{r['steps_completed']} steps kept, {r['steps_redone']} redone")
-        t = Table("cause", "seconds", "share of wall")
-        for cause, s in r["time_lost_seconds"].items():
-            t.add_row(cause, f"{s:.1f}", f"{s / r['wall_seconds']:.1%}" if r["wall_seconds"] else "-")
-        console.print(t)
+        wall = r["wall_seconds"]
+        causes = [(c, s, f"{s / wall:.1%}" if wall else "-") for c, s in r["time_lost_seconds"].items()]
+        print_table(console, [[Col("cause", lambda x: x[0]), Col("seconds", lambda x: f"{x[1]:.1f}", right=True),
+                               Col("share of wall", lambda x: x[2], right=True)]], causes, wide=wide)
     t5 = public["overall"]["table5"]
-    t = Table("category", "component", "count", "share", "time lost (s)",
-              title=f"Unexpected interruptions: {t5['unexpected_interruptions']} "
-                    f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']})")
-    for row in t5["categories"]:
-        t.add_row(row["category"], row["component"], str(row["count"]), f"{row['share']:.1%}",
-                  f"{row['time_lost_seconds']:.1f}")
-    console.print(t)
+    console.print(f"[bold]Unexpected interruptions: {t5['unexpected_interruptions']}[/bold] "
+                  f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']})")
+    tail = [Col("count", lambda x: str(x["count"]), right=True),
+            Col("share", lambda x: f"{x['share']:.1%}", right=True),
+            Col("time lost (s)", lambda x: f"{x['time_lost_seconds']:.1f}", right=True)]
+    print_table(console, [
+        [Col("category", lambda x: x["category"]), Col("component", lambda x: x["component"]), *tail],
+        [Col("category / component", lambda x: f"{x['category']}\n  {x['component']}"), *tail],
+    ], t5["categories"], wide=wide)
     if t5["mtbf_seconds"]:
         console.print(f"MTBF {t5['mtbf_seconds'] / 3600:.2f} h")
 

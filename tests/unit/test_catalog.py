@@ -125,3 +125,23 @@ def test_sqlite_reader_while_writer_runs(tmp_path: Path) -> None:
     assert p.exitcode == 0
     assert cat.require_job("j1").last_step == 299
     assert reads > 0
+
+
+def test_updates_refuse_unknown_fields(tmp_path: Path) -> None:
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    _job(cat)
+    aid = cat.start_attempt("j1", 1, 0, {})
+    iid = cat.record_interruption(job_name="j1", attempt=1, category="unknown", component="unknown", kind="crash")
+    calls = {
+        "Job": lambda: cat.update_job("j1", last_stpe=3),
+        "Attempt": lambda: cat.update_attempt(aid, end_stpe=3),
+        "RankRecord": lambda: cat.upsert_rank(aid, 0, state="running", exitcode=1),
+        "Interruption": lambda: cat.update_interruption(iid, stauts="resolved"),
+    }
+    for model, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{model} has no field '(last_stpe|end_stpe|exitcode|stauts)'"):
+            call()
+    job = cat.require_job("j1")
+    assert job.last_step == 0 and job.attempts[0].ranks == [], "a refused update wrote something"
+    cat.update_job("j1", last_step=3)
+    assert cat.require_job("j1").last_step == 3

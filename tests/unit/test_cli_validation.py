@@ -80,3 +80,13 @@ def test_unreachable_database(tmp_path: Path, cli_env: dict[str, str]) -> None:
     assert r.returncode == 1
     assert "cannot reach database" in r.stderr and "p@" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_validate_checks_without_starting_or_writing(tmp_path: Path, cli_env: dict[str, str],
+                                                     state_dir: Path) -> None:
+    good = write_job(tmp_path / "ok.yaml", small_job(dp=2, tp=2))
+    r = subprocess.run([sys.executable, "-c", PROBE, "validate", str(good)], capture_output=True, text=True,
+                       env=cli_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines() == [f"{good}: valid: job tiny, 4 ranks (dp 2 x tp 2 x pp 1 x cp 1), 12 steps"]
+    assert not state_dir.exists(), "validate created the state folder"
