@@ -28,10 +28,7 @@ def _q(expr: str, legend: str = "", *, instant: bool = False, table_format: bool
     q = prom.Dataquery().expr(expr).ref_id(ref).datasource(DS)
     if legend:
         q = q.legend_format(legend)
-    if instant:
-        q = q.instant()
-    else:
-        q = q.range()
+    q = q.instant() if instant else q.range()
     if table_format:
         q = q.format(PromQueryFormat.TABLE)
     return q
