@@ -30,7 +30,7 @@ from prometheus_client import Counter as PCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from health.observations import Finding
+from health.observations import Finding, FindingKind
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.controller.callbacks import ControllerCallback, InterruptionRecord, RankEnd, RankPlacement
@@ -48,6 +48,8 @@ DETECTION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 RESTART_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 JOB_STATES = tuple(s.value for s in ControllerState)
+FINDING_KINDS = tuple(k.value for k in FindingKind)
+"""Always exported (0 until seen), so an alert on increase() sees the first one."""
 
 
 @dataclass
@@ -100,6 +102,8 @@ class MetricsExporter(ControllerCallback):
                                     ["job", "phase"], buckets=CHECKPOINT_BUCKETS, registry=reg)
         self.host_actions = PCounter("orchestrator_host_actions", "Host state changes this job's controller made.",
                                      ["job", "state"], registry=reg)
+        for s in HOST_STATES[1:]:  # present from the start, so increase() sees the first one
+            self.host_actions.labels(job, s)
         reg.register(_CatalogCollector(self))
         self._lock = threading.Lock()
         self._snap = _Snapshot()
@@ -259,7 +263,9 @@ class _CatalogCollector:
         yield ints
         det = CounterMetricFamily("orchestrator_detections", "Catalog records by what was observed "
                                   "(crash, hang, node_lost, straggler, operator_stop, ...).", labels=["job", "kind"])
-        for kind, n in sorted(snap.detections.items()):
+        kinds = dict.fromkeys(FINDING_KINDS, 0)
+        kinds.update(snap.detections)
+        for kind, n in sorted(kinds.items()):
             det.add_metric([job, kind], n)
         yield det
         hosts = GaugeMetricFamily("orchestrator_hosts", "Hosts known to the catalog, by state.",
