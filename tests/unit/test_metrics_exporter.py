@@ -134,3 +134,16 @@ def test_rank_summary_keeps_the_slowest_ranks_and_one_series_per_host() -> None:
     assert s.top == [(17, "h2", 3.0), (40, "h5", 2.0)]
     assert len(s.host_max) == 8 and s.host_max["h2"] == 3.0 and s.host_max["h0"] == 1.0
     assert s.quantiles[0.5] == 1.0 and s.quantiles[1.0] == 3.0
+
+
+def test_metrics_section_of_the_job_file(tmp_path: Path) -> None:
+    from orchestrator.spec import JobFileError, load_job_file
+    from tests.conftest import write_job
+
+    ok = load_job_file(write_job(tmp_path / "ok.yaml", small_job(metrics={"host": "0.0.0.0", "port": 9464})))
+    assert (ok.metrics.host, ok.metrics.port, ok.metrics.top_ranks) == ("0.0.0.0", 9464, 16)
+    assert load_job_file(write_job(tmp_path / "d.yaml", small_job())).metrics.host == "127.0.0.1"
+    for bad, field in (({"port": 70000}, "metrics.port"), ({"ettr_target": 1.5}, "metrics.ettr_target"),
+                       ({"scrape": 1}, "metrics.scrape")):
+        with pytest.raises(JobFileError, match=field.replace(".", r"\.")):
+            load_job_file(write_job(tmp_path / "bad.yaml", small_job(metrics=bad)))
