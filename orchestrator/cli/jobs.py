@@ -225,6 +225,8 @@ def status(
         console.print(f"reason: {row.reason}")
     if summary["spares"]:
         console.print(f"spare hosts held: {', '.join(summary['spares'])}")
+    if summary["metrics_url"]:
+        console.print(f"metrics: {summary['metrics_url']}")
     t = Table("rank", "host", "pid", "state", "step", "exit")
     for r in summary["ranks"]:
         t.add_row(str(r["rank"]), r["host"] or "-", str(r["pid"] or "-"), r["state"], str(r["step"]),

@@ -34,7 +34,7 @@ from trainer.local_run import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing")]
 NAME = "prom-e2e"
-STEPS = 100
+STEPS = 60
 EVENT_ONLY = {"orchestrator_straggler_score"}
 """Series that exist only once their event happened: no straggler is injected here."""
 
