@@ -145,6 +145,18 @@ class ResourcesSpec(_Section):
     """The interface ranks communicate over (gloo and NCCL); default: the one holding the Ray node's address."""
 
 
+class MetricsSpec(_Section):
+    """The controller's Prometheus exporter: where /metrics is served and what the dashboard compares to."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default; 0.0.0.0 to let a Prometheus on another machine scrape it."""
+    port: int = Field(0, ge=0, le=65535)
+    """0 picks any free port (the URL is recorded in the catalog, see `status JOB --json`)."""
+    ettr_target: float = Field(0.9, gt=0, le=1)
+    top_ranks: int = Field(16, ge=0)
+    """Per-rank series are kept only for this many slowest ranks; every host gets an aggregate."""
+
+
 class JobSpec(_Section):
     name: str
     model: ModelSpec = ModelSpec()
@@ -154,6 +166,7 @@ class JobSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     reliability: ReliabilitySpec = ReliabilitySpec()
     resources: ResourcesSpec = ResourcesSpec()
+    metrics: MetricsSpec = MetricsSpec()
 
     @field_validator("name")
     @classmethod

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from trainer.local_run import free_port
 
@@ -72,3 +73,52 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"port {port} did not open")
+
+
+@contextmanager
+def prometheus_server(targets: list[str], rule_files: list[str] | None = None) -> Iterator[str]:
+    """Debian's Prometheus on a free loopback port, scraping `targets` every second; yields its base URL.
+
+    The scrape job is named `orchestrator` with `honor_labels: true`, as the README tells users to configure it.
+    """
+    import urllib.request
+
+    import yaml
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus not found (apt-get install prometheus)")
+    root = tempfile.mkdtemp(prefix="orch-prom-")
+    port = free_port()
+    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+              "rule_files": list(rule_files or []),
+              "scrape_configs": [{"job_name": "orchestrator", "honor_labels": True,
+                                  "static_configs": [{"targets": targets}]}]}
+    cfg = os.path.join(root, "prometheus.yml")
+    with open(cfg, "w") as f:
+        yaml.safe_dump(config, f)
+    log = open(os.path.join(root, "log"), "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={root}/data",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("prometheus did not start: " + Path(root, "log").read_text()[-2000:])
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

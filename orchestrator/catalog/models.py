@@ -43,6 +43,8 @@ class Job(Base):
     ray_address: Mapped[str | None] = mapped_column(Text)
     ray_embedded: Mapped[bool] = mapped_column(Boolean, default=False)
     """The job ran on the embedded cluster its `submit` started (token auth, local token file)."""
+    metrics_url: Mapped[str | None] = mapped_column(Text)
+    """Where the job's controller serves /metrics (null until its exporter is up)."""
 
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                    order_by="Attempt.number")

@@ -61,6 +61,9 @@ def submit(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow the job until it ends")] = True,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Discard the job's earlier checkpoints, metrics and history")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Port of the job's /metrics (overrides metrics.port of the job file; 0: any free port)")] = None,
     state_dir_opt: StateDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -69,6 +72,8 @@ def submit(
         spec = load_job_file(job_file)
     except JobFileError as e:
         fail(str(e), EXIT_USAGE)
+    if metrics_port is not None:
+        spec = spec.model_copy(update={"metrics": spec.metrics.model_copy(update={"port": metrics_port})})
     addr = resolve_address(address)
     if addr is None and not follow:
         fail("--no-follow needs a Ray cluster that outlives this command (--address or RAY_ADDRESS); "
@@ -184,6 +189,7 @@ def job_summary(job: Job, *, with_ranks: bool = False) -> dict[str, Any]:
         "controller_alive": job.state not in TERMINAL_JOB_STATES and _controller_alive(job),
         "run_dir": job.run_dir,
     }
+    out["metrics_url"] = job.metrics_url if out["controller_alive"] else None
     if with_ranks:
         out["attempts"] = [
             {"attempt": a.number, "state": a.state, "start_step": a.start_step, "end_step": a.end_step,
@@ -226,6 +232,8 @@ def status(
         console.print(f"reason: {row.reason}", markup=False)
     if summary["spares"]:
         console.print(f"spare hosts held: {', '.join(summary['spares'])}", markup=False)
+    if summary["metrics_url"]:
+        console.print(f"metrics: {summary['metrics_url']}", markup=False)
     print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)
 
 

@@ -27,6 +27,7 @@ from orchestrator.cli.common import (
     open_catalog,
     print_json,
 )
+from orchestrator.cli.report_panels import panel_data, render_panels
 from orchestrator.cli.tables import Col, print_table
 from orchestrator.goodput import (
     InterruptionView,
@@ -54,7 +55,8 @@ def job_report(cat: Catalog, job: Job) -> dict[str, Any]:
     g = goodput(started, ended, rows, views)
     return {"job": job.name, "state": job.state, "started_at": started, "ended_at": ended, **g,
             "table5": table5(views, rows, g["wall_seconds"]),
-            "_series": ettr_series(started, rows), "_views": views}
+            "_series": ettr_series(started, rows), "_views": views, "_rows": rows,
+            "_target": (job.spec.get("metrics") or {}).get("ettr_target"), "_panels": panel_data(cat, job.name)}
 
 
 def report(
@@ -142,6 +144,8 @@ def _plots(r: dict[str, Any]) -> tuple[str, str]:
     series = r["_series"]
     if series:
         ax.plot([(t - start) / 60 for t, _ in series], [e * 100 for _, e in series], color="#2a6")
+    if r.get("_target"):
+        ax.axhline(r["_target"] * 100, color="#c33", ls="--", lw=1, label="target")
     ax.set_xlabel("minutes since start")
     ax.set_ylabel("ETTR %")
     ax.set_ylim(0, 100)
@@ -190,6 +194,8 @@ def render_html(public: dict[str, Any], reports: list[dict[str, Any]]) -> str:
         parts.append("</table>")
         parts.append(f"<p><img alt='ETTR over time' src='data:image/png;base64,{ettr_png}'></p>")
         parts.append(f"<p><img alt='interruption timeline' src='data:image/png;base64,{timeline_png}'></p>")
+        parts += [f"<img alt='{alt}' src='data:image/png;base64,{png}'>"
+                  for alt, png in render_panels(r, r["_rows"], r["_panels"])]
     t5 = o["table5"]
     parts.append("<h2>Root causes (Table 5 view)</h2><table><tr><th>category</th><th>component</th>"
                  "<th>count</th><th>share</th><th>time lost (s)</th></tr>")

@@ -75,12 +75,28 @@ class JobController:
                                       gpus_per_rank=r.gpus_per_rank, placement=r.placement,
                                       warm_standby=rel.warm_standby, network_interface=r.network_interface)
         ckpt = checkpoint_dir_for(self.spec, rdir)
+        others = self._start_metrics(clock, rdir)
         self.controller = Controller(
             self.spec, self.catalog, rdir, ckpt, workers=self.workers,
             spares=RaySparePool(self.spec.name, rel.spares, cpus_per_rank=r.cpus_per_rank,
                                 gpus_per_rank=r.gpus_per_rank),
-            checkpoints=FolderCheckpoints(ckpt), clock=clock, callbacks=CallbackList([self.writer]))
+            checkpoints=FolderCheckpoints(ckpt), clock=clock, callbacks=CallbackList([self.writer], others=others))
         threading.Thread(target=self._main, name="controller", daemon=True).start()
+
+    def _start_metrics(self, clock: WallClock, rdir: Path) -> list[Any]:
+        """The Prometheus exporter, its URL in the catalog; a job runs on without it if it cannot serve."""
+        try:
+            import ray
+
+            from orchestrator.metrics.exporter import start_exporter
+
+            exporter, url = start_exporter(self.spec, self.catalog, rdir, clock, ray.util.get_node_ip_address())
+        except Exception as e:
+            logger.warning("job %s: no metrics exporter: %s: %s", self.spec.name, type(e).__name__, e)
+            return []
+        self.catalog.update_job(self.spec.name, metrics_url=url)
+        logger.info("job %s: metrics at %s", self.spec.name, url)
+        return [exporter]
 
     # ---- actor methods -------------------------------------------------------------------
     def ping(self) -> str:

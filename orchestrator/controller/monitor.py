@@ -45,6 +45,8 @@ class Progress:
     rank_steps: dict[int, int]
     first_step: bool
     """The attempt's first completed step: the interruption before it is over."""
+    rank_step_seconds: dict[int, float] = field(default_factory=dict)
+    """Each rank's newest step time (for per-rank and per-host step-time metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,8 @@ def _progress(state: MonitorState, obs: list[RankObservation], now: float) -> Pr
     o0 = obs[0]
     return Progress(step=step, loss=None if o0.loss is None else float(o0.loss),
                     tokens_per_second=None if o0.tokens_per_second is None else float(o0.tokens_per_second),
-                    rank_steps={o.rank: o.step for o in obs}, first_step=first)
+                    rank_steps={o.rank: o.step for o in obs}, first_step=first,
+                    rank_step_seconds={o.rank: o.step_seconds for o in obs if o.step_seconds is not None})
 
 
 def _checkpoint(state: MonitorState, obs: list[RankObservation]) -> dict[str, Any] | None:

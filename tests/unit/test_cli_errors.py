@@ -77,6 +77,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("chaos slow delay not a number", ["chaos", "slow", RUNNING, "--rank", "0", "--delay-s", "5m"], 2, "--delay-s"),
     ("chaos missing state dir", ["chaos", "kill", RUNNING, "-r", "0", "--state-dir", "{root}/absent"], 2,
      "no catalog"),
+    # dashboard
+    ("dashboard export into a file's folder", ["dashboard", "export", "--output", "{file}/d.json"], 2, "--output"),
+    ("dashboard push bad url", ["dashboard", "push", "--url", "grafana:3000", "--token-env", "PATH"], 2, "--url"),
+    ("dashboard push no token", ["dashboard", "push", "--url", "http://127.0.0.1:1",
+                                 "--token-env", "NO_SUCH_TOKEN_VARIABLE"], 2, "token"),
     # incidents
     ("incidents list unknown job", ["incidents", "list", "--job", "nope"], 2, "nope"),
     ("incidents list bad duration", ["incidents", "list", "--since", "5x"], 2, "--since"),

@@ -1,0 +1,1 @@
+"""Prometheus metrics of a job: the exporter (a controller callback) and what it reads."""
