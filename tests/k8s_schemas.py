@@ -27,17 +27,24 @@ class SchemaError(Exception):
     pass
 
 
+def _folder(version: str) -> str:
+    return f"kubernetes-json-schema/v{version}-local-strict"
+
+
+@functools.cache
+def _definitions(version: str) -> Registry:
+    """Every kind's schema refers into one 1.8 MB file: read it once per version."""
+    return Resource.from_contents(schema_contents(f"{_folder(version)}/_definitions.json", version)) @ Registry()
+
+
 @functools.cache
 def _builtin(kind: str, api_version: str, version: str) -> jsonschema.Validator | None:
     group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    folder = f"kubernetes-json-schema/v{version}-local-strict"
     try:
-        schema = schema_contents(f"{folder}/{kind.lower()}-{group}.json", version)
+        schema = schema_contents(f"{_folder(version)}/{kind.lower()}-{group}.json", version)
     except FileNotFoundError:
         return None
-    registry = Resource.from_contents(schema) @ Registry()
-    registry = Resource.from_contents(schema_contents(f"{folder}/_definitions.json", version)) @ registry
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return jsonschema.Draft202012Validator(schema, registry=Resource.from_contents(schema) @ _definitions(version))
 
 
 def strict(schema: Any) -> Any:

@@ -35,6 +35,7 @@ PENDING_EVENT_ANNOTATION = f"{DOMAIN}/pending-event"
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "orchestrator"
 CONFLICT_RETRIES = 4
+REQUEST_TIMEOUT_S = 10.0
 MESSAGE_LIMIT = 1000
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -133,8 +134,11 @@ def event_spec(host: str, action: str, reason: str, message: str, node_rv: str) 
 class NodeRemediator:
     """Node operations over a kubernetes `CoreV1Api` (the real client; tests point it at a loopback server)."""
 
-    def __init__(self, api: Any, namespace: str, *, instance: str | None = None) -> None:
+    def __init__(self, api: Any, namespace: str, *, instance: str | None = None,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.api = api
+        self.timeout_s = timeout_s
+        """Per request: a request that times out may have been applied; the next call reads the node and sees."""
         self.namespace = namespace
         """Where Events are posted (the release's namespace; `kubectl describe node` finds them there)."""
         self.instance = instance or socket.gethostname()
@@ -194,7 +198,8 @@ class NodeRemediator:
                 return Outcome(host, False, earlier)
             patch["metadata"]["resourceVersion"] = node["metadata"]["resourceVersion"]
             try:
-                node = self._serialize(self.api.patch_node(host, patch, _content_type=MERGE_PATCH))
+                node = self._serialize(self.api.patch_node(host, patch, _content_type=MERGE_PATCH,
+                                                            _request_timeout=self.timeout_s))
             except Exception as e:
                 if getattr(e, "status", None) != 409:
                     raise RemediationError(_api_line(step, host, e)) from e
@@ -213,7 +218,7 @@ class NodeRemediator:
         self._post_event(host, node, ev)
         try:
             self.api.patch_node(host, {"metadata": {"annotations": {PENDING_EVENT_ANNOTATION: None}}},
-                                _content_type=MERGE_PATCH)
+                                _content_type=MERGE_PATCH, _request_timeout=self.timeout_s)
         except Exception as e:
             raise RemediationError(_api_line("clearing the posted event's record", host, e)
                                    + "; the node itself is done, a retry clears it") from e
@@ -231,7 +236,7 @@ class NodeRemediator:
             first_timestamp=now, last_timestamp=now, source=V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT, reporting_instance=self.instance[:128])
         try:
-            self.api.create_namespaced_event(self.namespace, body)
+            self.api.create_namespaced_event(self.namespace, body, _request_timeout=self.timeout_s)
         except Exception as e:
             if getattr(e, "status", None) == 409:  # posted by an earlier try
                 return
@@ -240,7 +245,7 @@ class NodeRemediator:
 
     def _read(self, host: str) -> dict[str, Any]:
         try:
-            return self._serialize(self.api.read_node(host))
+            return self._serialize(self.api.read_node(host, _request_timeout=self.timeout_s))
         except Exception as e:
             raise RemediationError(_api_line("reading the node", host, e)) from e
 

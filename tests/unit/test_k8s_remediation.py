@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -199,30 +200,33 @@ def record(*actions: HostAction) -> InterruptionRecord:
                               hosts=("gpu-a",), host_actions=actions)
 
 
-def test_callback_cordons_cordoned_hosts_only_and_retries_on_heartbeats(kube: FakeKubeServer) -> None:
-    cb = NodeRemediationCallback(remediator(kube.url), retry_interval_s=30)
+def test_callback_cordons_cordoned_hosts_only_and_keeps_failures_queued(kube: FakeKubeServer) -> None:
+    cb = NodeRemediationCallback(remediator(kube.url), background=False)
     kube.api.fail("PATCH", "/api/v1/nodes/gpu-a", 503)
     cb.interrupted(record(HostAction("gpu-a", "cordoned", "hardware: faulty_gpu"),
                           HostAction("gpu-b", "suspect", "peer of a hung rank")))
+    cb.flush()
     assert set(cb.pending) == {"gpu-a"} and CORDONED_LABEL not in kube.api.nodes["gpu-a"]["metadata"]["labels"]
-    assert CORDONED_LABEL not in kube.api.nodes["gpu-b"]["metadata"]["labels"]
-    cb.heartbeat(1000.0)  # the API answers again
-    assert not cb.pending
+    cb.flush()  # the API answers again
+    assert not cb.pending and cb.wait_idle(0)
     node = kube.api.nodes["gpu-a"]
     assert node["metadata"]["labels"][CATEGORY_LABEL] == "faulty_gpu" and node["spec"]["unschedulable"] is True
+    assert CORDONED_LABEL not in kube.api.nodes["gpu-b"]["metadata"]["labels"], "a suspect host is not cordoned"
     [ev] = kube.api.events.values()
     assert "job llama attempt 3 crash" in ev["message"] and "hardware: faulty_gpu" in ev["message"]
 
 
-def test_callback_waits_between_retries(kube: FakeKubeServer) -> None:
-    cb = NodeRemediationCallback(remediator(kube.url), retry_interval_s=30)
-    kube.api.fail("PATCH", "/api/v1/nodes/gpu-a", 503, times=2)
+def test_callback_never_makes_the_controller_wait(kube: FakeKubeServer) -> None:
+    """A slow and failing API server: the hook returns at once, the callback's thread retries until done."""
+    cb = NodeRemediationCallback(remediator(kube.url), retry_interval_s=0.05)
+    kube.api.before("GET", "/api/v1/nodes/gpu-a", lambda a: time.sleep(1.0))
+    kube.api.fail("PATCH", "/api/v1/nodes/gpu-a", 503)
+    t0 = time.monotonic()
     cb.interrupted(record(HostAction("gpu-a", "cordoned", "hardware")))
-    cb.heartbeat(100.0)  # fails again; next try not before 130
-    cb.heartbeat(110.0)
-    assert cb.pending and requests(kube.api, "PATCH") == 2
-    cb.heartbeat(131.0)
-    assert not cb.pending
+    assert time.monotonic() - t0 < 0.5
+    assert cb.wait_idle(30), cb.pending
+    assert kube.api.nodes["gpu-a"]["spec"]["unschedulable"] is True
+    assert requests(kube.api, "PATCH") >= 3, "the failed patch, the retried one and the clear of the event record"
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
@@ -274,3 +278,18 @@ def test_hosts_cordon_refused_by_the_api_is_one_line_and_a_rerun_finishes(cli_ca
     assert "unschedulable" not in kube.api.nodes["gpu-a"]["spec"]
     r = CliRunner().invoke(app, ["hosts", "cordon", "gpu-a", "--state-dir", str(cli_catalog)])
     assert r.exit_code == 0 and kube.api.nodes["gpu-a"]["spec"]["unschedulable"] is True
+
+
+def test_remediation_is_off_unless_turned_on(cli_catalog: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrator.k8s.callback import callbacks_from_env
+
+    [cb] = callbacks_from_env()  # the fixture turned it on, with a kubeconfig
+    assert isinstance(cb, NodeRemediationCallback) and cb.remediator.namespace == NS
+    monkeypatch.setenv("ORCHESTRATOR_K8S_REMEDIATION", "0")
+    assert callbacks_from_env() == []
+    monkeypatch.setenv("ORCHESTRATOR_K8S_REMEDIATION", "1")
+    monkeypatch.setenv("KUBECONFIG", str(cli_catalog / "absent-kubeconfig"))
+    assert callbacks_from_env() == []
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "no in-cluster service account and no usable kubeconfig" in line and "\n" not in line
