@@ -62,9 +62,13 @@ def label_value(text: str) -> str:
 
 
 def _api_line(step: str, host: str, e: Exception) -> str:
+    from urllib3.exceptions import HTTPError as TransportError  # the kubernetes client's transport
+
     status = getattr(e, "status", None)
-    if status is None:  # no answer at all: refused, timed out, DNS
+    if isinstance(e, TransportError):  # no answer at all: refused, timed out, DNS
         return f"kubernetes node {host}: {step} failed: API server unreachable ({type(e).__name__}: {_first_line(e)})"
+    if status is None:
+        return f"kubernetes node {host}: {step} failed: {type(e).__name__}: {_first_line(e)}"
     message = ""
     try:
         message = json.loads(getattr(e, "body", "") or "{}").get("message", "")
@@ -127,7 +131,7 @@ def uncordon_patch(node: dict[str, Any], *, event: dict[str, Any]) -> dict[str, 
 def event_spec(host: str, action: str, reason: str, message: str, node_rv: str) -> dict[str, Any]:
     """What the Event will say; its name is fixed by the node's state it was decided from, so a retry reuses it."""
     digest = hashlib.sha256(f"{host}\0{action}\0{node_rv}\0{message}".encode()).hexdigest()[:16]
-    return {"name": f"{host}.{COMPONENT}-{action}-{digest}", "reason": reason,
+    return {"name": f"{host[:200]}.{COMPONENT}-{action}-{digest}", "reason": reason,
             "type": "Warning" if action == "cordon" else "Normal", "message": message[:MESSAGE_LIMIT]}
 
 

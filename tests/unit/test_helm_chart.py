@@ -245,8 +245,10 @@ def test_chart_assets_are_the_committed_ones(chart_file: str, source: str) -> No
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"ray": {"gcsFaultTolerance": {"enabled": True}}}, "ray.gcsFaultTolerance.enabled needs"),
-    ({"ray": {"hostLabel": "label"}}, "ray.hostLabel must be env or rayStartParams"),
+    ({"ray": {"hostLabel": "label"}}, "/ray/hostLabel"),
     ({"job": {"file": ""}}, "job.file: the job file to run"),
+    ({"ray": {"worker": {"gpus": 8}}}, "additional properties 'worker' not allowed"),  # values.schema.json
+    ({"ray": {"workers": {"gpus": "eight"}}}, "/ray/workers/gpus"),
 ])
 def test_bad_values_fail_with_one_clear_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=message):
