@@ -5,6 +5,7 @@ Prometheus Operator CRD schemas, offline, for the default values and the GPU exa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,9 @@ def test_submitter_and_job_file(rendered: dict[str, list[dict[str, Any]]], case:
     assert "orchestrator submit /etc/orchestrator/job.yaml --address auto --no-follow" in script
     assert env_of(c)["RAY_DASHBOARD"] == f"http://train-orchestrator-head-svc.{NAMESPACE}.svc:8265"
     assert env_of(c)["RAY_AUTH_TOKEN"]["secretKeyRef"] == {"name": "train-orchestrator", "key": "auth_token"}
+    file = VALUES[case].get("job", {}).get("file") or yaml.safe_load((CHART / "values.yaml").read_text())["job"]["file"]
+    digest = hashlib.sha256(file.encode()).hexdigest()[:10]
+    assert env_of(c)["SUBMISSION_ID"] == f"{yaml.safe_load(file)['name']}-{digest}", "one submission per job file"
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "train-orchestrator-job")
     path = tmp_path / "job.yaml"
     path.write_text(cm["data"]["job.yaml"])
