@@ -21,7 +21,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 DOMAIN = "orchestrator.io"
@@ -37,7 +36,9 @@ COMPONENT = "orchestrator"
 CONFLICT_RETRIES = 4
 REQUEST_TIMEOUT_S = 10.0
 MESSAGE_LIMIT = 1000
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+EVENT_NAMESPACE = "default"
+"""The API server takes an Event about a cluster-scoped object (a Node) only in "default" (or no
+namespace), as the kubelet posts its node events; the chart's Role for events lives there."""
 
 PatchMaker = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -138,17 +139,14 @@ def event_spec(host: str, action: str, reason: str, message: str, node_rv: str) 
 class NodeRemediator:
     """Node operations over a kubernetes `CoreV1Api` (the real client; tests point it at a loopback server)."""
 
-    def __init__(self, api: Any, namespace: str, *, instance: str | None = None,
-                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(self, api: Any, *, instance: str | None = None, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.api = api
         self.timeout_s = timeout_s
         """Per request: a request that times out may have been applied; the next call reads the node and sees."""
-        self.namespace = namespace
-        """Where Events are posted (the release's namespace; `kubectl describe node` finds them there)."""
         self.instance = instance or socket.gethostname()
 
     @classmethod
-    def from_environment(cls, namespace: str | None = None) -> NodeRemediator:
+    def from_environment(cls) -> NodeRemediator:
         """In a pod: its service account; elsewhere: the kubeconfig. One line when neither works."""
         try:
             from kubernetes import client, config
@@ -164,9 +162,7 @@ class NodeRemediator:
             except Exception as e:
                 raise RemediationError(f"kubernetes remediation: no in-cluster service account and no usable "
                                        f"kubeconfig ({_first_line(e)})") from e
-        ns = namespace or os.environ.get("POD_NAMESPACE") or (
-            SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else "default")
-        return cls(client.CoreV1Api(), ns)
+        return cls(client.CoreV1Api())
 
     # ---- the two operations --------------------------------------------------------------------
     def cordon(self, host: str, *, category: str, reason: str, interruption: str = "") -> Outcome:
@@ -234,13 +230,13 @@ class NodeRemediator:
         now = datetime.now(UTC)
         meta = node.get("metadata") or {}
         body = CoreV1Event(
-            metadata=V1ObjectMeta(name=ev["name"], namespace=self.namespace),
+            metadata=V1ObjectMeta(name=ev["name"], namespace=EVENT_NAMESPACE),
             involved_object=V1ObjectReference(api_version="v1", kind="Node", name=host, uid=meta.get("uid")),
             reason=ev["reason"], message=ev["message"], type=ev["type"], count=1,
             first_timestamp=now, last_timestamp=now, source=V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT, reporting_instance=self.instance[:128])
         try:
-            self.api.create_namespaced_event(self.namespace, body, _request_timeout=self.timeout_s)
+            self.api.create_namespaced_event(EVENT_NAMESPACE, body, _request_timeout=self.timeout_s)
         except Exception as e:
             if getattr(e, "status", None) == 409:  # posted by an earlier try
                 return

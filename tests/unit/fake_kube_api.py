@@ -134,7 +134,17 @@ class FakeKubeApi:
         return 200, new
 
     def _event(self, namespace: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        name = (body.get("metadata") or {}).get("name", "")
+        meta = body.get("metadata") or {}
+        name = meta.get("name", "")
+        if meta.get("namespace", namespace) != namespace:
+            return 400, status(400, "BadRequest", "the namespace of the provided object does not match the "
+                               "namespace sent on the request")
+        # The API server's legacy event validation: an event about a cluster-scoped object (no
+        # involvedObject.namespace) is taken only in "default" or no namespace.
+        involved_ns = (body.get("involvedObject") or {}).get("namespace") or ""
+        if not body.get("eventTime") and involved_ns != namespace and (involved_ns or namespace != "default"):
+            return 422, status(422, "Invalid", f'involvedObject.namespace: Invalid value: "{involved_ns}": '
+                               "does not match event.namespace")
         if (namespace, name) in self.events:
             return 409, status(409, "AlreadyExists", f'events "{name}" already exists')
         ev = {"apiVersion": "v1", "kind": "Event", **body}

@@ -198,7 +198,10 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
     docs = rendered["default"]
     assert one(docs, "ClusterRole")["rules"] == [{"apiGroups": [""], "resources": ["nodes"],
                                                   "verbs": ["get", "list", "patch"]}]
-    assert one(docs, "Role")["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    role = one(docs, "Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    assert role["metadata"]["namespace"] == one(docs, "RoleBinding")["metadata"]["namespace"] == "default", \
+        "the API server takes Node events only in default"
     specs = pod_specs(docs)
     sa = specs["head"]["serviceAccountName"]
     for binding in (one(docs, "ClusterRoleBinding"), one(docs, "RoleBinding")):

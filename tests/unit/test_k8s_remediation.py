@@ -31,7 +31,7 @@ from orchestrator.k8s.nodes import (
 )
 from tests.unit.fake_kube_api import FakeKubeApi, FakeKubeServer
 
-NS = "training"
+EVENTS = "/api/v1/namespaces/default/events"
 FOREIGN_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
@@ -46,7 +46,7 @@ def kube():
 
 def remediator(url: str) -> NodeRemediator:
     cfg = client.Configuration(host=url)
-    return NodeRemediator(client.CoreV1Api(client.ApiClient(cfg)), NS, instance="controller-test")
+    return NodeRemediator(client.CoreV1Api(client.ApiClient(cfg)), instance="controller-test")
 
 
 def comparable(node: dict) -> dict:
@@ -74,7 +74,7 @@ def test_cordon_taints_labels_and_posts_an_event(kube: FakeKubeServer) -> None:
     assert PENDING_EVENT_ANNOTATION not in node["metadata"]["annotations"]
     [(ns, name)] = kube.api.events
     ev = kube.api.events[(ns, name)]
-    assert ns == NS and name == out.event
+    assert ns == "default" and name == out.event, "node events live in default, as the kubelet's do"
     assert ev["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "gpu-a", "uid": "uid-gpu-a"}
     assert ev["type"] == "Warning" and ev["reason"] == "OrchestratorCordoned"
     assert "job llama attempt 2 crash" in ev["message"] and "faulty_gpu" in ev["message"]
@@ -129,7 +129,7 @@ def test_a_failed_patch_changes_nothing_and_a_retry_finishes(kube: FakeKubeServe
 
 def test_an_event_that_fails_after_the_node_patch_is_posted_by_the_retry(kube: FakeKubeServer) -> None:
     r = remediator(kube.url)
-    kube.api.fail("POST", f"/api/v1/namespaces/{NS}/events", 503)
+    kube.api.fail("POST", EVENTS, 503)
     with pytest.raises(RemediationError) as e:
         r.cordon("gpu-a", category="faulty_gpu", reason="Xid 79", interruption="job j attempt 1 crash")
     assert "HTTP 503" in str(e.value) and "a retry posts the event" in str(e.value)
@@ -147,7 +147,7 @@ def test_an_event_that_fails_after_the_node_patch_is_posted_by_the_retry(kube: F
 def test_an_event_posted_before_a_failed_clear_is_not_posted_twice(kube: FakeKubeServer) -> None:
     r = remediator(kube.url)
     # The node patch succeeds, the event is posted, then clearing its record on the node fails.
-    kube.api.before("POST", f"/api/v1/namespaces/{NS}/events",
+    kube.api.before("POST", EVENTS,
                     lambda a: a.fail("PATCH", "/api/v1/nodes/gpu-a", 500))
     with pytest.raises(RemediationError, match="a retry clears it"):
         r.cordon("gpu-a", category="ssd", reason="nvme I/O error")
@@ -187,7 +187,7 @@ def test_an_unreachable_api_server_is_one_line() -> None:
         port = s.getsockname()[1]  # closed again before the request: connection refused
     cfg = client.Configuration(host=f"http://127.0.0.1:{port}")
     cfg.retries = 0
-    r = NodeRemediator(client.CoreV1Api(client.ApiClient(cfg)), NS)
+    r = NodeRemediator(client.CoreV1Api(client.ApiClient(cfg)))
     with pytest.raises(RemediationError) as e:
         r.cordon("gpu-a", category="faulty_gpu", reason="Xid 79")
     assert "\n" not in str(e.value) and "unreachable" in str(e.value)
@@ -240,10 +240,9 @@ def cli_catalog(tmp_path: Path, kube: FakeKubeServer, monkeypatch: pytest.Monkey
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "fake",
         "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": NS}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
         "users": [{"name": "u", "user": {"token": "t"}}]}))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("POD_NAMESPACE", NS)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("ORCHESTRATOR_K8S_REMEDIATION", "1")
     return state
@@ -285,7 +284,7 @@ def test_remediation_is_off_unless_turned_on(cli_catalog: Path, monkeypatch: pyt
     from orchestrator.k8s.callback import callbacks_from_env
 
     [cb] = callbacks_from_env()  # the fixture turned it on, with a kubeconfig
-    assert isinstance(cb, NodeRemediationCallback) and cb.remediator.namespace == NS
+    assert isinstance(cb, NodeRemediationCallback)
     monkeypatch.setenv("ORCHESTRATOR_K8S_REMEDIATION", "0")
     assert callbacks_from_env() == []
     monkeypatch.setenv("ORCHESTRATOR_K8S_REMEDIATION", "1")
