@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench system-deps chart-assets clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/run_all.py
+
+## Copy the committed dashboard and alert rules into the Helm chart (its files/ are what it ships).
+chart-assets:
+	cp dashboards/reliability.json helm/orchestrator/files/reliability.json
+	cp dashboards/alerts.yml helm/orchestrator/files/alerts.yaml
 
 clean:
 	rm -rf $(VENV) .orchestrator .pytest_cache

@@ -258,19 +258,47 @@ def _set_host(host: str, state: str, reason: str | None, by: str | None, db: str
     return cat
 
 
+K8sOpt = Annotated[bool | None, typer.Option(
+    "--k8s/--no-k8s", help="Also cordon/uncordon the Kubernetes node of that name "
+    "(default: on when ORCHESTRATOR_K8S_REMEDIATION=1)")]
+
+
+def _remediate_node(host: str, cordoning: bool, reason: str, k8s: bool | None) -> None:
+    """Carry the catalog's decision over to the Kubernetes node; one line and exit 1 when the API refuses."""
+    from orchestrator.k8s.callback import enabled
+
+    if not (enabled() if k8s is None else k8s):
+        return
+    from orchestrator.k8s.nodes import NodeRemediator, RemediationError
+
+    try:
+        nodes = NodeRemediator.from_environment()
+        if cordoning:
+            nodes.cordon(host, category="operator", reason=reason)
+        else:
+            nodes.uncordon(host, reason=reason)
+    except RemediationError as e:
+        fail(f"{e} (the catalog already has host {host} {'cordoned' if cordoning else 'uncordoned'}; "
+             "run the command again to finish)")
+
+
 @hosts_app.command()
 def cordon(host: Annotated[str, typer.Argument(help="Host name")],
            reason: Annotated[str | None, typer.Option("--reason")] = None, by: ByOpt = None,
-           db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+           db: DbOpt = None, state_dir_opt: StateDirOpt = None, k8s: K8sOpt = None) -> None:
     """Keep a host out of every placement until it is uncordoned."""
-    _set_host(host, "cordoned", reason or "cordoned by the operator", by, db, state_dir_opt)
+    why = reason or "cordoned by the operator"
+    _set_host(host, "cordoned", why, by, db, state_dir_opt)
+    _remediate_node(host, True, f"{why} ({_user(by)})", k8s)
     console.print(f"host {host} cordoned", markup=False)
 
 
 @hosts_app.command()
 def uncordon(host: Annotated[str, typer.Argument(help="Host name")],
              reason: Annotated[str | None, typer.Option("--reason")] = None, by: ByOpt = None,
-             db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+             db: DbOpt = None, state_dir_opt: StateDirOpt = None, k8s: K8sOpt = None) -> None:
     """Return a host to service (recorded as repaired)."""
-    _set_host(host, "repaired", reason or "returned to service by the operator", by, db, state_dir_opt)
+    why = reason or "returned to service by the operator"
+    _set_host(host, "repaired", why, by, db, state_dir_opt)
+    _remediate_node(host, False, f"{why} ({_user(by)})", k8s)
     console.print(f"host {host} uncordoned", markup=False)

@@ -21,6 +21,7 @@ from orchestrator.controller.controller import Controller
 from orchestrator.controller.spares import RaySparePool
 from orchestrator.controller.state import ControllerState
 from orchestrator.controller.worker_group import RayWorkerGroup
+from orchestrator.k8s.callback import callbacks_from_env
 from orchestrator.spec import JobSpec
 from trainer.checkpoint import committed_checkpoints
 
@@ -80,7 +81,8 @@ class JobController:
             self.spec, self.catalog, rdir, ckpt, workers=self.workers,
             spares=RaySparePool(self.spec.name, rel.spares, cpus_per_rank=r.cpus_per_rank,
                                 gpus_per_rank=r.gpus_per_rank),
-            checkpoints=FolderCheckpoints(ckpt), clock=clock, callbacks=CallbackList([self.writer], others=others))
+            checkpoints=FolderCheckpoints(ckpt), clock=clock,
+            callbacks=CallbackList([self.writer], others=others + callbacks_from_env()))
         threading.Thread(target=self._main, name="controller", daemon=True).start()
 
     def _start_metrics(self, clock: WallClock, rdir: Path) -> list[Any]:
