@@ -175,7 +175,7 @@ class Controller:
         logs = {r: str(self.run_dir / "logs" / f"attempt-{number:03d}" / f"rank-{r:05d}.log") for r in pids}
         self.cb.ranks_started(number, pids, logs)
         a.monitor = MonitorState(start_step=start_step, last_progress_at=self.clock.time(),
-                                 checkpoint_step=start_step)
+                                 total_steps=self.spec.training.steps, checkpoint_step=start_step)
         self.sm.set(ControllerState.RUNNING)
 
     def _running(self) -> None:

@@ -25,6 +25,8 @@ class MonitorState:
 
     start_step: int
     last_progress_at: float
+    total_steps: int | None = None
+    """Once every rank has done this many steps, the job is saving and shutting down: no step comes."""
     last_step: int = -1
     step_times: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_TIME_WINDOW))
     checkpoint_step: int = 0
@@ -83,7 +85,8 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
     if all(o.returncode == 0 for o in obs):
         return TickResult(progress=progress, checkpoint=checkpoint, finished=True, exited=exited,
                           completed=all(o.phase == "done" for o in obs))
-    checkpointing = any(o.phase == "checkpoint" for o in obs) or not state.first_step_seen
+    finishing = state.total_steps is not None and min(o.step for o in obs) >= state.total_steps
+    checkpointing = any(o.phase == "checkpoint" for o in obs) or not state.first_step_seen or finishing
     limit = hang_limit(list(state.step_times), hang, checkpointing=checkpointing)
     hung = detect_hang(obs, state.last_progress_at, now, limit)
     if hung is not None:

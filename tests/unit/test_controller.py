@@ -234,3 +234,21 @@ def test_rebuilt_controller_decides_like_one_that_never_died(tmp_path: Path, cas
     assert (la["dp"], la.get("shrunk_from")) == (lb["dp"], lb.get("shrunk_from"))
     assert sorted(p.host for p in a.workers.placements) == sorted(p.host for p in b.workers.placements)
     assert a.catalog.cordoned_hosts() == b.catalog.cordoned_hosts()
+
+
+def test_the_final_save_after_the_last_step_is_not_a_hang() -> None:
+    from health.detectors import HangConfig
+    from health.observations import RankObservation
+    from orchestrator.controller.monitor import MonitorState, tick
+
+    st = MonitorState(start_step=0, last_progress_at=0.0, total_steps=10)
+    hang = HangConfig(timeout_s=60)
+    for step in range(1, 11):  # 0.5 s steps: the learned limit is 5 s
+        obs = [RankObservation(r, "h0", step * 0.5, True, step=step, step_seconds=0.5, heartbeat=step * 0.5,
+                               phase="train") for r in range(2)]
+        assert tick(st, obs, [], step * 0.5, 2, hang).failure is None
+    # Every rank is past its last step, flushing the final checkpoint: 30 s without a step is no hang ...
+    late = [RankObservation(r, "h0", 35.0, True, step=10, heartbeat=35.0, phase="train") for r in range(2)]
+    assert tick(st, late, [], 35.0, 2, hang).failure is None
+    # ... but the job's own hang_timeout_s still bounds it.
+    assert tick(st, late, [], 70.0, 2, hang).failure is not None
