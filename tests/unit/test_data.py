@@ -22,7 +22,9 @@ def test_stream_has_one_eod_per_document(tmp_path: Path) -> None:
 
 def test_max_bytes_truncates(tmp_path: Path) -> None:
     stream = load_token_stream(_corpus(tmp_path), 120)
-    assert len(stream) <= 121
+    # doc0 (50 A) + EOD, doc1 (60 B) + EOD, then the first 8 bytes of doc2 + EOD: 121 tokens.
+    expected = [65] * 50 + [EOD_TOKEN] + [66] * 60 + [EOD_TOKEN] + [67] * 8 + [EOD_TOKEN]
+    assert stream.tolist() == expected
 
 
 def test_sample_order_is_deterministic_and_covers_every_window(tmp_path: Path) -> None:
@@ -58,3 +60,11 @@ def test_changing_dp_neither_skips_nor_repeats() -> None:
     for step in range(8, 10):
         seen += rank_samples(pos, step, gb, 0, 1)
     assert seen == list(range(80))
+
+
+def test_a_folder_in_data_paths_means_every_file_under_it(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_bytes(b"aa")
+    (tmp_path / "sub" / "b.txt").write_bytes(b"bbb")
+    stream = load_token_stream([str(tmp_path)], 10_000)
+    assert stream.tolist() == [97, 97, EOD_TOKEN, 98, 98, 98, EOD_TOKEN]
