@@ -7,6 +7,7 @@ controller reads back, is what production would write and read.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,8 @@ def test_crash_restarts_in_place_on_the_same_gang(tmp_path: Path) -> None:
 
 
 def test_hardware_verdict_cordons_and_a_spare_takes_the_place(tmp_path: Path) -> None:
-    # h0 and h1 hold the gang (2 ranks each, dp=4), h2 is the spare.
-    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1,
+    # h0 and h1 hold the gang (2 ranks each, dp=4), h2 is the spare, h3 is free.
+    rig = Rig(tmp_path, hosts=4, slots=2, dp=4, spares=1,
               faults={1: Fault("crash", at_step=5, rank=3, log=XID79.format(host="h1"))})
     assert rig.run() is S.SUCCEEDED
     [i] = rig.interruptions()
@@ -108,6 +109,7 @@ def test_hardware_verdict_cordons_and_a_spare_takes_the_place(tmp_path: Path) ->
     assert first["spares"] == ["h2"]
     assert second["scaling"] == "take_spare" and second["swapped_in"] == ["h2"] and second["dp"] == 4
     assert {r.host for r in rig.catalog.require_job("job").attempts[1].ranks} == {"h0", "h2"}
+    assert second["spares"] == ["h3"], "a spare is held again from what is free after the swap"
 
 
 def test_low_confidence_hardware_marks_suspect_and_keeps_the_host(tmp_path: Path) -> None:
@@ -252,3 +254,21 @@ def test_the_final_save_after_the_last_step_is_not_a_hang() -> None:
     assert tick(st, late, [], 35.0, 2, hang).failure is None
     # ... but the job's own hang_timeout_s still bounds it.
     assert tick(st, late, [], 70.0, 2, hang).failure is not None
+
+
+def test_a_host_with_repeated_hardware_faults_is_cordoned_as_a_lemon(tmp_path: Path) -> None:
+    weak = "Mar  3 04:12:01 h1 kernel: NVRM: Xid (PCI:0000:18:00): 63, pid=1, row remapping event"
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=2, faults={1: Fault("crash", at_step=5, rank=1, log=weak)})
+    rig.ctl.failure_cfg = type(rig.ctl.failure_cfg)(max_restarts=5, cordon_confidence=0.99)
+    # An earlier job already lost time to h0's hardware.
+    rig.catalog.create_job("other", {}, 2, 10, "/tmp/other", None)
+    rig.catalog.record_interruption(job_name="other", attempt=1, planned=False, category="gpu_hbm3_memory",
+                                    component="gpu", confidence=0.9, kind="crash", hosts=["h0"],
+                                    detected_at=datetime.now(UTC))
+    assert rig.run() is S.SUCCEEDED
+    # This fault alone would only make h0 suspect (confidence below 0.99); with the earlier one it is a lemon.
+    assert rig.catalog.cordoned_hosts() == {"h0"}
+    [i] = rig.interruptions()
+    assert "lemon" in i.evidence["decision"]
+    events = rig.catalog.get_host("h0").events
+    assert events[-1].to_state == "cordoned" and "lemon" in events[-1].reason
