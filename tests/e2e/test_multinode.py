@@ -44,6 +44,16 @@ def test_ranks_spread_over_hosts_with_tensor_parallel_groups_inside_one(tmp_path
         assert len({r["pid"] for r in st["ranks"]}) == 6
         assert seen_running, "status never showed the job running"
 
+        # `orchestrator stop` ends a running job and records it as planned.
+        stop_job = write_job(tmp_path / "stop.yaml", small_job("stopme", dp=2, steps=400, interval=50))
+        r = orch(["submit", str(stop_job), "--address", address, "--no-follow"], env, timeout_s=120)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: orch_json(["status", "stopme"], env)["step"] >= 2, 180, "stopme to train")
+        r = orch(["stop", "stopme"], env, timeout_s=200)
+        assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
+        [planned] = orch_json(["incidents", "list", "--job", "stopme"], env)
+        assert planned["planned"] and planned["kind"] == "operator_stop"
+
         # A cordoned host leaves the capacity: three TP groups no longer fit the two usable hosts, and
         # the job is refused up front. (Placement around a cordoned host: the spare test below.)
         assert orch(["hosts", "cordon", "node-b", "--reason", "test"], env).returncode == 0

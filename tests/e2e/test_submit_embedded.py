@@ -61,6 +61,12 @@ def test_stop_and_resubmit_resumes_from_last_checkpoint(tmp_path: Path, cli_env:
     assert all(r["pid"] and r["host"] for r in st["ranks"])
     jobs = orch_json(["jobs"], cli_env)
     assert [j["job"] for j in jobs] == ["resume"]
+    # Everything lands where the README says.
+    for rel in ("catalog.db", "runs/resume/metrics.jsonl", "runs/resume/logs/attempt-001/rank-00000.log",
+                "runs/resume/logs/attempt-002/rank-00001.log", "runs/resume/attempts/attempt-002/trainer.json",
+                "runs/resume/beacons/rank-00001.json"):
+        assert (state_dir / rel).is_file(), rel
+    assert any((state_dir / "runs/resume/checkpoints").glob("step-*/COMMITTED"))
     # Submitting a finished job again does nothing unless asked.
     r = orch(["submit", str(job)], cli_env)
     assert r.returncode == 0 and "already succeeded" in r.stdout
