@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from trainer.parity import LOSS_TOL, PARAM_TOL, base_config, compare, run_layout, short_documents
+from trainer.parity import base_config, compare, run_layout, short_documents
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 STEPS = 4
+# Fixed here from measured figures, not taken from the code under test: over every layout below the
+# largest differences from one process were 2.1e-4 (loss) and 1.4e-4 (parameters) after 4 steps in
+# float32 (summation order differs across ranks). A wrong gradient, a missing reduction or a
+# misrouted shard moves them by 1e-2 or more.
+LOSS_TOL = 5e-4
+PARAM_TOL = 5e-4
 
 LAYOUTS = {
     "dp2": {"dp": 2},
