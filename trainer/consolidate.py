@@ -9,6 +9,7 @@ the model's tensors are read, not the optimizer state.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -42,5 +43,7 @@ def read_model_state(path: str | os.PathLike[str], args: ModelArgs) -> dict[str,
             raise CheckpointMismatchError(
                 f"{path}: {fqn} has shape {tuple(md.size)}, the job's model needs {tuple(t.shape)}")
         state[fqn] = torch.empty(tuple(md.size), dtype=md.properties.dtype)
-    dcp.load({MODEL_KEY: state}, checkpoint_id=str(path), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+        dcp.load({MODEL_KEY: state}, checkpoint_id=str(path), no_dist=True)
     return state

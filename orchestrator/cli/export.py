@@ -115,6 +115,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _write(ckpt_path: Path, spec: JobSpec, output: Path, dtype_name: str, max_shard_bytes: int) -> dict[str, Any]:
+    from safetensors import SafetensorError
     from torch.distributed.checkpoint.api import CheckpointException
 
     from trainer.consolidate import CheckpointMismatchError, read_model_state
@@ -134,8 +135,8 @@ def _write(ckpt_path: Path, spec: JobSpec, output: Path, dtype_name: str, max_sh
         files = write_hf_folder(tmp, state, args, dtype=DTYPES[dtype_name], max_shard_bytes=max_shard_bytes)
         tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         _publish(tmp, output)
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or _first_line(e)}")
+    except (OSError, SafetensorError) as e:  # e.g. a full disk
+        fail(f"cannot write {output}: {getattr(e, 'strerror', None) or _first_line(e)}")
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
