@@ -1,6 +1,6 @@
 """A checkpoint written by real tp2·pp2 gloo ranks, exported with `orchestrator export`:
-transformers' LlamaForCausalLM gives the trainer's logits, and a new dp2 job started
-from the export (`model.init_from`) begins with bit-identical weights."""
+transformers' LlamaForCausalLM gives the trainer's logits, and a new job started
+from the export (`model.init_from`) under tp2 begins with bit-identical weights."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_transformers_gives_the_trainers_logits(source: dict[str, Any], exported
 
 def test_job_started_from_the_export_has_the_same_weights(source: dict[str, Any], exported: Path) -> None:
     root = source["root"]
-    spec = _spec(root, "dst", dp=2, steps=1, interval=1, checkpoint={"async": False},
+    spec = _spec(root, "dst", dp=1, tp=2, steps=1, interval=1, checkpoint={"async": False},
                  model={"init_from": str(exported)})
     # Learning rate and weight decay 0: the one step leaves the weights as the job started them.
     ckpt = _run(spec, root / "dst", optim={"lr_peak": 0.0, "lr_min": 0.0, "weight_decay": 0.0})
