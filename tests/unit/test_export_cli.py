@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,18 +38,12 @@ def _train_state(model: Transformer, step: int) -> torch.optim.Optimizer:
     return opt
 
 
-@pytest.fixture
-def job_with_checkpoints(tmp_path: Path) -> dict:
-    """A catalog with one job and real checkpoints at steps 2 and 4, plus an uncommitted step 6."""
-    state = tmp_path / "state"
-    state.mkdir()
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Real checkpoints of the small job at steps 2 and 4, plus an uncommitted step 6."""
+    folder = tmp_path_factory.mktemp("template") / "checkpoints"
     spec = JobSpec.model_validate(small_job(JOB))
-    run_dir = state / "runs" / JOB
-    cat = Catalog(sqlite_url(state / "catalog.db"))
-    cat.create_job(JOB, spec.model_dump(mode="json", by_alias=True), spec.world_size, spec.training.steps,
-                   str(run_dir), None)
-    cat.close()
-    ckpt = Checkpointer(run_dir / "checkpoints", keep_last=5, async_save=False, rank=0)
+    ckpt = Checkpointer(folder, keep_last=5, async_save=False, rank=0)
     weights = {}
     for step in (2, 4, 6):
         model = Transformer(spec.model.model_args())
@@ -56,9 +51,23 @@ def job_with_checkpoints(tmp_path: Path) -> dict:
         opt = _train_state(model, step)
         ckpt.save(step, model, opt, {"step": step, "sample": 0}, {})
         weights[step] = {k: v.clone() for k, v in model.state_dict().items()}
-    six = next(c for c in committed_checkpoints(run_dir / "checkpoints") if c.step == 6)
+    six = next(c for c in committed_checkpoints(folder) if c.step == 6)
     (six.path / COMMIT_MARKER).unlink()
-    return {"state": state, "weights": weights, "spec": spec, "ckpt_dir": run_dir / "checkpoints"}
+    return {"folder": folder, "spec": spec, "weights": weights}
+
+
+@pytest.fixture
+def job_with_checkpoints(tmp_path: Path, checkpoints: dict) -> dict:
+    """A state folder whose catalog holds the job, with its own copy of the checkpoints."""
+    state = tmp_path / "state"
+    spec = checkpoints["spec"]
+    run_dir = state / "runs" / JOB
+    shutil.copytree(checkpoints["folder"], run_dir / "checkpoints")
+    cat = Catalog(sqlite_url(state / "catalog.db"))
+    cat.create_job(JOB, spec.model_dump(mode="json", by_alias=True), spec.world_size, spec.training.steps,
+                   str(run_dir), None)
+    cat.close()
+    return {"state": state, "weights": checkpoints["weights"], "spec": spec, "ckpt_dir": run_dir / "checkpoints"}
 
 
 def _export(env: dict, *args: str) -> tuple[int, str, str]:
