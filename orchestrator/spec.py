@@ -286,14 +286,18 @@ def init_from_error(model: ModelSpec) -> str | None:
     if not folder.is_dir():
         return f"no such folder {folder}"
     # torch only for jobs that start from weights: validating other job files stays cheap.
-    from trainer.hf import HFFormatError, config_errors, read_config
+    from safetensors import SafetensorError
+
+    from trainer.hf import HFFormatError, check_folder
 
     try:
-        cfg = read_config(folder)
+        check_folder(folder, model.model_args())
     except HFFormatError as e:
         return str(e)
-    errs = config_errors(cfg, model.model_args())
-    return f"{folder}: {errs[0]}" if errs else None
+    except (OSError, SafetensorError) as e:
+        lines = str(e).strip().splitlines()
+        return f"{folder}: unreadable weights ({lines[0] if lines else type(e).__name__})"
+    return None
 
 
 def expand_data_path(pattern: str) -> str:

@@ -240,6 +240,39 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
                 yield n, f.get_tensor(n)
 
 
+def _sources(folder: Path, cfg: dict[str, Any], fqns: list[str], files: dict[str, Path]) -> dict[str, str]:
+    """Parameter name -> tensor name in the folder (the embedding for a tied output layer)."""
+    source: dict[str, str] = {}
+    for fqn in fqns:
+        name = hf_name(fqn)
+        if name not in files and fqn == "output.weight" and cfg.get("tie_word_embeddings"):
+            name = _TOP_NAMES["tok_embeddings.weight"]
+        if name not in files:
+            raise HFFormatError(f"{folder}: no tensor {name} (for {fqn})")
+        source[fqn] = name
+    return source
+
+
+def check_folder(folder: Path, args: ModelArgs) -> None:
+    """Raise HFFormatError unless the folder can start a model with `args`.
+
+    Reads config.json and the safetensors headers only, not the tensors.
+    """
+    cfg = read_config(folder)
+    errs = config_errors(cfg, args)
+    if errs:
+        raise HFFormatError(f"{folder}: {errs[0]}")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in Transformer(args).state_dict().items()}
+    files = _weight_files(folder)
+    source = _sources(folder, cfg, list(shapes), files)
+    for fqn, name in source.items():
+        with safe_open(str(files[name]), framework="pt") as f:
+            have = tuple(f.get_slice(name).get_shape())
+        if have != shapes[fqn]:
+            raise HFFormatError(f"{folder}: {name} has shape {have}, the model needs {shapes[fqn]}")
+
+
 @torch.no_grad()
 def load_hf_into(model: Transformer, folder: Path) -> int:
     """Copy the weights of a Hugging Face Llama folder into `model`; returns how many tensors.
@@ -254,15 +287,7 @@ def load_hf_into(model: Transformer, folder: Path) -> int:
         raise HFFormatError(f"{folder}: {errs[0]}")
     files = _weight_files(folder)
     params = dict(model.named_parameters())
-    source: dict[str, str] = {}
-    """Parameter name -> tensor name in the folder."""
-    for fqn in params:
-        name = hf_name(fqn)
-        if name not in files and fqn == "output.weight" and cfg.get("tie_word_embeddings"):
-            name = _TOP_NAMES["tok_embeddings.weight"]
-        if name not in files:
-            raise HFFormatError(f"{folder}: no tensor {name} (for {fqn})")
-        source[fqn] = name
+    source = _sources(folder, cfg, list(params), files)
     loaded = 0
     for name, t in _read_tensors(files, sorted(set(source.values()))):
         for fqn in (f for f, n in source.items() if n == name):

@@ -13,13 +13,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from orchestrator.catalog.db import CatalogError
 from orchestrator.cli.common import EXIT_USAGE, DbOpt, JsonOpt, StateDirOpt, console, fail, open_catalog, print_json
 from orchestrator.spec import JobSpec
+
+if TYPE_CHECKING:
+    from trainer.checkpoint import CheckpointInfo
 
 FORMATS = ("hf",)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -74,14 +78,18 @@ def export(
     if err:
         fail(err, EXIT_USAGE)
     catalog = open_catalog(state_dir_opt, db, must_exist=True)
-    row = catalog.get_job(job)
+    try:
+        row = catalog.get_job(job)
+        recorded = [c.path for c in catalog.checkpoints(job)]
+    except CatalogError as e:
+        fail(str(e))
     if row is None:
         fail(f"no job named {job!r} in the catalog", EXIT_USAGE)
     try:
         spec = JobSpec.model_validate(row.spec)
     except ValidationError as e:
         fail(f"job {job!r}: its recorded job file no longer validates: {e.errors()[0]['msg']}")
-    folders = checkpoint_folders(spec, Path(row.run_dir), [c.path for c in catalog.checkpoints(job)])
+    folders = checkpoint_folders(spec, Path(row.run_dir), recorded)
     ckpt = _pick_checkpoint(job, folders, step)
     dtype_name = dtype or spec.training.dtype
     summary = _write(ckpt.path, spec, output, dtype_name, max_shard_mb * 1024 * 1024)
@@ -93,7 +101,7 @@ def export(
                       f"to {output}", highlight=False, soft_wrap=True)
 
 
-def _pick_checkpoint(job: str, folders: list[Path], step: int | None) -> Any:
+def _pick_checkpoint(job: str, folders: list[Path], step: int | None) -> CheckpointInfo:
     from trainer.checkpoint import committed_checkpoints
 
     committed = next((c for c in (committed_checkpoints(f) for f in folders) if c), [])

@@ -55,6 +55,17 @@ def test_other_shape_is_refused(tmp_path: Path, other: dict, field: str) -> None
     assert "\n" not in str(e.value)
 
 
+def test_weights_that_contradict_config_json(tmp_path: Path) -> None:
+    real = _hf_folder(tmp_path / "weights")
+    _hf_folder(tmp_path / "other", n_kv_heads=4)
+    (tmp_path / "other" / "config.json").write_bytes((real / "config.json").read_bytes())
+    with pytest.raises(JobFileError, match=r"model\.init_from: .*k_proj\.weight has shape \(32, 32\)"):
+        load_job_file(_job(tmp_path, "other"))
+    (real / "model.safetensors").unlink()
+    with pytest.raises(JobFileError, match=r"model\.init_from: .*neither model\.safetensors"):
+        load_job_file(_job(tmp_path, "weights"))
+
+
 def test_submit_refuses_a_mismatch_with_one_line_and_exit_2(tmp_path: Path, cli_env: dict[str, str],
                                                             state_dir: Path) -> None:
     _hf_folder(tmp_path / "weights", n_kv_heads=4)
