@@ -27,8 +27,8 @@ CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
-"""transformers' `save_pretrained` default shard size (5 GB)."""
+DEFAULT_MAX_SHARD_BYTES = 5000 * 1024**2
+"""About transformers' `save_pretrained` default shard size (5 GB)."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -130,9 +130,9 @@ def hf_config(args: ModelArgs, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def generation_config(args: ModelArgs) -> dict[str, Any]:
-    return {"_from_model_config": True, "bos_token_id": None, "eos_token_id": EOD_TOKEN,
-            "max_length": args.max_seq_len}
+def generation_config() -> dict[str, Any]:
+    """Generation stops at the end-of-document token."""
+    return {"_from_model_config": True, "bos_token_id": None, "eos_token_id": EOD_TOKEN}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -171,7 +171,7 @@ def write_hf_folder(folder: Path, state: dict[str, torch.Tensor], args: ModelArg
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         _write_json(folder / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
     _write_json(folder / CONFIG_FILE, hf_config(args, dtype))
-    _write_json(folder / GENERATION_CONFIG_FILE, generation_config(args))
+    _write_json(folder / GENERATION_CONFIG_FILE, generation_config())
     return files
 
 
