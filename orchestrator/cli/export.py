@@ -48,6 +48,15 @@ def _output_error(output: Path) -> str | None:
     return None
 
 
+def _usual_modes(folder: Path) -> None:
+    """mkdtemp (and safetensors' writer) make private files; the result is an ordinary folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~mask)
+
+
 def _publish(tmp: Path, output: Path) -> None:
     """Move the finished folder into place; an empty DIR left by the user is replaced."""
     if output.is_dir():
@@ -141,7 +150,7 @@ def _write(ckpt_path: Path, spec: JobSpec, output: Path, dtype_name: str, max_sh
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
         files = write_hf_folder(tmp, state, args, dtype=DTYPES[dtype_name], max_shard_bytes=max_shard_bytes)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        _usual_modes(tmp)
         _publish(tmp, output)
     except (OSError, SafetensorError) as e:  # e.g. a full disk
         fail(f"cannot write {output}: {getattr(e, 'strerror', None) or _first_line(e)}")

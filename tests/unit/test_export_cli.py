@@ -88,6 +88,8 @@ def test_newest_committed_checkpoint_by_default(job_with_checkpoints: dict, tmp_
     assert json.loads(stdout)["step"] == 4
     assert {p.name for p in out.iterdir()} == {CONFIG_FILE, WEIGHTS_FILE, "generation_config.json"}
     assert [p.name for p in out.parent.iterdir()] == ["model"], "the temporary folder must be gone"
+    modes = {(out / f).stat().st_mode & 0o777 for f in (WEIGHTS_FILE, CONFIG_FILE)}
+    assert len(modes) == 1, "the weights must get the same permissions as any other file written"
     got, want = _loaded(out, job_with_checkpoints["spec"]), job_with_checkpoints["weights"][4]
     assert all(torch.equal(got[k], want[k]) for k in want)
 
