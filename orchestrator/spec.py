@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.files import resolve_files
 from trainer.tokenizer import BYTE_VOCAB_SIZE
+
+if TYPE_CHECKING:
+    from trainer.model import ModelArgs
 
 JOB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -38,6 +41,16 @@ class ModelSpec(_Section):
     norm_eps: float = Field(1e-5, gt=0)
     rope_theta: float = Field(500000.0, gt=0)
     max_seq_len: int = Field(2048, ge=2)
+    init_from: str | None = None
+    """A Hugging Face Llama folder (config.json + safetensors) a fresh job starts from.
+
+    Read only when the job has no committed checkpoint yet; its shapes must match this section."""
+
+    def model_args(self) -> ModelArgs:
+        """The trainer's dimensions for this section (imports torch)."""
+        from trainer.model import ModelArgs
+
+        return ModelArgs(**self.model_dump(exclude={"init_from"}))
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSpec:
@@ -280,7 +293,32 @@ def load_job_file(path: str | os.PathLike[str], *, check_data: bool = True) -> J
     spec = resolve_paths(spec, p.parent)
     if check_data and not resolve_data_files(spec.data.paths):
         raise JobFileError(f"{p}: data.paths: no files match {spec.data.paths}")
+    if check_data and spec.model.init_from is not None:
+        err = init_from_error(spec.model)
+        if err is not None:
+            raise JobFileError(f"{p}: model.init_from: {err}")
     return spec
+
+
+def init_from_error(model: ModelSpec) -> str | None:
+    """Why `model.init_from` cannot start this model (None when it can): missing folder or other shapes."""
+    assert model.init_from is not None
+    folder = Path(model.init_from)
+    if not folder.is_dir():
+        return f"no such folder {folder}"
+    # torch only for jobs that start from weights: validating other job files stays cheap.
+    from safetensors import SafetensorError
+
+    from trainer.hf import HFFormatError, check_folder
+
+    try:
+        check_folder(folder, model.model_args())
+    except HFFormatError as e:
+        return str(e)
+    except (OSError, SafetensorError) as e:
+        lines = str(e).strip().splitlines()
+        return f"{folder}: unreadable weights ({lines[0] if lines else type(e).__name__})"
+    return None
 
 
 def expand_data_path(pattern: str) -> str:
@@ -301,7 +339,10 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     ckpt = spec.checkpoint
     if ckpt.folder is not None:
         ckpt = ckpt.model_copy(update={"folder": fix(ckpt.folder)})
-    return spec.model_copy(update={"data": data, "checkpoint": ckpt})
+    model = spec.model
+    if model.init_from is not None:
+        model = model.model_copy(update={"init_from": fix(model.init_from)})
+    return spec.model_copy(update={"data": data, "checkpoint": ckpt, "model": model})
 
 
 def resolve_data_files(patterns: list[str]) -> list[str]:

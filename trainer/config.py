@@ -56,6 +56,8 @@ class TrainConfig:
     checkpoint_async: bool = True
     checkpoint_keep_last: int = 3
     collective_timeout_s: float = 120.0
+    init_from: str | None = None
+    """Hugging Face Llama folder whose weights replace the seeded init when no checkpoint exists yet."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,11 +23,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainer.checkpoint import Checkpointer, SaveTimings
+from trainer.checkpoint import Checkpointer, SaveTimings, committed_checkpoints
 from trainer.config import TrainConfig
 from trainer.context_parallel import gathered_indices, zigzag_indices
 from trainer.data import Batch, DataPosition, SampleOrder, load_token_stream, rank_samples
 from trainer.grad import clip_grad_norm
+from trainer.hf import load_hf_into
 from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import parallelize_model
@@ -103,8 +104,13 @@ class ModelParts:
     has_last_stage: bool = True
 
 
-def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device) -> ModelParts:
-    """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule."""
+def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device,
+                init_from: Path | None = None) -> ModelParts:
+    """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule.
+
+    `init_from` (a Hugging Face Llama folder) replaces the seeded weights before
+    parallelising, so every layout reads the same full tensors it then shards.
+    """
     model = Transformer(cfg.model)
     p = cfg.parallel
     n_stages = dims.pp * p.stages_per_rank
@@ -112,6 +118,9 @@ def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.d
     layer_ids = trim_to_stages(model, stage_ids, n_stages) if dims.pp > 1 else None
     # Initialise after trimming: weights depend only on the parameter name and seed.
     model.init_weights(cfg.seed)
+    if init_from is not None:
+        n = load_hf_into(model, init_from)
+        logger.info("rank %d: %d tensors from %s", dist.get_rank(), n, init_from)
     model.to(device)
     param_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
@@ -124,6 +133,19 @@ def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.d
         parts.has_first_stage = 0 in stage_ids
         parts.has_last_stage = n_stages - 1 in stage_ids
     return parts
+
+
+def start_weights(cfg: TrainConfig, ctx: RunContext) -> Path | None:
+    """`cfg.init_from` for a job with no committed checkpoint yet, else None (the checkpoint wins).
+
+    Rank 0's view of the checkpoint folder decides for every rank, as in `Checkpointer.load_latest`.
+    """
+    if cfg.init_from is None:
+        return None
+    box = [bool(committed_checkpoints(ctx.checkpoint_dir))]
+    if dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return None if box[0] else Path(cfg.init_from)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -204,7 +226,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     dims = ParallelDims(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, world_size=dist.get_world_size())
     mesh = dims.build_mesh(ctx.device.type)
     coords = dims.coords(dist.get_rank())
-    parts = build_model(cfg, dims, mesh, ctx.device)
+    parts = build_model(cfg, dims, mesh, ctx.device, init_from=start_weights(cfg, ctx))
     model = parts.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak,
                                   weight_decay=cfg.optim.weight_decay, betas=(0.9, 0.95))

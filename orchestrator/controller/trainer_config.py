@@ -6,17 +6,14 @@ from typing import Any
 
 from orchestrator.spec import JobSpec
 from trainer.config import OptimConfig, ParallelConfig, TrainConfig
-from trainer.model import ModelArgs
 
 
 def trainer_config(spec: JobSpec, *, dp: int | None = None) -> dict[str, Any]:
     """The trainer config for `spec`; `dp` overrides the data-parallel degree (shrinking)."""
     m, p, t, c = spec.model, spec.parallelism, spec.training, spec.checkpoint
     cfg = TrainConfig(
-        model=ModelArgs(dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
-                        vocab_size=m.vocab_size, ffn_dim_multiplier=m.ffn_dim_multiplier,
-                        multiple_of=m.multiple_of, norm_eps=m.norm_eps, rope_theta=m.rope_theta,
-                        max_seq_len=m.max_seq_len),
+        model=m.model_args(),
+        init_from=m.init_from,
         parallel=ParallelConfig(dp=dp or p.dp, tp=p.tp, pp=p.pp, cp=p.cp, microbatches=p.microbatches,
                                 schedule=p.schedule, stages_per_rank=p.stages_per_rank),
         optim=OptimConfig(lr_peak=t.lr.peak, lr_min=t.lr.min_lr, warmup_steps=t.lr.warmup_steps,

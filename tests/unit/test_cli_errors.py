@@ -77,6 +77,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("chaos slow delay not a number", ["chaos", "slow", RUNNING, "--rank", "0", "--delay-s", "5m"], 2, "--delay-s"),
     ("chaos missing state dir", ["chaos", "kill", RUNNING, "-r", "0", "--state-dir", "{root}/absent"], 2,
      "no catalog"),
+    # export
+    ("export unknown job", ["export", "nope", "--format", "hf", "--output", "{root}/out"], 2, "nope"),
     # dashboard
     ("dashboard export into a file's folder", ["dashboard", "export", "--output", "{file}/d.json"], 2, "--output"),
     ("dashboard push bad url", ["dashboard", "push", "--url", "grafana:3000", "--token-env", "PATH"], 2, "--url"),
