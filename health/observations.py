@@ -38,7 +38,8 @@ class RankObservation:
     loss: float | None = None
     tokens_per_second: float | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
-    """Newest committed checkpoint this rank reported: step, path, blocked and save seconds."""
+    """Newest committed checkpoint this rank reported (step, path, blocked and save seconds) and its failed
+    saves (count, last error, step, consecutive failures)."""
 
 
 class FindingKind(enum.StrEnum):
@@ -92,5 +93,6 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         ready=tuple((int(s), float(t)) for s, t in b.get("ready") or ()), phase=b.get("phase", ""),
         loss=b.get("loss"), tokens_per_second=b.get("tokens_per_second"),
         checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
-                                      "checkpoint_seconds") if k in b},
+                                      "checkpoint_seconds", "checkpoint_failures", "checkpoint_error",
+                                      "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
     )

@@ -23,6 +23,8 @@ from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
 from trainer.files import read_jsonl
 
 CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed")
+NON_INTERRUPTING_KINDS = frozenset({"straggler", "checkpoint_failed"})
+"""Events recorded while training went on: they cost no restart and no lost steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class InterruptionView:
 
     @property
     def interrupting(self) -> bool:
-        return self.kind != "straggler"
+        return self.kind not in NON_INTERRUPTING_KINDS
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -111,7 +113,8 @@ def table5(interruptions: list[InterruptionView], rows: list[dict[str, Any]], wa
     return {
         "unexpected_interruptions": total,
         "planned_interruptions": sum(1 for i in interruptions if i.planned),
-        "stragglers": sum(1 for i in interruptions if not i.interrupting),
+        "stragglers": sum(1 for i in interruptions if i.kind == "straggler"),
+        "checkpoint_failures": sum(1 for i in interruptions if i.kind == "checkpoint_failed"),
         "categories": table,
         "components": {k: {"count": v, "share": v / total} for k, v in sorted(by_component.items())},
         "mtbf_seconds": wall_s / total if total else None,

@@ -85,7 +85,8 @@ def _print(public: dict[str, Any]) -> None:
     t5 = public["overall"]["table5"]
     t = Table("category", "component", "count", "share", "time lost (s)",
               title=f"Unexpected interruptions: {t5['unexpected_interruptions']} "
-                    f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']})")
+                    f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']}, "
+                    f"failed checkpoint saves {t5.get('checkpoint_failures', 0)})")
     for row in t5["categories"]:
         t.add_row(row["category"], row["component"], str(row["count"]), f"{row['share']:.1%}",
                   f"{row['time_lost_seconds']:.1f}")
@@ -132,7 +133,7 @@ def _plots(r: dict[str, Any]) -> tuple[str, str]:
         ax.broken_barh([((a - start) / 60, width / 60)], (0.6 if v.interrupting else 0.1, 0.3),
                        color=colors.get(v.category, "grey"), label=label)
     ax.set_xlim(0, max(1e-3, (r["ended_at"] - start) / 60))
-    ax.set_yticks([0.25, 0.75], ["stragglers", "interruptions"])
+    ax.set_yticks([0.25, 0.75], ["stragglers, failed saves", "interruptions"])
     ax.set_xlabel("minutes since start")
     ax.set_title("interruption timeline by category")
     if shown:

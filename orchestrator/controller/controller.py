@@ -54,9 +54,9 @@ from orchestrator.controller.policy import (
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.controller.worker import RankWorker, tail
 from orchestrator.hosts import cordon_lemons
-from orchestrator.spec import JobSpec
+from orchestrator.spec import JobSpec, job_checkpoint_dir
 from orchestrator.taxonomy import HARDWARE_CATEGORIES
-from trainer.checkpoint import committed_checkpoints
+from trainer.checkpoint_files import committed_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ class JobController:
         self.spec = JobSpec.model_validate(spec)
         self.catalog = Catalog(db_url)
         self.run_dir = Path(run_dir)
-        self.checkpoint_dir = Path(self.spec.checkpoint.folder or self.run_dir / "checkpoints")
+        self.checkpoint_dir = job_checkpoint_dir(self.spec, self.run_dir)
+        self._save_failures_seen: dict[int, int] = {}
+        """Failed checkpoint saves already recorded, per attempt (rank 0's beacon counts them)."""
         self.state = ControllerState.PENDING
         self._stop_reason: str | None = None
         self._stop = threading.Event()
@@ -650,12 +652,28 @@ class JobController:
 
     def _track_checkpoints(self, obs: list[RankObservation], seen: int, attempt: int) -> int:
         c = obs[0].checkpoint
+        self._track_save_failures(obs[0], attempt)
         step = int(c.get("checkpoint_step", 0) or 0)
         if step > seen:
             self.catalog.record_checkpoint(self.spec.name, step, c.get("checkpoint_path", ""), attempt,
                                            c.get("checkpoint_blocked_s"), c.get("checkpoint_seconds"))
             return step
         return seen
+
+    def _track_save_failures(self, o: RankObservation, attempt: int) -> None:
+        """Record each failed save rank 0 reports as a non-interrupting incident (training goes on)."""
+        failures = int(o.checkpoint.get("checkpoint_failures", 0) or 0)
+        if failures <= self._save_failures_seen.get(attempt, 0):
+            return
+        self._save_failures_seen[attempt] = failures
+        error = str(o.checkpoint.get("checkpoint_error") or "unknown error")
+        consecutive = int(o.checkpoint.get("checkpoint_consecutive_failures", 1) or 1)
+        verdict = classify(error)
+        logger.warning("job %s: checkpoint save failed (%d consecutive): %s", self.spec.name, consecutive, error)
+        self.catalog.record_checkpoint_failure(
+            self.spec.name, attempt, step=int(o.checkpoint.get("checkpoint_failed_step", o.step) or 0), error=error,
+            failures=failures, consecutive=consecutive, host=o.host, category=verdict.category,
+            component=verdict.component, confidence=verdict.confidence)
 
     def _sync_checkpoints(self, attempt: int) -> None:
         """Record commits found in the checkpoint folder that no beacon reported."""
