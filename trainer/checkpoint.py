@@ -248,7 +248,7 @@ class Checkpointer:
             err: BaseException | None = None
             try:
                 dcp.save(state, checkpoint_id=str(tmp), process_group=self._pg)
-            except Exception as e:  # disk full, I/O error, storage gone: settled below, on every rank alike
+            except (Exception, CheckpointException) as e:  # disk full, I/O error, storage gone: settled below
                 err = e
             self._settle(step, tmp, meta, timings, err)
         timings.blocked_s = time.perf_counter() - t0
@@ -295,7 +295,7 @@ class Checkpointer:
         err: BaseException | None = None
         try:
             upload.result()
-        except Exception as e:
+        except (Exception, CheckpointException) as e:
             err = e
         return self._settle(step, tmp, meta, timings, err)
 
@@ -306,7 +306,7 @@ class Checkpointer:
         if err is None and self.rank == 0:
             try:
                 self._commit(step, tmp, final, meta)
-            except Exception as e:
+            except (Exception, CheckpointException) as e:
                 err = e
         ok = self._agree(err is None)
         timings.finished_at = time.time()
@@ -432,13 +432,13 @@ class Checkpointer:
             meta: dict[str, Any] = {}
             try:
                 meta = self._verify_for_load(path)
-            except Exception as e:
+            except (Exception, CheckpointException) as e:
                 err = e
             ok = self._agree(err is None)
             if ok:
                 try:
                     dcp.load(state, checkpoint_id=str(path), process_group=self._pg)
-                except Exception as e:
+                except (Exception, CheckpointException) as e:
                     err = e
                 ok = self._agree(err is None)
             if ok:
@@ -478,7 +478,7 @@ class Checkpointer:
             _write_atomic(dest.with_name(dest.name + ".json"), json.dumps(
                 {"checkpoint": path.name, "quarantined_as": dest.name, "reason": reason,
                  "attempt": self.attempt, "time": time.time()}, indent=1))
-            logger.error("quarantined checkpoint %s as %s: %s", path, dest.name, reason)
+            logger.warning("quarantined checkpoint %s as %s: %s", path, dest.name, reason)
         except OSError as e:
             logger.error("cannot quarantine checkpoint %s: %s", path, describe_error(e))
 
