@@ -119,14 +119,15 @@ def _continue_or_exit(spec: JobSpec, job: Job, ckdir: Path, json_out: bool) -> N
     newest = committed[-1].step if committed else None
     if spec.training.steps <= max(job.last_step, newest or 0):
         console.print(f"job {spec.name!r} already succeeded at step {job.last_step}/{job.steps_total}; "
-                      "raise training.steps to train it further, or pass --fresh to run it again from step 0")
+                      "raise training.steps to train it further, or pass --fresh to run it again from step 0",
+                      soft_wrap=True)
         raise typer.Exit(0)
     if newest is None:
         fail(f"job {spec.name!r} succeeded at step {job.last_step} but {ckdir} holds no committed checkpoint "
              "to continue from; pass --fresh to run it again from step 0")
     (err_console if json_out else console).print(
         f"job {spec.name!r} succeeded at step {job.last_step}; continuing to step {spec.training.steps} "
-        f"from its newest committed checkpoint (step {newest})")
+        f"from its newest committed checkpoint (step {newest})", highlight=False, soft_wrap=True)
 
 
 def _delete_for_fresh(catalog: Catalog, spec: JobSpec, rdir: Path, ckdir: Path, json_out: bool) -> None:
@@ -134,14 +135,14 @@ def _delete_for_fresh(catalog: Catalog, spec: JobSpec, rdir: Path, ckdir: Path, 
     out = err_console if json_out else console
     n = len(committed_checkpoints(ckdir))
     out.print(f"--fresh: deleting job {spec.name!r}: checkpoints {ckdir} ({n} committed), "
-              f"run folder {rdir}, and its catalog history")
+              f"run folder {rdir}, and its catalog history", highlight=False, soft_wrap=True)
     for path in dict.fromkeys((ckdir, rdir)):
         try:
             shutil.rmtree(path)
         except FileNotFoundError:
             continue
         except OSError as e:
-            fail(f"--fresh: cannot delete {path}: {e}")
+            fail(f"--fresh: cannot delete {path}: {e.strerror or e}")
     catalog.delete_job(spec.name)
 
 

@@ -13,8 +13,8 @@ import torch
 from tests.disk import fill_disk, small_tmpfs
 from trainer.checkpoint import (
     COMMIT_MARKER,
-    CheckpointLoadError,
     Checkpointer,
+    CheckpointLoadError,
     committed_checkpoints,
     quarantined_checkpoints,
 )
@@ -158,3 +158,20 @@ def test_every_checkpoint_corrupt_refuses_to_start_over(tmp_path: Path) -> None:
 def test_empty_folder_is_a_fresh_start(tmp_path: Path) -> None:
     info, _, extra = _load(tmp_path / "none")
     assert info is None and extra == {"step": 0, "sample": 0}
+
+
+
+def test_uncommitted_folder_is_never_loaded_though_it_would_load(tmp_path: Path) -> None:
+    ck = Checkpointer(tmp_path, keep_last=3, async_save=False, rank=0)
+    w2 = _save(ck, 2, seed=2)
+    w4 = _save(ck, 4, seed=4)
+    ck.close()
+    copy = tmp_path / "step-00000009"
+    (tmp_path / "step-00000004").rename(copy)
+    marker = (copy / COMMIT_MARKER).read_text()
+    (copy / COMMIT_MARKER).unlink()
+    info, got, _ = _load(tmp_path)
+    assert info.step == 2 and torch.equal(got, w2)
+    (copy / COMMIT_MARKER).write_text(marker)  # the control: the same folder, committed, is loaded
+    info, got, _ = _load(tmp_path)
+    assert info.step == 9 and torch.equal(got, w4)
