@@ -40,6 +40,8 @@ class RankObservation:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     """Newest committed checkpoint this rank reported (step, path, blocked and save seconds) and its failed
     saves (count, last error, step, consecutive failures)."""
+    error: str | None = None
+    """The one-line reason a rank gave for exiting with an error (e.g. no committed checkpoint loads)."""
 
 
 class FindingKind(enum.StrEnum):
@@ -95,4 +97,5 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
                                       "checkpoint_seconds", "checkpoint_failures", "checkpoint_error",
                                       "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
+        error=b.get("error") if b.get("phase") == "failed" else None,
     )
