@@ -71,6 +71,7 @@ __all__ = ["COMMIT_MARKER", "LOUD_AFTER_FAILED_SAVES", "QUARANTINE_TAG", "STEP_P
 
 logger = logging.getLogger(__name__)
 
+
 def describe_error(e: BaseException) -> str:
     """One line naming the root error with the OS's own wording (e.g. 'No space left on device')."""
     if isinstance(e, CheckpointException):

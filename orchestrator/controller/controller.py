@@ -565,7 +565,9 @@ class JobController:
                     return AttemptOutcome(OutcomeKind.SUCCEEDED, self._committed_step(), live.start_step)
                 return AttemptOutcome(OutcomeKind.STOPPED, self._committed_step(), live.start_step,
                                       detail="every rank exited early without an error")
-            checkpointing = any(o.phase == "checkpoint" for o in obs) or not live.first_step_seen
+            # Saving, or finished and tearing down (a loaded host can take seconds to exit): the full timeout.
+            checkpointing = (any(o.phase in ("checkpoint", "done", "stopped", "failed") for o in obs)
+                             or not live.first_step_seen)
             limit = hang_limit(list(step_times), hang_cfg, checkpointing=checkpointing)
             hang = detect_hang(obs, last_progress, now, limit)
             if hang is not None:

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 def _job(tmp_path: Path, shared: Path, steps: int) -> Path:
     job = small_job("nolost", steps=steps, interval=4, checkpoint={"async": False, "folder": str(shared)},
-                    reliability={"hang_timeout_s": 30, "max_restarts": 1})
+                    reliability={"hang_timeout_s": 120, "max_restarts": 1})
     return write_job(tmp_path / f"job-{steps}.yaml", job)
 
 
@@ -46,7 +46,7 @@ def test_more_steps_continue_and_unreadable_checkpoints_fail_without_redoing_a_s
     assert r.returncode == 0, r.stdout + r.stderr
     assert "continuing to step 12" in r.stdout
     rows = metrics_rows(run_dir)
-    assert [x["step"] for x in rows if x["attempt"] == 2] == [9, 10, 11, 12]
+    assert [x["step"] for x in rows[8:]] == [9, 10, 11, 12] and rows[8]["attempt"] > rows[7]["attempt"]
     assert [c.step for c in committed_checkpoints(ckdir)] == [4, 8, 12]
 
     # Every committed checkpoint corrupt: each attempt fails at load with the reason, nothing is retrained.
@@ -62,9 +62,12 @@ def test_more_steps_continue_and_unreadable_checkpoints_fail_without_redoing_a_s
     assert [p for p in ckdir.iterdir() if p.name.startswith(("step-", ".tmp")) and ".quarantined-" not in p.name] == []
     assert sorted(q.name.split(".")[0] for q in quarantined_checkpoints(ckdir)) == [
         "step-00000004", "step-00000008", "step-00000012"]
-    log = (run_dir / "logs" / "attempt-003" / "rank-00000.log").read_text()
+    # max_restarts=1: two attempts, the first quarantines all three, the second finds only quarantined ones.
+    first, second = sorted((run_dir / "logs").glob("attempt-*"))[-2:]
+    log = (first / "rank-00000.log").read_text()
     assert "checkpoint load failed" in log and "checksum mismatch" in log and "Traceback" not in log
-    incidents = [i for i in orch_json(["incidents", "list"], cli_env) if i["job"] == "nolost"]
-    assert [i["attempt"] for i in incidents] == [3, 4], incidents
-    assert all("checkpoint load failed" in (i["explanation"] or "") or i["kind"] == "crash" for i in incidents)
+    assert "only quarantined ones" in (second / "rank-00000.log").read_text()
+    incidents = [i for i in orch_json(["incidents", "list"], cli_env)
+                 if i["job"] == "nolost" and "checkpoint load failed" in (i["explanation"] or "")]
+    assert len(incidents) == 2 and all(i["kind"] == "crash" for i in incidents), incidents
     assert (other / "COMMITTED").is_file()
