@@ -63,8 +63,9 @@ def detect_crash(obs: Sequence[RankObservation], now: float) -> Finding | None:
     # A signalled rank is the cause rather than the peers that saw it disappear.
     first = min(failed, key=lambda o: (o.signal is None, o.exited_at or o.observed_at))
     how = first.signal or f"exit code {first.returncode}"
+    said = f": {first.error}" if first.error else ""
     return Finding(FindingKind.CRASH, (first.rank,), (first.host,), first.exited_at or first.observed_at, now,
-                   f"rank {first.rank} on host {first.host} exited with {how}",
+                   f"rank {first.rank} on host {first.host} exited with {how}{said}",
                    evidence={"exits": _exits(failed)})
 
 

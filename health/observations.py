@@ -38,7 +38,10 @@ class RankObservation:
     loss: float | None = None
     tokens_per_second: float | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
-    """Newest committed checkpoint this rank reported: step, path, blocked and save seconds."""
+    """Newest committed checkpoint this rank reported (step, path, blocked and save seconds) and its failed
+    saves (count, last error, step, consecutive failures)."""
+    error: str | None = None
+    """The one-line reason a rank gave for exiting with an error (e.g. no committed checkpoint loads)."""
 
 
 class FindingKind(enum.StrEnum):
@@ -92,5 +95,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         ready=tuple((int(s), float(t)) for s, t in b.get("ready") or ()), phase=b.get("phase", ""),
         loss=b.get("loss"), tokens_per_second=b.get("tokens_per_second"),
         checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
-                                      "checkpoint_seconds") if k in b},
+                                      "checkpoint_seconds", "checkpoint_failures", "checkpoint_error",
+                                      "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
+        error=b.get("error") if b.get("phase") == "failed" else None,
     )

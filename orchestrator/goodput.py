@@ -23,6 +23,8 @@ from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
 from trainer.files import read_jsonl
 
 CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed")
+NON_INTERRUPTING_KINDS = frozenset({"straggler", "checkpoint_failed"})
+"""Events recorded while training went on: they cost no restart and no lost steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class InterruptionView:
 
     @property
     def interrupting(self) -> bool:
-        return self.kind != "straggler"
+        return self.kind not in NON_INTERRUPTING_KINDS
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -101,12 +103,13 @@ def table5(interruptions: list[InterruptionView], rows: list[dict[str, Any]], wa
             lost[i.category] += max(0.0, i.resumed_at - i.fault_at)
         lost[i.category] += (i.steps_lost or 0) * step_s
     planned = sum(1 for i in interruptions if i.planned)
-    stragglers = sum(1 for i in interruptions if not i.interrupting)
-    return _table5_dict(counts, lost, planned, stragglers, wall_s)
+    stragglers = sum(1 for i in interruptions if i.kind == "straggler")
+    failed_saves = sum(1 for i in interruptions if i.kind == "checkpoint_failed")
+    return _table5_dict(counts, lost, planned, stragglers, wall_s, failed_saves)
 
 
 def _table5_dict(counts: Counter[str], lost: dict[str, float], planned: int, stragglers: int,
-                 wall_s: float) -> dict[str, Any]:
+                 wall_s: float, checkpoint_failures: int = 0) -> dict[str, Any]:
     total = sum(counts.values())
     table = [
         {"category": c, "component": COMPONENT_OF[c], "count": counts[c],
@@ -121,6 +124,7 @@ def _table5_dict(counts: Counter[str], lost: dict[str, float], planned: int, str
         "unexpected_interruptions": total,
         "planned_interruptions": planned,
         "stragglers": stragglers,
+        "checkpoint_failures": checkpoint_failures,
         "categories": table,
         "components": {k: {"count": v, "share": v / total} for k, v in sorted(by_component.items())},
         "mtbf_seconds": wall_s / total if total else None,
@@ -140,7 +144,8 @@ def merge_table5(tables: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
             counts[row["category"]] += row["count"]
             lost[row["category"]] += row["time_lost_seconds"]
     return _table5_dict(counts, lost, sum(t["planned_interruptions"] for t in tables),
-                        sum(t["stragglers"] for t in tables), wall_s)
+                        sum(t["stragglers"] for t in tables), wall_s,
+                        sum(t.get("checkpoint_failures", 0) for t in tables))
 
 
 def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:

@@ -123,6 +123,7 @@ class DataSpec(_Section):
 
 class CheckpointSpec(_Section):
     folder: str | None = None
+    """Parent of per-job folders: a job's checkpoints live in `<folder>/<job name>/` (see `job_checkpoint_dir`)."""
     interval_steps: int = Field(50, ge=1)
     async_: bool = Field(True, alias="async")
     keep_last: int = Field(3, ge=1)
@@ -197,6 +198,16 @@ class JobSpec(_Section):
         for msg in cross_section_errors(self):
             raise ValueError(msg)
         return self
+
+
+def job_checkpoint_dir(spec: JobSpec, run_dir: str | os.PathLike[str]) -> Path:
+    """The job's own checkpoint folder: `<checkpoint.folder>/<job>`, else `<run dir>/checkpoints`.
+
+    Jobs that name the same `checkpoint.folder` never resume from, prune or delete each other's checkpoints.
+    """
+    if spec.checkpoint.folder:
+        return Path(spec.checkpoint.folder) / spec.name
+    return Path(run_dir) / "checkpoints"
 
 
 def cross_section_errors(spec: JobSpec) -> list[str]:

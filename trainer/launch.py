@@ -32,6 +32,12 @@ EXIT_CONFIG = 78
 ENV_BEACONS = "TRAINER_BEACONS"
 """`0` turns beacons off (no flight recorder, no beacon thread or file): a baseline for their cost."""
 
+EXIT_CHECKPOINT_UNREADABLE = 74
+"""Committed checkpoints exist and none loads (each one tried was quarantined): the rank refuses to start
+over from step 0. 74 is EX_IOERR of sysexits.h."""
+EXIT_FINAL_CHECKPOINT_FAILED = 73
+"""Training reached its last step but that step's checkpoint could not be committed (EX_CANTCREAT)."""
+
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                         .replace("%(rank)s", os.environ.get("RANK", "?")))
     import torch
 
+    from trainer.checkpoint import CheckpointLoadError, CheckpointSaveError
     from trainer.config import TrainConfig
     from trainer.train import RunContext, configure_threads, shutdown, train
 
@@ -161,11 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.progress import BeaconThread
 
     beacons = BeaconThread(beacon).start() if beacons_on else None
-    result = train(cfg, ctx)
+    log = logging.getLogger(__name__)
+    try:
+        result = train(cfg, ctx)
+    except (CheckpointLoadError, CheckpointSaveError) as e:
+        # One line that names the checkpoints and the OS's error, for the log and the classifier.
+        log.error("%s", e)
+        beacon({"phase": "failed", "error": str(e)})
+        if beacons is not None:
+            beacons.stop()
+        shutdown()
+        return EXIT_CHECKPOINT_UNREADABLE if isinstance(e, CheckpointLoadError) else EXIT_FINAL_CHECKPOINT_FAILED
     if beacons is not None:
         beacons.stop()
     shutdown()
-    logging.getLogger(__name__).info("finished: %s", result)
+    log.info("finished: %s", result)
     return 0
 
 

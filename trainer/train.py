@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainer.checkpoint import Checkpointer, SaveTimings, committed_checkpoints
+from trainer.checkpoint import Checkpointer, CheckpointSaveError, SaveTimings, committed_checkpoints
 from trainer.config import TrainConfig
 from trainer.context_parallel import gathered_indices, zigzag_indices
 from trainer.data import Batch, DataPosition, SampleOrder, load_token_stream, rank_samples
@@ -236,11 +236,19 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     def on_commit(step: int, path: Path, t: SaveTimings) -> None:
         ctx.beacon({"phase": "checkpoint_committed", "checkpoint_step": step,
                     "checkpoint_path": str(path), "checkpoint_blocked_s": t.blocked_s,
-                    "checkpoint_seconds": (t.finished_at or time.time()) - t.started_at})
+                    "checkpoint_seconds": (t.finished_at or time.time()) - t.started_at,
+                    "checkpoint_consecutive_failures": 0})
+
+    def on_failure(step: int, error: str, failures: int, consecutive: int) -> None:
+        # Not a phase: a failed save does not stop training, the next interval tries again.
+        ctx.beacon({"checkpoint_failures": failures, "checkpoint_error": error, "checkpoint_failed_step": step,
+                    "checkpoint_consecutive_failures": consecutive})
 
     ckpt = Checkpointer(ctx.checkpoint_dir, keep_last=cfg.checkpoint_keep_last,
-                        async_save=cfg.checkpoint_async, rank=ctx.rank, on_commit=on_commit)
+                        async_save=cfg.checkpoint_async, rank=ctx.rank, attempt=ctx.attempt,
+                        on_commit=on_commit, on_failure=on_failure)
     extra: dict[str, Any] = {"step": 0, "sample": 0}
+    # Raises CheckpointLoadError when committed checkpoints exist and none loads: never start over.
     info = ckpt.load_latest(model, optimizer, extra)
     start = int(extra["step"])
     pos = DataPosition(step=start, sample=int(extra["sample"]))
@@ -303,6 +311,9 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                     "ready": readiness.snapshot()})
     ckpt.close()
     metrics.close()
+    if not stopped and step == cfg.steps and ckpt.last_saved == (step, False):
+        # The run's result exists only in memory: fail so that the attempt is retried from the last commit.
+        raise CheckpointSaveError(f"final checkpoint of step {step} was not committed: {ckpt.last_error}")
     ctx.beacon({"phase": "stopped" if stopped else "done", "step": step, "loss": loss_val})
     return TrainResult(first_step=start + 1, last_step=step,
                        resumed_from=None if info is None else info.step,

@@ -280,6 +280,20 @@ class Catalog:
                 s.add(CheckpointRecord(job_name=job_name, step=step, path=path, attempt=attempt,
                                        blocked_seconds=blocked_seconds, save_seconds=save_seconds))
 
+    def record_checkpoint_failure(self, job_name: str, attempt: int, *, step: int, error: str, failures: int,
+                                  consecutive: int, host: str | None, category: str = "unknown",
+                                  component: str = "unknown", confidence: float = 0.0) -> int:
+        """A checkpoint save that failed while training went on: a non-interrupting incident, no steps lost."""
+        now = utcnow()
+        explanation = (f"checkpoint save of step {step} failed ({consecutive} consecutive, {failures} this attempt); "
+                       f"training went on: {error}")
+        return self.record_interruption(
+            job_name=job_name, attempt=attempt, planned=False, category=category, component=component,
+            confidence=confidence, kind="checkpoint_failed", explanation=explanation, ranks=[0],
+            hosts=[host] if host else [], evidence={"step": step, "error": error, "failures": failures,
+                                                    "consecutive_failures": consecutive},
+            evidence_text=error, fault_at=now, detected_at=now, step_at_fault=step, steps_lost=0)
+
     def checkpoints(self, job_name: str) -> Sequence[CheckpointRecord]:
         with self.session() as s:
             return s.scalars(select(CheckpointRecord).where(CheckpointRecord.job_name == job_name)

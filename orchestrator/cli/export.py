@@ -33,7 +33,9 @@ def checkpoint_folders(spec: JobSpec, run_dir: Path, recorded: list[str]) -> lis
     """Where the job's checkpoints may be: the folders of the commits the catalog recorded
     (newest first), then the folder the job file implies. The first one holding a commit wins."""
     out: list[Path] = []
-    implied = Path(spec.checkpoint.folder or run_dir / "checkpoints")
+    from orchestrator.spec import job_checkpoint_dir
+
+    implied = job_checkpoint_dir(spec, run_dir)
     for p in [*(Path(r).parent for r in reversed(recorded) if r), implied]:
         if p not in out:
             out.append(p)

@@ -23,6 +23,7 @@ from orchestrator.cli.common import (
     StateDirOpt,
     WideOpt,
     console,
+    err_console,
     fail,
     no_conflict,
     open_catalog,
@@ -32,7 +33,8 @@ from orchestrator.cli.layouts import JOB_LAYOUTS, JOB_WIDE, RANK_LAYOUTS, RANK_W
 from orchestrator.cli.tables import print_table
 from orchestrator.cluster import connect, disconnect, join, resolve_address
 from orchestrator.paths import db_url, run_dir, state_dir
-from orchestrator.spec import JobFileError, JobSpec, load_job_file
+from orchestrator.spec import JobFileError, JobSpec, job_checkpoint_dir, load_job_file
+from trainer.checkpoint_files import committed_checkpoints
 
 HEARTBEAT_STALE_S = 30.0
 
@@ -85,16 +87,13 @@ def submit(
     if existing is not None and existing.state not in TERMINAL_JOB_STATES and _controller_alive(existing):
         fail(f"job {spec.name!r} is already {existing.state} (attempt {existing.current_attempt}); "
              f"stop it first with 'orchestrator stop {spec.name}'", EXIT_USAGE)
-    if existing is not None and existing.state == "succeeded" and not fresh:
-        console.print(f"job {spec.name!r} already succeeded at step {existing.last_step}/{existing.steps_total}; "
-                      "pass --fresh to run it again from step 0")
-        raise typer.Exit(0)
     rdir = run_dir(sd, spec.name)
+    ckdir = job_checkpoint_dir(spec, rdir)
+    _check_legacy_layout(spec)
+    if existing is not None and existing.state == "succeeded" and not fresh:
+        _continue_or_exit(spec, existing, ckdir, json_out)
     if fresh:
-        catalog.delete_job(spec.name)
-        shutil.rmtree(rdir, ignore_errors=True)
-        if spec.checkpoint.folder:
-            shutil.rmtree(spec.checkpoint.folder, ignore_errors=True)
+        _delete_for_fresh(catalog, spec, rdir, ckdir, json_out)
     conn = _connect_for(spec, addr, catalog.cordoned_hosts())
     try:
         catalog.create_job(spec.name, spec.model_dump(mode="json", by_alias=True), spec.world_size,
@@ -112,6 +111,47 @@ def submit(
         if conn.embedded:
             disconnect()
     raise typer.Exit(code)
+
+
+def _check_legacy_layout(spec: JobSpec) -> None:
+    """Refuse to run over checkpoints written straight into `checkpoint.folder` (before per-job folders)."""
+    folder = spec.checkpoint.folder
+    if folder and committed_checkpoints(folder):
+        fail(f"checkpoint.folder {folder} holds checkpoints directly (step-* folders, written before each job "
+             f"got its own folder); move the ones of job {spec.name!r} into {Path(folder) / spec.name}", EXIT_USAGE)
+
+
+def _continue_or_exit(spec: JobSpec, job: Job, ckdir: Path, json_out: bool) -> None:
+    """A succeeded job continues only to a larger `training.steps`, from its newest committed checkpoint."""
+    committed = committed_checkpoints(ckdir)
+    newest = committed[-1].step if committed else None
+    if spec.training.steps <= max(job.last_step, newest or 0):
+        console.print(f"job {spec.name!r} already succeeded at step {job.last_step}/{job.steps_total}; "
+                      "raise training.steps to train it further, or pass --fresh to run it again from step 0",
+                      soft_wrap=True)
+        raise typer.Exit(0)
+    if newest is None:
+        fail(f"job {spec.name!r} succeeded at step {job.last_step} but {ckdir} holds no committed checkpoint "
+             "to continue from; pass --fresh to run it again from step 0")
+    (err_console if json_out else console).print(
+        f"job {spec.name!r} succeeded at step {job.last_step}; continuing to step {spec.training.steps} "
+        f"from its newest committed checkpoint (step {newest})", highlight=False, soft_wrap=True)
+
+
+def _delete_for_fresh(catalog: Catalog, spec: JobSpec, rdir: Path, ckdir: Path, json_out: bool) -> None:
+    """Say what --fresh deletes (this job's folders and history only), then delete it or fail with one line."""
+    out = err_console if json_out else console
+    n = len(committed_checkpoints(ckdir))
+    out.print(f"--fresh: deleting job {spec.name!r}: checkpoints {ckdir} ({n} committed), "
+              f"run folder {rdir}, and its catalog history", highlight=False, soft_wrap=True)
+    for path in dict.fromkeys((ckdir, rdir)):
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            fail(f"--fresh: cannot delete {path}: {e.strerror or e}")
+    catalog.delete_job(spec.name)
 
 
 def _connect_for(spec: JobSpec, addr: str | None, cordoned: set[str]) -> Any:

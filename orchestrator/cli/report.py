@@ -115,7 +115,8 @@ def _print(public: dict[str, Any], wide: bool) -> None:
                                Col("share of wall", lambda x: x[2], right=True)]], causes, wide=wide)
     t5 = public["overall"]["table5"]
     console.print(f"[bold]Unexpected interruptions: {t5['unexpected_interruptions']}[/bold] "
-                  f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']})")
+                  f"(planned {t5['planned_interruptions']}, stragglers {t5['stragglers']}, "
+                  f"failed checkpoint saves {t5.get('checkpoint_failures', 0)})")
     tail = [Col("count", lambda x: str(x["count"]), right=True),
             Col("share", lambda x: f"{x['share']:.1%}", right=True),
             Col("time lost (s)", lambda x: f"{x['time_lost_seconds']:.1f}", right=True)]
@@ -167,7 +168,7 @@ def _plots(r: dict[str, Any]) -> tuple[str, str]:
         ax.broken_barh([((a - start) / 60, width / 60)], (0.6 if v.interrupting else 0.1, 0.3),
                        color=colors.get(v.category, "grey"), label=label)
     ax.set_xlim(0, max(1e-3, (r["ended_at"] - start) / 60))
-    ax.set_yticks([0.25, 0.75], ["stragglers", "interruptions"])
+    ax.set_yticks([0.25, 0.75], ["stragglers, failed saves", "interruptions"])
     ax.set_xlabel("minutes since start")
     ax.set_title("interruption timeline by category")
     if shown:

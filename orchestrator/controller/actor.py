@@ -22,8 +22,8 @@ from orchestrator.controller.spares import RaySparePool
 from orchestrator.controller.state import ControllerState
 from orchestrator.controller.worker_group import RayWorkerGroup
 from orchestrator.k8s.callback import callbacks_from_env
-from orchestrator.spec import JobSpec
-from trainer.checkpoint import committed_checkpoints
+from orchestrator.spec import JobSpec, job_checkpoint_dir
+from trainer.checkpoint_files import committed_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ class FolderCheckpoints:
         return [(c.step, str(c.path), c.meta.get("attempt")) for c in committed_checkpoints(self.folder)]
 
 
-def checkpoint_dir_for(spec: JobSpec, run_dir: Path) -> Path:
-    return Path(spec.checkpoint.folder or run_dir / "checkpoints")
-
-
 class JobController:
     """Runs one job to its end. Constructed by Ray; the loop starts at once in a thread."""
 
@@ -75,7 +71,7 @@ class JobController:
         self.workers = RayWorkerGroup(self.spec.name, run_dir, cpus_per_rank=r.cpus_per_rank,
                                       gpus_per_rank=r.gpus_per_rank, placement=r.placement,
                                       warm_standby=rel.warm_standby, network_interface=r.network_interface)
-        ckpt = checkpoint_dir_for(self.spec, rdir)
+        ckpt = job_checkpoint_dir(self.spec, rdir)
         others = self._start_metrics(clock, rdir)
         self.controller = Controller(
             self.spec, self.catalog, rdir, ckpt, workers=self.workers,

@@ -93,6 +93,9 @@ class ControllerCallback:
 
     def checkpoint_committed(self, number: int, checkpoint: dict[str, Any]) -> None: ...
 
+    def checkpoint_failed(self, number: int, failure: dict[str, Any]) -> None:
+        """A save failed and training went on (`failure`: step, error, failures, consecutive, host, verdict)."""
+
     def straggler_found(self, number: int, finding: Finding, step: int) -> None: ...
 
     def attempt_ended(self, number: int, state: str, reason: str, ends: list[RankEnd], now: float) -> None: ...

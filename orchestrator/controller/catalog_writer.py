@@ -91,6 +91,13 @@ class CatalogWriter(ControllerCallback):
                                        checkpoint.get("attempt", number), checkpoint.get("blocked_s"),
                                        checkpoint.get("save_s"))
 
+    def checkpoint_failed(self, number: int, failure: dict[str, Any]) -> None:
+        v = failure.get("verdict") or {}
+        self.catalog.record_checkpoint_failure(
+            self.job, number, step=failure["step"], error=failure["error"], failures=failure["failures"],
+            consecutive=failure["consecutive"], host=failure.get("host"), category=v.get("category", "unknown"),
+            component=v.get("component", "unknown"), confidence=v.get("confidence", 0.0))
+
     def straggler_found(self, number: int, finding: Finding, step: int) -> None:
         self.catalog.record_interruption(
             job_name=self.job, attempt=number, planned=False, category="unknown", component="unknown",

@@ -29,7 +29,7 @@ from orchestrator.controller.callbacks import (
     RankEnd,
     RankPlacement,
 )
-from orchestrator.controller.evidence import classify_evidence, gather_evidence, interruption_record
+from orchestrator.controller.evidence import classify_error, classify_evidence, gather_evidence, interruption_record
 from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
 from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
 from orchestrator.controller.monitor import MonitorState, tick
@@ -196,6 +196,11 @@ class Controller:
             self._heartbeat_at = now
         if res.checkpoint is not None:
             self.cb.checkpoint_committed(a.number, res.checkpoint)
+        if res.save_failure is not None:
+            logger.warning("job %s: checkpoint save failed (%d consecutive), training goes on: %s", self.spec.name,
+                           res.save_failure["consecutive"], res.save_failure["error"])
+            verdict = classify_error(res.save_failure["error"])
+            self.cb.checkpoint_failed(a.number, {**res.save_failure, "verdict": verdict.to_dict()})
         for f in res.stragglers:
             logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
             self.cb.straggler_found(a.number, f, a.monitor.last_step)

@@ -32,6 +32,8 @@ class MonitorState:
     checkpoint_step: int = 0
     first_step_seen: bool = False
     flagged: set[int] = field(default_factory=set)
+    save_failures: int = 0
+    """Failed checkpoint saves rank 0 has reported in this attempt."""
 
     def __post_init__(self) -> None:
         if self.last_step < 0:
@@ -58,6 +60,8 @@ class TickResult:
     progress: Progress | None = None
     checkpoint: dict[str, Any] | None = None
     """A checkpoint newly committed: step, path, blocked and save seconds."""
+    save_failure: dict[str, Any] | None = None
+    """A checkpoint save newly failed (training goes on): step, error, failures, consecutive failures, host."""
     stragglers: tuple[Finding, ...] = ()
     """Ranks newly found to straggle (recorded; the job goes on)."""
     failure: Finding | None = None
@@ -78,26 +82,31 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
     obs = sorted(obs, key=lambda o: o.rank)
     progress = _progress(state, obs, now)
     checkpoint = _checkpoint(state, obs)
+    failed_save = _save_failure(state, obs)
     exited = tuple(o for o in obs if o.returncode is not None)
     crash = first_cause(findings, now)
     if crash is not None:
-        return TickResult(progress=progress, checkpoint=checkpoint, failure=crash, exited=exited)
+        return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=crash,
+                          exited=exited)
     if all(o.returncode == 0 for o in obs):
-        return TickResult(progress=progress, checkpoint=checkpoint, finished=True, exited=exited,
-                          completed=all(o.phase == "done" for o in obs))
+        return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, finished=True,
+                          exited=exited, completed=all(o.phase == "done" for o in obs))
+    # Saving, past the last step, or exiting (a loaded host can take seconds to exit): the job's full timeout.
     finishing = state.total_steps is not None and min(o.step for o in obs) >= state.total_steps
-    checkpointing = any(o.phase == "checkpoint" for o in obs) or not state.first_step_seen or finishing
+    checkpointing = (any(o.phase in ("checkpoint", "done", "stopped", "failed") for o in obs)
+                     or not state.first_step_seen or finishing)
     limit = hang_limit(list(state.step_times), hang, checkpointing=checkpointing)
     hung = detect_hang(obs, state.last_progress_at, now, limit)
     if hung is not None:
-        return TickResult(progress=progress, checkpoint=checkpoint, failure=hung, exited=exited)
+        return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
+                          exited=exited)
     median = statistics.median(state.step_times) if state.step_times else None
     new = []
     for f in detect_stragglers(obs, median, now):
         if f.ranks[0] not in state.flagged:
             state.flagged.add(f.ranks[0])
             new.append(f)
-    return TickResult(progress=progress, checkpoint=checkpoint, stragglers=tuple(new))
+    return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, stragglers=tuple(new))
 
 
 def _progress(state: MonitorState, obs: list[RankObservation], now: float) -> Progress | None:
@@ -124,3 +133,15 @@ def _checkpoint(state: MonitorState, obs: list[RankObservation]) -> dict[str, An
     state.checkpoint_step = step
     return {"step": step, "path": c.get("checkpoint_path", ""), "blocked_s": c.get("checkpoint_blocked_s"),
             "save_s": c.get("checkpoint_seconds")}
+
+
+def _save_failure(state: MonitorState, obs: list[RankObservation]) -> dict[str, Any] | None:
+    """Rank 0 counts its failed saves; a higher count than last seen is a new failure."""
+    c = obs[0].checkpoint
+    failures = int(c.get("checkpoint_failures", 0) or 0)
+    if failures <= state.save_failures:
+        return None
+    state.save_failures = failures
+    return {"step": int(c.get("checkpoint_failed_step", obs[0].step) or 0),
+            "error": str(c.get("checkpoint_error") or "unknown error"), "failures": failures,
+            "consecutive": int(c.get("checkpoint_consecutive_failures", 1) or 1), "host": obs[0].host}

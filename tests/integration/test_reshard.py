@@ -48,11 +48,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
 @pytest.mark.parametrize("first,second", [
     ({"dp": 2, "tp": 2}, {"dp": 1, "tp": 4}),
     ({"dp": 2, "tp": 2}, {"dp": 1, "pp": 2, "cp": 2}),
+    ({"dp": 2}, {"dp": 4}),  # more data-parallel ranks than the checkpoint was written by
 ])
 def test_resume_under_another_layout(tmp_path: Path, reference: dict[int, float], first: dict, second: dict) -> None:
     env = {"TRAINER_SAMPLE_LOG": str(tmp_path / "samples")}
     (tmp_path / "samples").mkdir()
-    world1 = 4
+    world1 = first.get("dp", 1) * first.get("tp", 1) * first.get("pp", 1) * first.get("cp", 1)
     r = run_ranks(_cfg(**first), tmp_path, env_extra=env, control={i: {"exit_at_step": 7} for i in range(world1)})
     assert all(c == 1 for c in r.returncodes)
     r = run_ranks(_cfg(**second), tmp_path, attempt=2, env_extra=env)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.dist import final_losses, metrics, run_ranks, tiny_cfg
-from trainer.checkpoint import COMMIT_MARKER, committed_checkpoints
+from trainer.checkpoint import COMMIT_MARKER, committed_checkpoints, quarantined_checkpoints
 
 pytestmark = pytest.mark.timeout(600)
 LOSS_TOL = 1e-4
@@ -62,15 +62,22 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path: Path, reference: dict[in
                   control={i: {"exit_at_step": 10} for i in range(2)})
     ckpts = committed_checkpoints(tmp_path / "ckpt")
     assert [c.step for c in ckpts][-2:] == [4, 8]
-    # Corrupt step 8's data; leave a half-written (uncommitted) step-9 folder behind.
-    for f in ckpts[-1].path.glob("*.distcp"):
-        f.write_bytes(b"garbage")
+    # A good copy of step 8 without its marker, named as a newer step: it would load (and resume at
+    # step 9) if uncommitted folders were ever read.
     half = tmp_path / "ckpt" / "step-00000009"
     shutil.copytree(ckpts[-1].path, half)
     (half / COMMIT_MARKER).unlink()
+    # Then corrupt the committed step 8's data: the resume must fall back to step 4.
+    for f in ckpts[-1].path.glob("*.distcp"):
+        f.write_bytes(b"garbage")
     r = run_ranks(tiny_cfg(steps=10), tmp_path, attempt=2)
-    assert r.returncodes == [0, 0]
+    assert r.returncodes == [0, 0], Path(r.logs[0]).read_text()[-3000:]
     second = [x for x in metrics(tmp_path) if x["attempt"] == 2]
     assert second[0]["step"] == 5, "must fall back to step 4"
     got = final_losses(metrics(tmp_path))
     assert abs(got[10] - reference[10]) <= LOSS_TOL
+    quarantined = quarantined_checkpoints(tmp_path / "ckpt")
+    assert [q.name.split(".")[0] for q in quarantined] == ["step-00000008"]
+    assert all(f.read_bytes() == b"garbage" for f in quarantined[0].glob("*.distcp")), "kept as found"
+    assert half.is_dir() and not (half / COMMIT_MARKER).exists(), "an uncommitted folder is never touched"
+

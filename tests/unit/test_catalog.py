@@ -145,3 +145,13 @@ def test_updates_refuse_unknown_fields(tmp_path: Path) -> None:
     assert job.last_step == 0 and job.attempts[0].ranks == [], "a refused update wrote something"
     cat.update_job("j1", last_step=3)
     assert cat.require_job("j1").last_step == 3
+
+
+def test_failed_checkpoint_save_is_a_non_interrupting_incident(tmp_path: Path) -> None:
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    _job(cat)
+    cat.record_checkpoint_failure("j1", 2, step=8, error="rank 0: [Errno 28] No space left on device", failures=1,
+                                  consecutive=1, host="h0")
+    (i,) = cat.interruptions("j1")
+    assert (i.kind, i.attempt, i.step_at_fault, i.steps_lost, i.hosts) == ("checkpoint_failed", 2, 8, 0, ["h0"])
+    assert "No space left on device" in i.explanation and i.evidence["step"] == 8

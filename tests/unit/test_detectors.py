@@ -34,6 +34,14 @@ def test_crash_blames_the_signalled_rank_not_its_peers() -> None:
     assert "SIGKILL" in f.summary and len(f.evidence["exits"]) == 3
 
 
+def test_crash_carries_the_reason_the_rank_gave() -> None:
+    why = "checkpoint load failed: no committed checkpoint in /c/job loads, tried step-00000008 (checksum mismatch)"
+    obs = [_obs(0, alive=False, returncode=74, exited_at=NOW - 1.0, error=why),
+           _obs(1, alive=False, returncode=74, exited_at=NOW - 0.9, error=why)]
+    f = detect_crash(obs, NOW)
+    assert f is not None and f.summary.endswith("exit code 74: " + why)
+
+
 def test_lost_worker_is_node_lost() -> None:
     f = detect_crash([_obs(0), _obs(3, worker_alive=False, alive=False)], NOW)
     assert f is not None and f.kind is FindingKind.NODE_LOST and f.ranks == (3,)

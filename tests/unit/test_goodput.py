@@ -54,6 +54,13 @@ def test_planned_and_stragglers_are_not_failures() -> None:
     assert t["mtbf_seconds"] == 3600.0
 
 
+def test_a_failed_checkpoint_save_is_not_an_interruption() -> None:
+    failed_save = InterruptionView(4, "checkpoint_failed", "unknown", "unknown", False, 103.0, 103.0, None, None, 0)
+    t = table5([_crash(), failed_save], _rows(), 3600.0)
+    assert t["unexpected_interruptions"] == 1 and t["checkpoint_failures"] == 1 and t["stragglers"] == 0
+    assert goodput(100.0, 121.0, _rows(), [_crash(), failed_save]) == goodput(100.0, 121.0, _rows(), [_crash()])
+
+
 def test_ettr_series_drops_rolled_back_steps() -> None:
     s = ettr_series(100.0, _rows())
     assert len(s) == 10

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import JobFileError, load_job_file
+from orchestrator.spec import JobFileError, job_checkpoint_dir, load_job_file
 from tests.conftest import REPO, small_job, write_job
 
 
@@ -96,3 +96,12 @@ def test_relative_data_paths_resolve_against_job_file(tmp_path: Path) -> None:
     (tmp_path / "corpus" / "a.txt").write_text("hello")
     spec = load_job_file(write_job(tmp_path / "job.yaml", small_job(data="corpus/*.txt")))
     assert spec.data.paths == [str(tmp_path / "corpus" / "*.txt")]
+
+
+def test_jobs_sharing_a_checkpoint_folder_get_one_folder_each(tmp_path: Path) -> None:
+    a = load_job_file(write_job(tmp_path / "a.yaml", small_job("a", checkpoint={"folder": "shared"})))
+    b = load_job_file(write_job(tmp_path / "b.yaml", small_job("b", checkpoint={"folder": "shared"})))
+    assert job_checkpoint_dir(a, tmp_path / "runs" / "a") == tmp_path / "shared" / "a"
+    assert job_checkpoint_dir(b, tmp_path / "runs" / "b") == tmp_path / "shared" / "b"
+    default = load_job_file(write_job(tmp_path / "c.yaml", small_job("c")))
+    assert job_checkpoint_dir(default, tmp_path / "runs" / "c") == tmp_path / "runs" / "c" / "checkpoints"
