@@ -124,9 +124,34 @@ class DataSpec(_Section):
 class CheckpointSpec(_Section):
     folder: str | None = None
     """Parent of per-job folders: a job's checkpoints live in `<folder>/<job name>/` (see `job_checkpoint_dir`)."""
-    interval_steps: int = Field(50, ge=1)
+    interval_steps: int | Literal["auto"] = 50
+    """Steps between saves, or `auto`: chosen at each (re)start from the failures seen and a save's cost."""
     async_: bool = Field(True, alias="async")
     keep_last: int = Field(3, ge=1)
+    auto_initial_steps: int = Field(50, ge=1)
+    """With `interval_steps: auto`, the interval before anything has been measured."""
+    auto_min_steps: int = Field(5, ge=1)
+    auto_max_steps: int = Field(1000, ge=1)
+    auto_prior_mtbf_s: float = Field(86_400.0, gt=0)
+    """The failure interval assumed before failures are seen (worth one failure in the estimate)."""
+
+    @field_validator("interval_steps")
+    @classmethod
+    def _interval(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be a number of steps >= 1, or auto")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CheckpointSpec:
+        if self.auto_min_steps > self.auto_max_steps:
+            raise ValueError(f"auto_min_steps ({self.auto_min_steps}) is above auto_max_steps "
+                             f"({self.auto_max_steps})")
+        return self
+
+    @property
+    def auto(self) -> bool:
+        return self.interval_steps == "auto"
 
 
 class ReliabilitySpec(_Section):

@@ -98,14 +98,19 @@ class FakeWorkerGroup:
 
     def start(self, attempt: int, config: dict, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
         self.calls.append(f"start:{attempt}")
+        self.interval = int(config.get("checkpoint_interval_steps", self.interval))
         self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
         self.finding, self.hang_started = None, False
         return {p.rank: 1000 + p.rank for p in self.placements}
 
     def _obs(self, rank: int, host: str, **kw: object) -> RankObservation:
+        last = self.checkpoints.committed_step()
         base: dict[str, object] = dict(rank=rank, host=host, observed_at=self.clock.now, alive=True,
                                        step=self.step, step_seconds=0.5, heartbeat=self.clock.now,
-                                       phase="train", loss=2.0)
+                                       phase="train", loss=2.0,
+                                       checkpoint={"checkpoint_step": last, "checkpoint_path": f"/ckpt/{last}",
+                                                   "checkpoint_blocked_s": 0.02, "checkpoint_seconds": 0.3}
+                                       if last else {})
         base.update(kw)
         return RankObservation(**base)  # type: ignore[arg-type]
 

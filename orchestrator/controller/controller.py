@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
+from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.controller import failure_policy, scaling_policy
 from orchestrator.controller.callbacks import (
@@ -29,6 +31,7 @@ from orchestrator.controller.callbacks import (
     RankEnd,
     RankPlacement,
 )
+from orchestrator.controller.checkpoint_policy import IntervalDecision, IntervalInput, choose_interval
 from orchestrator.controller.evidence import classify_error, classify_evidence, gather_evidence, interruption_record
 from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
 from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
@@ -84,6 +87,8 @@ class Controller:
         self.attempt: Attempt | None = None
         self.stop_reason: str | None = None
         self._heartbeat_at = 0.0
+        self._step_s: float | None = None
+        """Median step time of the last attempt that trained (for the checkpoint interval)."""
 
     # ---- driving -------------------------------------------------------------------------
     @property
@@ -142,6 +147,11 @@ class Controller:
         logger.info("job %s: attempt %d: %s: %s", self.spec.name, number, decision.kind.value, decision.reason)
         self.dp = decision.dp
         layout: dict[str, Any] = {"dp": self.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "scaling": decision.kind.value}
+        interval = self._checkpoint_interval()
+        if interval is not None:
+            layout["checkpoint_interval_steps"] = interval.steps
+            layout["checkpoint_interval_reason"] = interval.reason
+            logger.info("job %s: %s", self.spec.name, interval.reason)
         if self.dp != p.dp:
             layout["shrunk_from"] = p.dp
         self.attempt = a = Attempt(number, start_step, layout)
@@ -166,7 +176,8 @@ class Controller:
                     layout["swapped_in"] = swapped
                 self._reserve_spares(a.placements)
             self._note_spares()
-            config = trainer_config(self.spec, dp=self.dp)
+            config = trainer_config(self.spec, dp=self.dp,
+                                    checkpoint_interval_steps=interval.steps if interval else None)
             pids = self.workers.start(number, config, str(self._write_config(number, config)),
                                       str(self.checkpoint_dir))
         except WorkerGroupError as e:
@@ -266,6 +277,26 @@ class Controller:
             a.layout["spares"] = self.spares.held()
             self.cb.layout_changed(a.number, a.layout)
 
+    def _checkpoint_interval(self) -> IntervalDecision | None:
+        """With `checkpoint.interval_steps: auto`, the interval for the next attempt (Young/Daly)."""
+        c = self.spec.checkpoint
+        if not c.auto:
+            return None
+        saves = self.catalog.checkpoints(self.spec.name)
+        blocked = [s.blocked_seconds for s in saves if s.blocked_seconds is not None]
+        durations = [s.save_seconds for s in saves if s.save_seconds is not None]
+        if self._step_s is None or not blocked:
+            return IntervalDecision(c.auto_initial_steps, 0.0, 0.0, f"checkpoint every {c.auto_initial_steps} steps "
+                                    "(checkpoint.auto_initial_steps) until a step and a save have been measured")
+        job = self.catalog.require_job(self.spec.name)
+        started = as_utc(job.started_at)
+        exposure = max(0.0, self.clock.time() - started.timestamp()) if started else 0.0
+        failures = sum(1 for o in self.history.outcomes if o.kind.failed)
+        return choose_interval(IntervalInput(
+            failures=failures, exposure_s=exposure, save_cost_s=statistics.median(blocked),
+            save_duration_s=statistics.median(durations) if durations else 0.0, step_s=self._step_s,
+            prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=c.auto_min_steps, max_steps=c.auto_max_steps))
+
     def _write_config(self, number: int, config: dict[str, Any]) -> Path:
         """The attempt's exact trainer config, kept beside the run for people (ranks get theirs through Ray)."""
         path = self.run_dir / "attempts" / f"attempt-{number:03d}" / "trainer.json"
@@ -294,6 +325,8 @@ class Controller:
         """Classify, decide, record, and move to the state the decision calls for."""
         a = self.attempt
         assert a is not None
+        if a.monitor is not None and a.monitor.step_times:
+            self._step_s = statistics.median(a.monitor.step_times)
         ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)))
         if ev.signature:
             outcome = _with_signature(outcome, ev.signature)

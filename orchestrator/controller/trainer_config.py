@@ -8,8 +8,10 @@ from orchestrator.spec import JobSpec
 from trainer.config import OptimConfig, ParallelConfig, TrainConfig
 
 
-def trainer_config(spec: JobSpec, *, dp: int | None = None) -> dict[str, Any]:
-    """The trainer config for `spec`; `dp` overrides the data-parallel degree (shrinking)."""
+def trainer_config(spec: JobSpec, *, dp: int | None = None, checkpoint_interval_steps: int | None = None
+                   ) -> dict[str, Any]:
+    """The trainer config for `spec`; `dp` overrides the data-parallel degree (shrinking), and
+    `checkpoint_interval_steps` the save interval (chosen by the controller when it is `auto`)."""
     m, p, t, c = spec.model, spec.parallelism, spec.training, spec.checkpoint
     cfg = TrainConfig(
         model=m.model_args(),
@@ -22,7 +24,9 @@ def trainer_config(spec: JobSpec, *, dp: int | None = None) -> dict[str, Any]:
         steps=t.steps, seed=t.seed, global_batch_size=t.global_batch_size,
         micro_batch_size=t.micro_batch_size, seq_len=t.seq_len, dtype=t.dtype,
         data_paths=list(spec.data.paths), data_max_bytes=spec.data.max_bytes,
-        checkpoint_interval_steps=c.interval_steps, checkpoint_async=c.async_,
+        checkpoint_interval_steps=checkpoint_interval_steps or (
+            c.auto_initial_steps if c.interval_steps == "auto" else int(c.interval_steps)),
+        checkpoint_async=c.async_,
         checkpoint_keep_last=c.keep_last,
         collective_timeout_s=spec.reliability.effective_collective_timeout_s,
     )

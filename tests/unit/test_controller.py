@@ -272,3 +272,20 @@ def test_a_host_with_repeated_hardware_faults_is_cordoned_as_a_lemon(tmp_path: P
     assert "lemon" in i.evidence["decision"]
     events = rig.catalog.get_host("h0").events
     assert events[-1].to_state == "cordoned" and "lemon" in events[-1].reason
+
+
+def test_auto_checkpoint_interval_follows_the_failures_seen(tmp_path: Path) -> None:
+    faults = {1: Fault("crash", at_step=60, rank=0), 2: Fault("crash", at_step=66, rank=0)}
+    rig = Rig(tmp_path, steps=80, max_restarts=5, faults=faults)
+    ck = rig.spec.checkpoint.model_copy(update={"interval_steps": "auto", "auto_initial_steps": 50,
+                                                "auto_min_steps": 2, "auto_prior_mtbf_s": 10.0})
+    rig.ctl.spec = rig.spec.model_copy(update={"checkpoint": ck})
+    assert rig.run() is S.SUCCEEDED
+    first, second, third = rig.layouts()
+    assert first["checkpoint_interval_steps"] == 50 and "auto_initial_steps" in first["checkpoint_interval_reason"]
+    # Failures every ~30 s against 0.02-s saves: Daly's optimum is a couple of 0.5-s steps.
+    assert second["checkpoint_interval_steps"] < 10 and "1 failures" in second["checkpoint_interval_reason"]
+    assert third["checkpoint_interval_steps"] <= second["checkpoint_interval_steps"]
+    # Checkpoints followed: the second crash lost fewer steps than the first.
+    lost = [i.steps_lost for i in rig.interruptions()]
+    assert lost[1] < lost[0], lost
