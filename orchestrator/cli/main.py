@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import chaos, incidents, jobs, report
+from orchestrator.cli import chaos, incidents, jobs, report, sim
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run and keep alive 4D-parallel training jobs on Ray.")
@@ -16,6 +16,7 @@ app.add_typer(chaos.app, name="chaos")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(incidents.hosts_app, name="hosts")
 app.command("report")(report.report)
+app.command("sim")(sim.sim)
 
 
 if __name__ == "__main__":
