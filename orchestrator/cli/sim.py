@@ -93,18 +93,20 @@ def _print(o: dict[str, Any]) -> None:
                   f"{o['days']:g} days: {o['unexpected_interruptions']} unexpected interruptions "
                   f"(expected {o['expected_unexpected_interruptions']:.0f}), {o['planned_interruptions']} planned")
     console.print(f"ETTR {o['ettr']:.2%} simulated, {o['ettr_analytic']:.2%} analytic "
-                  f"({o['ettr_analytic_with_planned']:.2%} with planned downtime)")
-    t = Table("category", "component", "count", "share", "Table 5", "share", "time lost (h)",
+                  f"({o['ettr_analytic_with_planned']:.2%} with planned downtime); steps done "
+                  f"{o['work_ratio']:.2%} of an uninterrupted full-size run")
+    t = Table("component", "category", "count", "share", "Table 5", "share", "time lost (h)",
               title="Unexpected interruptions (Llama 3 Table 5 layout)")
     for r in o["categories"]:
-        t.add_row(r["category"], r["component"], str(r["count"]), f"{r['share']:.1%}", str(r["reference_count"]),
+        t.add_row(r["component"], r["category"], str(r["count"]), f"{r['share']:.1%}", str(r["reference_count"]),
                   f"{r['reference_share']:.1%}", f"{r['time_lost_seconds'] / 3600:.1f}")
     console.print(t)
     t = Table("cause", "hours", "share of wall")
     for cause, s in o["time_lost_seconds"].items():
         t.add_row(cause, f"{s / 3600:.1f}", f"{s / o['wall_seconds']:.2%}")
     console.print(t)
-    console.print(f"misclassified {o['misclassified']}, cordons {o['cordons']} (lemons {o['lemons_cordoned']}), "
+    console.print(f"misclassified {o['misclassified']}, cordons {o['cordons']} (lemons {o['lemons_cordoned']}, named "
+                  f"{o['lemon_listings']} times), "
                   f"hosts swapped in {o['hosts_swapped_in']}, smallest dp {o['min_dp']}, "
                   f"jobs failed by the policy and resubmitted {o['manual_interventions']}")
     for reason in o["failure_reasons"][:5]:

@@ -24,7 +24,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from health.detectors import detect_crash, detect_hang, first_cause
 from health.observations import Finding, FindingKind, RankObservation
@@ -74,6 +74,8 @@ class SimResult:
     days: float
     wall_seconds: float
     productive_seconds: float
+    work_seconds: float
+    """Steps kept times the full-size step time: less than productive time while dp is shrunk."""
     time_lost_seconds: dict[str, float]
     unexpected_interruptions: int
     planned_interruptions: int
@@ -86,6 +88,9 @@ class SimResult:
     failure_reasons: list[str]
     cordons: int
     lemons_cordoned: int
+    """Distinct hosts the failure policy cordoned as lemons."""
+    lemon_listings: int
+    """Times a decision named a lemon (the policy names every lemon of its window in each decision)."""
     spares_swapped: int
     shrinks: int
     grows: int
@@ -97,6 +102,11 @@ class SimResult:
     @property
     def ettr(self) -> float:
         return self.productive_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def work_ratio(self) -> float:
+        """The share of an uninterrupted full-size run's steps that were done (ETTR counts shrunk time fully)."""
+        return self.work_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
 
 @dataclass
@@ -183,6 +193,8 @@ class Simulation:
         self.target_dp = self.dp = sc.dp
         self.hosts = [f"node-{i:05d}" for i in range(c.hosts + c.spares)]
         self.gang = self.hosts[:c.hosts]
+        self.idle = self.hosts[c.hosts:]
+        """Hosts outside the gang, in cluster order: the spare pool (when usable)."""
         self.cordoned: set[str] = set()
         self.down: set[str] = set()
         self.repairs: list[tuple[float, str]] = []
@@ -203,10 +215,13 @@ class Simulation:
         self.snap_steps = ck.in_memory_interval_steps
         self.lost = dict.fromkeys(CAUSES, 0.0)
         self.productive = 0.0
+        self.work = 0.0
+        """Steps kept, in seconds of the full-size job's step time."""
         self.truth: Counter[str] = Counter()
         self.classified: Counter[str] = Counter()
         self.scaling: Counter[str] = Counter()
-        self.misclassified = self.manual = self.cordons = self.lemons = self.swaps = 0
+        self.misclassified = self.manual = self.cordons = self.swaps = self.lemon_listings = 0
+        self.lemon_set: set[str] = set()
         self.planned = self.unexpected = 0
         self.failure_reasons: list[str] = []
         self.min_dp = self.dp
@@ -287,13 +302,14 @@ class Simulation:
                 t_train = now + sum(d for _, d in downtime)
                 if t_ev <= t_train:
                     self._spend(downtime, t_ev - now)
-                    done, fault_step, kept_to = 0, self.step, self.step
+                    fault_step = self.step
                     seg = None
                 else:
                     self._spend(downtime, t_train - now)
                     self._first_step(t_train)
-                    seg = _Segment(t_train, self.step, self.step_s, self.ckpt_steps, sc.checkpoint.blocking_seconds,
-                                   self.snap_steps, sc.checkpoint.in_memory_blocking_seconds)
+                    seg = _Segment(t_train, self.step, self._step_time(), self.ckpt_steps,
+                                   sc.checkpoint.blocking_seconds, self.snap_steps,
+                                   sc.checkpoint.in_memory_blocking_seconds)
                 if t_ev >= horizon:
                     if seg is not None:
                         done, committed, stall = seg.at(horizon)
@@ -329,6 +345,10 @@ class Simulation:
                 self._metrics.close()
         return self._result(horizon)
 
+    def _step_time(self) -> float:
+        """A shrunk job keeps its global batch: each replica does target_dp/dp times the work per step."""
+        return self.step_s * self.target_dp / self.dp
+
     def _spend(self, downtime: list[tuple[str, float]], seconds: float) -> None:
         left = seconds
         for cause, d in downtime:
@@ -339,16 +359,17 @@ class Simulation:
                 break
 
     def _first_step(self, t: float) -> None:
-        self.clock.now = t + self.step_s
+        self.clock.now = t + self._step_time()
         self.cb.progressed(self.attempt, Progress(step=self.step + 1, loss=None, tokens_per_second=None,
                                                   rank_steps={}, first_step=True), self.clock.time())
 
     def _train(self, seg: _Segment, t_end: float, done: int, kept: int, stall: float, committed: int) -> None:
         """Account a training stretch ending at `t_end` whose first `kept` steps survive."""
         e = t_end - seg.start
-        self.productive += kept * self.step_s
+        self.productive += kept * seg.step_s
+        self.work += kept * self.step_s
         self.lost["checkpoint_stall"] += stall
-        self.lost["lost_work"] += max(0.0, e - kept * self.step_s - stall)
+        self.lost["lost_work"] += max(0.0, e - kept * seg.step_s - stall)
         if self._metrics is not None:
             self._write_rows(seg, done)
         self.step = seg.s0 + kept
@@ -466,8 +487,10 @@ class Simulation:
                          else self.sc.cluster.repair_hours)
                 heapq.heappush(self.repairs, (stop_at + self.rng.expovariate(1.0 / (hours * 3600)), h))
         for h in decision.lemon_hosts:
-            self.lemons += 1
-            self.multiplier[h] = 1.0  # a lemon's repair replaces the faulty part
+            self.lemon_listings += 1
+            if h not in self.lemon_set:
+                self.lemon_set.add(h)
+                self.multiplier[h] = 1.0  # a lemon's repair replaces the faulty part
         if surface == "node_lost" and host not in self.cordoned:
             heapq.heappush(self.repairs, (stop_at + self.rng.expovariate(1.0 / (self.sc.cluster.maintenance_hours
                                                                                  * 3600)), host))
@@ -531,9 +554,7 @@ class Simulation:
         j = self.sc.job
         gang_set = set(self.gang)
         kept = self._gang_view()
-        spares = tuple(h for h in self.hosts[len(self.gang):] if h not in gang_set and self._usable(h))
-        if len(spares) + len(gang_set) < len(self.hosts):  # hosts the gang gave up are earlier in the list
-            spares = tuple(h for h in self.hosts if h not in gang_set and self._usable(h))
+        spares = tuple(h for h in self.idle if self._usable(h))
         inp = ScalingInput(target_dp=self.target_dp, current_dp=self.dp, model_parallel=self.mp,
                            global_batch=j.global_batch, micro_batch=j.micro_batch, cpus_per_rank=1.0,
                            gpus_per_rank=1.0, allow_shrink_dp=j.allow_shrink_dp, nodes=self._nodes(),
@@ -572,6 +593,7 @@ class Simulation:
             self._rank_hosts = self._rank_ids = None
             self._gang_index = {h: i for i, h in enumerate(new)}
         self.gang = new
+        self.idle = sorted(set(self.hosts).difference(new), key=self._host_index.__getitem__)
         self._gang_cache = None
 
     def _gang_view(self) -> GangView:
@@ -609,11 +631,13 @@ class Simulation:
         sc = self.sc
         return SimResult(
             scenario=sc.name, seed=self.seed, hosts=sc.cluster.hosts, gpus=sc.gpus, days=sc.job.days,
-            wall_seconds=horizon, productive_seconds=self.productive, time_lost_seconds=dict(self.lost),
+            wall_seconds=horizon, productive_seconds=self.productive, work_seconds=self.work,
+            time_lost_seconds=dict(self.lost),
             unexpected_interruptions=self.unexpected, planned_interruptions=self.planned,
             truth=dict(self.truth), classified=dict(self.classified), misclassified=self.misclassified,
             manual_interventions=self.manual, failure_reasons=self.failure_reasons, cordons=self.cordons,
-            lemons_cordoned=self.lemons, spares_swapped=self.swaps, shrinks=self.scaling.get("shrink", 0),
+            lemons_cordoned=len(self.lemon_set), lemon_listings=self.lemon_listings, spares_swapped=self.swaps,
+            shrinks=self.scaling.get("shrink", 0),
             grows=self.scaling.get("grow", 0), min_dp=self.min_dp, steps=self.step, attempts=self.attempt,
             scaling=dict(self.scaling))
 

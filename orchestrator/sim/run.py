@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.catalog.repository import Catalog
 from orchestrator.goodput import table5
 from orchestrator.sim.analytic import analytic
-from orchestrator.sim.engine import Simulation, SimResult
+from orchestrator.sim.engine import SimResult, Simulation
 from orchestrator.sim.scenario import Scenario
 from orchestrator.taxonomy import COMPONENT_OF
 
@@ -46,12 +46,13 @@ def result_dict(sc: Scenario, r: SimResult, t5: dict[str, Any]) -> dict[str, Any
         "unexpected_interruptions": r.unexpected_interruptions,
         "planned_interruptions": r.planned_interruptions,
         "expected_unexpected_interruptions": ref_total * scale,
-        "ettr": r.ettr, **analytic(sc),
+        "ettr": r.ettr, "work_ratio": r.work_ratio, **analytic(sc),
         "wall_seconds": r.wall_seconds, "productive_seconds": r.productive_seconds,
         "time_lost_seconds": r.time_lost_seconds,
         "table5": t5, "categories": rows,
         "misclassified": r.misclassified, "manual_interventions": r.manual_interventions,
         "failure_reasons": r.failure_reasons, "cordons": r.cordons, "lemons_cordoned": r.lemons_cordoned,
+        "lemon_listings": r.lemon_listings,
         "hosts_swapped_in": r.spares_swapped, "scaling": r.scaling, "min_dp": r.min_dp,
         "attempts": r.attempts, "steps": r.steps,
     }

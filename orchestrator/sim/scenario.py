@@ -8,7 +8,6 @@ come from observed counts: `failures.counts` seen over `failures.over_days` on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
