@@ -16,6 +16,7 @@ start, end of an attempt: one transaction each, 16,384 rank rows).
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from orchestrator.controller.scaling_policy import GangView  # noqa: E402
 from orchestrator.controller.state import ControllerState  # noqa: E402
 from orchestrator.spec import JobSpec  # noqa: E402
 
-HOSTS, GPUS = 2048, 8
+HOSTS, GPUS = int(os.environ.get("LOAD_HOSTS", "2048")), 8
 XID79 = ("Mar  3 04:12:01 {host} kernel: NVRM: Xid (PCI:0000:18:00): 79, pid=4242, GPU has fallen off the bus.\n"
          "[rank{rank}]: RuntimeError: CUDA error: unspecified launch failure")
 
@@ -135,11 +136,12 @@ class WorkerGroup:
     def adopt(self) -> list[RankPlacement]:
         return list(self.agents.placements)
 
-    def place(self, world: int, cordoned: set[str], should_stop: Any) -> list[RankPlacement]:
+    def place(self, world: int, *rest: Any) -> list[RankPlacement]:
+        """(world, [group,] cordoned, should_stop): the group argument came with tensor-parallel placement."""
         self.placed = True
         return list(self.agents.placements)
 
-    def start(self, attempt: int, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
+    def start(self, attempt: int, *rest: Any) -> dict[int, int | None]:
         return {p.rank: 1000 + p.rank for p in self.agents.placements}
 
     def poll(self) -> tuple[list[RankObservation], list[Finding]]:
@@ -168,8 +170,8 @@ class WorkerGroup:
 def spec() -> JobSpec:
     return JobSpec.model_validate({
         "name": "load", "model": {"dim": 256, "n_layers": 16, "n_heads": 16, "n_kv_heads": 8, "max_seq_len": 64},
-        "parallelism": {"dp": 128, "tp": 8, "pp": 16, "cp": 1},
-        "training": {"steps": 1_000_000, "seed": 1, "global_batch_size": 2048, "micro_batch_size": 1,
+        "parallelism": {"dp": HOSTS * GPUS // 128, "tp": 8, "pp": 16, "cp": 1},
+        "training": {"steps": 1_000_000, "seed": 1, "global_batch_size": HOSTS, "micro_batch_size": 1,
                      "seq_len": 32, "lr": {"peak": 0.01, "min_lr": 0.001, "warmup_steps": 2}},
         "data": {"paths": ["{stdlib}/json/*.py"], "max_bytes": 200_000},
         "checkpoint": {"interval_steps": 10, "async": True, "keep_last": 3},
@@ -217,7 +219,7 @@ def main() -> None:
     result["steady_cpu_s_per_s_median"] = median([x["cpu_s"] for x in steady])
     # A crash on one rank: from the poll that carries it to the decision (state RESTARTING).
     agents.step += 1
-    agents.crash_rank = 12_345
+    agents.crash_rank = min(12_345, HOSTS * GPUS - 1)
     wg.next_reports = agents.pickled()
     clock.now += 3.0  # past the peer-failure grace of a crash without a signal
     c0, w0 = time.process_time(), time.perf_counter()

@@ -18,6 +18,7 @@ plus planned downtime, operator time after a failed job and the first start.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import random
@@ -45,6 +46,8 @@ from orchestrator.sim.scenario import Scenario
 from orchestrator.taxonomy import HARDWARE_CATEGORIES
 
 DAY = 86_400.0
+_SCALING_HAS_GROUP = "group" in {f.name for f in dataclasses.fields(ScalingInput)}
+"""Newer scaling policies place whole tensor-parallel groups on one host and take the group size."""
 EPOCH = 1_735_689_600.0
 """Simulated time zero: 2025-01-01 00:00 UTC (timestamps in the catalog are real dates)."""
 CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "queueing", "planned", "manual", "startup")
@@ -558,7 +561,8 @@ class Simulation:
         inp = ScalingInput(target_dp=self.target_dp, current_dp=self.dp, model_parallel=self.mp,
                            global_batch=j.global_batch, micro_batch=j.micro_batch, cpus_per_rank=1.0,
                            gpus_per_rank=1.0, allow_shrink_dp=j.allow_shrink_dp, nodes=self._nodes(),
-                           cordoned=frozenset(self.cordoned), kept=kept, spare_hosts=spares)
+                           cordoned=frozenset(self.cordoned), kept=kept, spare_hosts=spares,
+                           **({"group": j.tp} if _SCALING_HAS_GROUP else {}))
         d = scaling_policy.decide(inp)
         self.scaling[d.kind.value] += 1
         if d.kind is ScalingKind.CAPACITY_ERROR:
