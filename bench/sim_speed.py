@@ -50,11 +50,11 @@ def run_mode(mode: str, sc: Any, seed: int) -> tuple[float, float, dict[str, Any
         if mode == "memory":
             return timed(lambda: simulate(sc, seed))
         if mode == "catalog-batched":
-            cat: Catalog = BatchedCatalog("sqlite://")
+            cat: Catalog = BatchedCatalog("sqlite://", events_per_commit=500)
         elif mode == "catalog-per-event":
             cat = Catalog("sqlite://")
         else:
-            cat = BatchedCatalog(f"sqlite:///{tmp / 'catalog.db'}")
+            cat = BatchedCatalog(f"sqlite:///{tmp / 'catalog.db'}", events_per_commit=500)
 
         def go() -> dict[str, Any]:
             out = simulate(sc, seed, catalog=cat, run_dir=tmp / "run" if mode == "state-dir" else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,9 +52,11 @@ def sim(
         run_dir = sd / "runs" / job_name(sc, seed)
     try:
         out = simulate(sc, seed, catalog=catalog, run_dir=run_dir)
-    except SimulationError as e:
-        fail(str(e))
-    except CatalogError as e:
+    except (SimulationError, CatalogError) as e:
+        if catalog is not None:
+            catalog.rollback()  # nothing half-written: the run's rows go or stay together
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
         fail(str(e))
     finally:
         if catalog is not None:
