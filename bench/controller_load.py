@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -240,6 +241,7 @@ def main() -> None:
     save("controller_load", {"seconds": args.seconds,
                              "load_average": Path("/proc/loadavg").read_text().split()[:3], **result})
     catalog.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
