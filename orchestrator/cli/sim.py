@@ -24,8 +24,7 @@ def sim(
 ) -> None:
     """Simulate one job on thousands of GPUs through the production policies, classifier and catalog.
 
-    Without --db or --state-dir nothing is written: interruptions are kept in memory. With either, the run
-    is recorded in that catalog (and its metrics.jsonl under runs/), so `orchestrator report` reads it.
+    Nothing is written without --db or --state-dir; with either, `orchestrator report` reads the run.
     """
     try:
         sc = load_scenario(scenario)
