@@ -79,6 +79,9 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "no catalog"),
     # export
     ("export unknown job", ["export", "nope", "--format", "hf", "--output", "{root}/out"], 2, "nope"),
+    # sim
+    ("sim missing scenario", ["sim", "{root}/absent.yaml"], 2, "absent.yaml"),
+    ("sim not a scenario", ["sim", "{bad_key}"], 2, "cluster"),
     # dashboard
     ("dashboard export into a file's folder", ["dashboard", "export", "--output", "{file}/d.json"], 2, "--output"),
     ("dashboard push bad url", ["dashboard", "push", "--url", "grafana:3000", "--token-env", "PATH"], 2, "--url"),
