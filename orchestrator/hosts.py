@@ -30,13 +30,16 @@ class LemonReport:
 def lemon_hosts(cat: Catalog, *, threshold: int = LEMON_THRESHOLD, window: timedelta = LEMON_WINDOW,
                 now: datetime | None = None) -> LemonReport:
     since = (now or datetime.now(UTC)) - window
+    returned = {h: as_utc(t) for h, t in cat.returned_to_service().items()}
     counts: Counter[str] = Counter()
     for i in cat.interruptions(since=since):
         when = as_utc(i.detected_at)
         if i.planned or i.category not in HARDWARE_CATEGORIES or when is None or when < since:
             continue
         for h in set(i.hosts):
-            counts[h] += 1
+            back = returned.get(h)
+            if back is None or when > back:  # a repaired host starts a clean record
+                counts[h] += 1
     return LemonReport(dict(counts), {h for h, n in counts.items() if n >= threshold})
 
 

@@ -382,6 +382,14 @@ class Catalog:
                         actor=actor, interruption_id=interruption_id))
         h.state, h.reason = state, reason
 
+    def returned_to_service(self) -> dict[str, datetime]:
+        """When each host was last returned to service (uncordoned or repaired): its record restarts there."""
+        with self.session() as s:
+            rows = s.execute(select(HostEvent.host_name, func.max(HostEvent.at))
+                             .where(HostEvent.to_state.in_(("repaired", "healthy")))
+                             .group_by(HostEvent.host_name))
+            return {h: at for h, at in rows}
+
     def cordoned_hosts(self) -> set[str]:
         with self.session() as s:
             return set(s.scalars(select(Host.name).where(Host.state == "cordoned")).all())

@@ -332,12 +332,14 @@ class Controller:
             outcome = _with_signature(outcome, ev.signature)
         verdict = classify_evidence(outcome.kind, ev)
         pv = failure_policy.Verdict(verdict.category, verdict.confidence) if verdict else failure_policy.Verdict()
+        outcome = replace(outcome, category=pv.category)
         self.history.outcomes.append(outcome)
         counts = lemon_counts(self.catalog, self.clock.time())
         if pv.hardware:
             for h in set(outcome.culprit_hosts):
                 counts[h] = counts.get(h, 0) + 1
-        decision = failure_policy.decide(outcome, self.history, self.failure_cfg, pv, counts)
+        decision = failure_policy.decide(outcome, self.history, self.failure_cfg, pv, counts,
+                                         frozenset(self._cordoned()))
         logger.info("job %s: decision %s: %s", self.spec.name, decision.action.value, decision.reason)
         state = "lost" if a.recovered else {OutcomeKind.SUCCEEDED: "succeeded",
                                             OutcomeKind.STOPPED: "stopped"}.get(outcome.kind, "failed")

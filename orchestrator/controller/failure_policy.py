@@ -69,6 +69,8 @@ class AttemptOutcome:
     """The furthest step the job had reached when it failed."""
     signature: str = ""
     """A normalised error signature (exception line of the culprit's log), empty when none."""
+    category: str = ""
+    """The classifier's category for it, once classified."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,19 @@ class FailureDecision:
     """The subset of `cordon_hosts` cordoned for their repeated hardware faults."""
 
 
+def failure_key(o: AttemptOutcome) -> tuple[str, ...]:
+    """What makes two failures "the same": the error when one was seen, else the kind, verdict and culprit."""
+    if o.signature:
+        return (o.kind.value, o.signature)
+    return (o.kind.value, o.category, *sorted(o.culprit_hosts))
+
+
 def _crash_loop(history: JobHistory, n: int) -> bool:
+    """The same failure `n` times in a row with nothing committed in between.
+
+    Unrelated faults that happen to come faster than checkpoints (different hosts,
+    different causes) are not a loop: at 16,384 GPUs they are the everyday case.
+    """
     recent: list[AttemptOutcome] = []
     for o in reversed(history.outcomes):
         if not o.kind.failed:
@@ -135,7 +149,8 @@ def _crash_loop(history: JobHistory, n: int) -> bool:
         recent.append(o)
         if len(recent) == n:
             break
-    return len(recent) == n and all(o.committed_step <= o.start_step for o in recent)
+    return (len(recent) == n and all(o.committed_step <= o.start_step for o in recent)
+            and len({failure_key(o) for o in recent}) == 1)
 
 
 def _deterministic(outcome: AttemptOutcome, history: JobHistory) -> AttemptOutcome | None:
@@ -148,12 +163,14 @@ def _deterministic(outcome: AttemptOutcome, history: JobHistory) -> AttemptOutco
     return None
 
 
-def hosts_to_take_out(outcome: AttemptOutcome, verdict: Verdict, cfg: FailureConfig,
-                      hardware_counts: dict[str, int]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def hosts_to_take_out(outcome: AttemptOutcome, verdict: Verdict, cfg: FailureConfig, hardware_counts: dict[str, int],
+                      cordoned: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                                       tuple[str, ...]]:
     """(cordon, suspect, lemons) for this outcome.
 
     `hardware_counts` is each host's count of hardware interruptions in the lemon
-    window, this one included.
+    window since it was last returned to service, this one included; hosts already
+    `cordoned` are not cordoned again.
     """
     culprits = tuple(dict.fromkeys(outcome.culprit_hosts))
     if outcome.kind in LOST_HOST_KINDS or (verdict.hardware and verdict.confidence >= cfg.cordon_confidence):
@@ -162,19 +179,21 @@ def hosts_to_take_out(outcome: AttemptOutcome, verdict: Verdict, cfg: FailureCon
         cordon, suspect = (), culprits
     else:
         cordon, suspect = (), ()
-    lemons = tuple(sorted(h for h, n in hardware_counts.items() if n >= cfg.lemon_threshold and h not in cordon))
-    return cordon + lemons, tuple(h for h in suspect if h not in lemons), lemons
+    lemons = tuple(sorted(h for h, n in hardware_counts.items()
+                          if n >= cfg.lemon_threshold and h not in cordon and h not in cordoned))
+    cordon = tuple(h for h in cordon if h not in cordoned)
+    return cordon + lemons, tuple(h for h in suspect if h not in lemons and h not in cordoned), lemons
 
 
 def decide(outcome: AttemptOutcome, history: JobHistory, cfg: FailureConfig, verdict: Verdict | None = None,
-           hardware_counts: dict[str, int] | None = None) -> FailureDecision:
+           hardware_counts: dict[str, int] | None = None, cordoned: frozenset[str] = frozenset()) -> FailureDecision:
     """What to do after `outcome`; `history` already holds it as its last entry."""
     verdict = verdict or Verdict()
     if outcome.kind is OutcomeKind.SUCCEEDED:
         return FailureDecision(FailureAction.SUCCEED, "every rank finished all steps")
     if outcome.kind is OutcomeKind.STOPPED:
         return FailureDecision(FailureAction.STOP, outcome.detail or "stopped by the operator")
-    cordon, suspect, lemons = hosts_to_take_out(outcome, verdict, cfg, hardware_counts or {})
+    cordon, suspect, lemons = hosts_to_take_out(outcome, verdict, cfg, hardware_counts or {}, cordoned)
     what = f"{outcome.kind.value}: {outcome.detail}" if outcome.detail else outcome.kind.value
 
     def fail(reason: str) -> FailureDecision:
@@ -187,8 +206,8 @@ def decide(outcome: AttemptOutcome, history: JobHistory, cfg: FailureConfig, ver
         return fail(f"deterministic failure: {outcome.signature!r} at step {outcome.step_at_fault} again "
                     f"(first seen in an earlier attempt); retrying would repeat it")
     if _crash_loop(history, cfg.crash_loop_attempts):
-        return fail(f"crash loop: {cfg.crash_loop_attempts} consecutive attempts ended without committing a new "
-                    f"checkpoint (last: {what}) (reliability.crash_loop_attempts={cfg.crash_loop_attempts})")
+        return fail(f"crash loop: the same failure ended {cfg.crash_loop_attempts} consecutive attempts without a new "
+                    f"checkpoint committed (last: {what}) (reliability.crash_loop_attempts={cfg.crash_loop_attempts})")
     recent = history.failures_within(outcome.at_s, cfg.window_s)
     if len(recent) > cfg.max_restarts:
         return fail(f"{what}; {len(recent)} unexpected interruptions within {cfg.window_s / 3600:g} h exceed the "

@@ -51,7 +51,8 @@ def history_from_catalog(catalog: Catalog, job: Job) -> JobHistory:
             start_step=a.start_step, culprit_ranks=tuple(i.ranks) if i else (),
             culprit_hosts=tuple(i.hosts) if i else (), detail=(i.explanation or "") if i else (a.reason or ""),
             at_s=_ts(a.ended_at), step_at_fault=(i.step_at_fault or 0) if i else (a.end_step or 0),
-            signature=((i.evidence or {}).get("signature") or "") if i else ""))
+            signature=((i.evidence or {}).get("signature") or "") if i else "",
+            category=(i.category or "") if i else ""))
     return history
 
 

@@ -155,3 +155,19 @@ def test_failed_checkpoint_save_is_a_non_interrupting_incident(tmp_path: Path) -
     (i,) = cat.interruptions("j1")
     assert (i.kind, i.attempt, i.step_at_fault, i.steps_lost, i.hosts) == ("checkpoint_failed", 2, 8, 0, ["h0"])
     assert "No space left on device" in i.explanation and i.evidence["step"] == 8
+
+
+def test_a_repaired_host_starts_a_clean_hardware_record(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.hosts import lemon_hosts
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    _job(cat)
+    old = datetime.now(UTC) - timedelta(days=2)
+    for _ in range(2):
+        cat.record_interruption(job_name="j1", attempt=1, planned=False, category="faulty_gpu", component="gpu",
+                                confidence=0.9, kind="crash", hosts=["h1"], detected_at=old)
+    assert lemon_hosts(cat).lemons == {"h1"}
+    cat.set_host_state("h1", "repaired", reason="GPU swapped", actor="oncall", create=True)
+    assert lemon_hosts(cat).counts.get("h1", 0) == 0 and lemon_hosts(cat).lemons == set()

@@ -92,3 +92,21 @@ def test_reason_names_the_setting_that_stopped_the_job() -> None:
         h.outcomes.append(crash(i))
         d = decide(h.outcomes[-1], h, CFG)
     assert d is not None and "reliability.max_restarts=3" in d.reason
+
+
+def test_unrelated_failures_faster_than_checkpoints_are_not_a_crash_loop() -> None:
+    cfg = FailureConfig(max_restarts=100)
+    hosts = ["h1", "h2", "h3", "h4"]
+    unrelated = [AttemptOutcome(OutcomeKind.CRASH, 10, 10, (0,), (h,), at_s=i, category="faulty_gpu")
+                 for i, h in enumerate(hosts)]
+    assert _run(unrelated, cfg) == [FailureAction.RETRY] * 4
+    same = [AttemptOutcome(OutcomeKind.CRASH, 10, 10, (0,), ("h1",), at_s=i, category="faulty_gpu")
+            for i in range(3)]
+    assert _run(same, cfg)[-1] is FailureAction.FAIL
+
+
+def test_a_host_already_cordoned_is_not_cordoned_again() -> None:
+    o = AttemptOutcome(OutcomeKind.NODE_LOST, 10, 0, (2,), ("h2",))
+    d = decide(o, JobHistory([o]), CFG, Verdict("unknown", 0.0), hardware_counts={"h2": 3, "h7": 2},
+               cordoned=frozenset({"h2", "h7"}))
+    assert d.cordon_hosts == () and d.lemon_hosts == ()
