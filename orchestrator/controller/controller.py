@@ -14,7 +14,6 @@ iteration at a time.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import dataclass, replace
@@ -23,7 +22,6 @@ from typing import Any
 
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
-from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.controller import failure_policy, scaling_policy
 from orchestrator.controller.callbacks import (
@@ -31,15 +29,22 @@ from orchestrator.controller.callbacks import (
     RankEnd,
     RankPlacement,
 )
-from orchestrator.controller.checkpoint_policy import IntervalDecision, IntervalInput, choose_interval
+from orchestrator.controller.checkpoint_policy import IntervalDecision
 from orchestrator.controller.evidence import classify_error, classify_evidence, gather_evidence, interruption_record
 from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
 from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
 from orchestrator.controller.monitor import MonitorState, tick
-from orchestrator.controller.recovery import current_dp, history_from_catalog, lemon_counts, open_attempts
+from orchestrator.controller.recovery import (
+    checkpoint_interval,
+    current_dp,
+    history_from_catalog,
+    lemon_counts,
+    open_attempts,
+)
 from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
+from orchestrator.controller.spares import spare_shape
 from orchestrator.controller.state import ControllerState, StateMachine
-from orchestrator.controller.trainer_config import trainer_config
+from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
 from orchestrator.controller.worker_group import WorkerGroupError
 from orchestrator.spec import JobSpec
 from trainer.launch import EXIT_CONFIG
@@ -178,7 +183,7 @@ class Controller:
             self._note_spares()
             config = trainer_config(self.spec, dp=self.dp,
                                     checkpoint_interval_steps=interval.steps if interval else None)
-            pids = self.workers.start(number, config, str(self._write_config(number, config)),
+            pids = self.workers.start(number, config, str(write_trainer_config(self.run_dir, number, config)),
                                       str(self.checkpoint_dir))
         except WorkerGroupError as e:
             self._end(self._outcome(OutcomeKind.PLACEMENT_FAILED, detail=str(e)), [])
@@ -248,14 +253,9 @@ class Controller:
         return self.catalog.cordoned_hosts()
 
     def _scale(self) -> scaling_policy.ScalingDecision:
-        p, t, r = self.spec.parallelism, self.spec.training, self.spec.resources
-        inp = ScalingInput(target_dp=p.dp, current_dp=self.dp, model_parallel=p.tp * p.pp * p.cp, group=p.tp,
-                           global_batch=t.global_batch_size, micro_batch=t.micro_batch_size,
-                           cpus_per_rank=r.cpus_per_rank, gpus_per_rank=r.gpus_per_rank,
-                           allow_shrink_dp=self.spec.reliability.allow_shrink_dp,
-                           nodes=tuple(self.workers.nodes()), cordoned=frozenset(self._cordoned()),
-                           kept=self.workers.kept(), spare_hosts=tuple(self.spares.held()))
-        decision = scaling_policy.decide(inp)
+        decision = scaling_policy.decide(ScalingInput.of(
+            self.spec, self.dp, nodes=tuple(self.workers.nodes()), cordoned=frozenset(self._cordoned()),
+            kept=self.workers.kept(), spare_hosts=tuple(self.spares.held())))
         if not decision.reuse:
             self.workers.release()
         return decision
@@ -263,13 +263,8 @@ class Controller:
     def _reserve_spares(self, placements: list[RankPlacement]) -> None:
         if not self.spec.reliability.spares:
             return
-        per_node: dict[str, int] = {}
-        for pl in placements:
-            per_node[pl.node_id] = per_node.get(pl.node_id, 0) + 1
-        per_host = self.spec.resources.ranks_per_node or max(per_node.values())
-        cordoned = self._cordoned()
-        bad = {v.node_id for v in self.workers.nodes() if v.host in cordoned or not v.alive}
-        self.spares.reserve(per_host, set(per_node) | bad)
+        self.spares.reserve(*spare_shape(placements, self.spec.resources.ranks_per_node, self.workers.nodes(),
+                                         self._cordoned()))
 
     def _note_spares(self) -> None:
         a = self.attempt
@@ -279,30 +274,8 @@ class Controller:
 
     def _checkpoint_interval(self) -> IntervalDecision | None:
         """With `checkpoint.interval_steps: auto`, the interval for the next attempt (Young/Daly)."""
-        c = self.spec.checkpoint
-        if not c.auto:
-            return None
-        saves = self.catalog.checkpoints(self.spec.name)
-        blocked = [s.blocked_seconds for s in saves if s.blocked_seconds is not None]
-        durations = [s.save_seconds for s in saves if s.save_seconds is not None]
-        if self._step_s is None or not blocked:
-            return IntervalDecision(c.auto_initial_steps, 0.0, 0.0, f"checkpoint every {c.auto_initial_steps} steps "
-                                    "(checkpoint.auto_initial_steps) until a step and a save have been measured")
-        job = self.catalog.require_job(self.spec.name)
-        started = as_utc(job.started_at)
-        exposure = max(0.0, self.clock.time() - started.timestamp()) if started else 0.0
         failures = sum(1 for o in self.history.outcomes if o.kind.failed)
-        return choose_interval(IntervalInput(
-            failures=failures, exposure_s=exposure, save_cost_s=statistics.median(blocked),
-            save_duration_s=statistics.median(durations) if durations else 0.0, step_s=self._step_s,
-            prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=c.auto_min_steps, max_steps=c.auto_max_steps))
-
-    def _write_config(self, number: int, config: dict[str, Any]) -> Path:
-        """The attempt's exact trainer config, kept beside the run for people (ranks get theirs through Ray)."""
-        path = self.run_dir / "attempts" / f"attempt-{number:03d}" / "trainer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=1))
-        return path
+        return checkpoint_interval(self.spec, self.catalog, failures, self._step_s, self.clock.time())
 
     # ---- ending an attempt ------------------------------------------------------------------
     def _outcome(self, kind: OutcomeKind, *, detail: str = "", ranks: tuple[int, ...] = (),
@@ -329,7 +302,7 @@ class Controller:
             self._step_s = statistics.median(a.monitor.step_times)
         ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)))
         if ev.signature:
-            outcome = _with_signature(outcome, ev.signature)
+            outcome = replace(outcome, signature=ev.signature)
         verdict = classify_evidence(outcome.kind, ev)
         pv = failure_policy.Verdict(verdict.category, verdict.confidence) if verdict else failure_policy.Verdict()
         outcome = replace(outcome, category=pv.category)
@@ -361,7 +334,3 @@ class Controller:
         for step, path, attempt in self.checkpoints.committed():
             if step not in known:
                 self.cb.checkpoint_committed(number, {"step": step, "path": path, "attempt": attempt or number})
-
-
-def _with_signature(o: AttemptOutcome, signature: str) -> AttemptOutcome:
-    return replace(o, signature=signature)

@@ -9,6 +9,7 @@ decides as one that never died would.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.models import Attempt, Job
 from orchestrator.catalog.repository import Catalog
+from orchestrator.controller.checkpoint_policy import IntervalDecision, IntervalInput, choose_interval
 from orchestrator.controller.failure_policy import AttemptOutcome, JobHistory, OutcomeKind
 from orchestrator.hosts import lemon_hosts
+from orchestrator.spec import JobSpec
 
 _KINDS = {k.value: k for k in OutcomeKind} | {"operator_stop": OutcomeKind.STOPPED}
 
@@ -97,3 +100,22 @@ def open_attempts(job: Job, alive_node_ids: set[str], committed_step: int, now_s
             kind, committed_step, a.start_step, tuple(r.rank for r in lost), hosts, detail,
             finding={"fault_at": fault, "detected_at": now_s}, at_s=now_s, step_at_fault=job.last_step)))
     return out
+
+
+def checkpoint_interval(spec: JobSpec, catalog: Catalog, failures: int, step_s: float | None,
+                        now_s: float) -> IntervalDecision | None:
+    """The next attempt's checkpoint interval when the job asks for `auto`, from what the catalog measured."""
+    c = spec.checkpoint
+    if not c.auto:
+        return None
+    saves = catalog.checkpoints(spec.name)
+    blocked = [s.blocked_seconds for s in saves if s.blocked_seconds is not None]
+    durations = [s.save_seconds for s in saves if s.save_seconds is not None]
+    if step_s is None or not blocked:
+        return IntervalDecision(c.auto_initial_steps, 0.0, 0.0, f"checkpoint every {c.auto_initial_steps} steps "
+                                "(checkpoint.auto_initial_steps) until a step and a save have been measured")
+    started = as_utc(catalog.require_job(spec.name).started_at)
+    return choose_interval(IntervalInput(
+        failures=failures, exposure_s=max(0.0, now_s - started.timestamp()) if started else 0.0,
+        save_cost_s=statistics.median(blocked), save_duration_s=statistics.median(durations) if durations else 0.0,
+        step_s=step_s, prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=c.auto_min_steps, max_steps=c.auto_max_steps))

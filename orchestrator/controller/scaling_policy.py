@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from orchestrator.controller.placement import NodeView, rank_slots
+from orchestrator.spec import JobSpec
 
 
 class ScalingKind(enum.StrEnum):
@@ -55,6 +56,16 @@ class ScalingInput:
     cordoned: frozenset[str]
     kept: GangView | None = None
     spare_hosts: tuple[str, ...] = ()
+
+
+    @classmethod
+    def of(cls, spec: JobSpec, current_dp: int, **views: object) -> ScalingInput:
+        """The job file's part of the input; `views` hold the nodes, cordoned hosts, kept gang and spares."""
+        p, t, r = spec.parallelism, spec.training, spec.resources
+        return cls(target_dp=p.dp, current_dp=current_dp, model_parallel=p.tp * p.pp * p.cp, group=p.tp,
+                   global_batch=t.global_batch_size, micro_batch=t.micro_batch_size, cpus_per_rank=r.cpus_per_rank,
+                   gpus_per_rank=r.gpus_per_rank, allow_shrink_dp=spec.reliability.allow_shrink_dp,
+                   **views)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

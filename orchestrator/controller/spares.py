@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
+from orchestrator.controller.callbacks import RankPlacement
 from orchestrator.controller.placement import NODE_ID_LABEL, NodeView, bundles
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ class RaySparePool:
             with contextlib.suppress(Exception):
                 remove_placement_group(spare.pg)
         self._spares.clear()
+
+
+def spare_shape(placements: list[RankPlacement], ranks_per_node: int | None, nodes: list[NodeView],
+                cordoned: set[str]) -> tuple[int, set[str]]:
+    """(rank slots per spare, node ids a spare must not use): one host's share, off the gang and bad hosts."""
+    per_node: dict[str, int] = {}
+    for pl in placements:
+        per_node[pl.node_id] = per_node.get(pl.node_id, 0) + 1
+    bad = {v.node_id for v in nodes if v.host in cordoned or not v.alive}
+    return ranks_per_node or max(per_node.values()), set(per_node) | bad
 
 
 def _views() -> list[NodeView]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import JobSpec
@@ -31,3 +33,11 @@ def trainer_config(spec: JobSpec, *, dp: int | None = None, checkpoint_interval_
         collective_timeout_s=spec.reliability.effective_collective_timeout_s,
     )
     return cfg.to_dict()
+
+
+def write_trainer_config(run_dir: Path, number: int, config: dict[str, Any]) -> Path:
+    """The attempt's exact trainer config, kept beside the run for people (ranks get theirs through Ray)."""
+    path = run_dir / "attempts" / f"attempt-{number:03d}" / "trainer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=1))
+    return path
