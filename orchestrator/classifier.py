@@ -38,6 +38,13 @@ SAME_MOMENT = timedelta(seconds=2)
 # When two causes appear at the same moment, the more specific one names the fault:
 # (first, refined): a machine check the EDAC driver decodes as a DIMM error is memory, a GPU or NIC
 # dropped together with its PCIe switch is the IO board, a link that went down with its adapter is the NIC.
+SDC_NOT_CONFIRMED = re.compile(r"(?:replay\w*|recomput\w*|re-?r[au]n)\b.{0,120}(?:also (?:disagree|differ|mismatch)\w*|"
+                               r"reproduc\w+ the (?:mismatch|difference|disagreement)|not confirmed|same (?:wrong )?result)",
+                               re.IGNORECASE)
+"""A replay elsewhere that reproduces the disagreement: the data or code, not the host, is at fault."""
+DEVICE_LOST = {"GPU fallen off the bus", "host adapter failure (mlx5/HCA)", "PCIe slot link down",
+               "Xid 79 (GPU has fallen off the bus)"}
+PCI_ADDR = re.compile(r"(?:PCI:|\b[0-9a-f]{4}:)(?:[0-9a-f]{4}:)?(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})", re.IGNORECASE)
 REFINES = {("cpu", "system_memory"), ("faulty_gpu", "io_expansion_board"), ("nic", "io_expansion_board"),
            ("network_switch_cable", "nic")}
 
@@ -125,6 +132,15 @@ def _same_moment(a: Hit, b: Hit) -> bool:
     return abs(a.line.index - b.line.index) <= 3
 
 
+def _devices_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
+    """PCI bus:device addresses of devices lost on the first cause's host at the same moment."""
+    lost = set()
+    for h in hits:
+        if h.name in DEVICE_LOST and (h is first or _same_moment(first, h)) and h.line.host == first.line.host:
+            lost |= {f"{m.group('bus')}:{m.group('dev')}".lower() for m in PCI_ADDR.finditer(h.line.raw)}
+    return lost
+
+
 def _short(s: str) -> str:
     s = s.strip()
     return s if len(s) <= 160 else s[:157] + "..."
@@ -154,6 +170,8 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
         if ln.text:
             hits += _xid_hits(ln, order) + _rule_hits(ln, order)
     hits = _cancel_recovered(hits, lines)
+    if any(SDC_NOT_CONFIRMED.search(ln.text) for ln in lines):
+        hits = [h for h in hits if h.category != "silent_data_corruption"]
     signatures = tuple(dict.fromkeys(h.name for h in sorted(hits, key=lambda h: h.order)))
     causes = [h for h in hits if h.role == "cause"] or [h for h in hits if h.role == "weak"]
     timeouts = [h for h in hits if h.role == "timeout"]
@@ -179,6 +197,13 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
         if (first.category, h.category) in REFINES and _same_moment(first, h):
             first = h
     category = first.category
+    lost = _devices_lost_with(first, hits)
+    if category in ("faulty_gpu", "nic") and len(lost) >= 2:
+        # Several devices gone at the same moment on one host: what they share (PCIe switch, riser) failed.
+        return Verdict("io_expansion_board", COMPONENT_OF["io_expansion_board"], 0.7,
+                       f"{len(lost)} PCIe devices lost at once ({', '.join(sorted(lost))}): line "
+                       f"{first.line.index + 1}: {_short(first.line.raw)}",
+                       (first.line.host,) if first.line.host else (), _gpus([first]), xids, signatures)
     decided = [h for h in causes if h.category == category]
     rivals = [h for h in causes if h.category != category and _same_moment(first, h)
               and (category, h.category) not in REFINES and (h.category, category) not in REFINES]

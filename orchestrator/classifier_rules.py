@@ -22,7 +22,8 @@ from typing import Literal
 
 Role = Literal["cause", "weak", "timeout"]
 
-XID_RE = re.compile(r"\bXid\b[^:\n]*?(?:\(PCI:(?P<pci>[0-9a-fA-F:.]+)\))?[^:\n]*:\s*(?P<code>\d{1,3})\b")
+XID_RE = re.compile(r"\bXid\b(?:\s*\(PCI:(?P<pci>[0-9a-fA-F:.]+)\))?[\s:=]*(?:code[\s:=]*)?(?P<code>\d{1,3})\b",
+                    re.IGNORECASE)
 
 # Xid code -> (category, strength, role, what NVIDIA's catalog says it is). Xid 92 (corrected SBE) never decides.
 XID_TABLE: dict[int, tuple[str, float, Role, str]] = {
@@ -101,31 +102,34 @@ RULES: list[Rule] = [
         r"(?<!SW )(?:HW|hardware) thermal (?:slowdown|throttl\w*)(?!\s*:)",
         r"(?:GPU|HBM|memory).{0,40}(?:over[- ]?temperature|thermal (?:violation|shutdown))",
         r"DCGM_FR_(?:TEMP_VIOLATION|CLOCK_THROTTLE_THERMAL|CLOCKS_EVENT_THERMAL\w*|THERMAL_\w+)",
-        r"(?:thermal|temperature) (?:sensor|interface).{0,60}(?:fail\w*|error|invalid|out of range|missing|"
+        r"(?:temp\w*|thermal).{0,40}(?:reading|value).{0,30}(?:out[- ]of[- ]range|invalid)",
+        r"(?:thermal|temperature) (?:sensor|interface).{0,60}(?:fail\w*|error|invalid|out[- ]of[- ]range|missing|"
         r"not present|N/A|no reading|unavailable|unreadable)",
         r"\bGPU\s*\d*[ _]Temp\b.{0,60}(?:Upper (?:Critical|Non-recoverable)|going high|reading failed|Sensor failure)"),
     *_r("gpu_thermal_interface_sensor", 0.75, "cause", "GPU slowdown or temperature reading out of range",
         r"\bHW Slowdown\s*:\s*Active", r"GPU temperature.{0,40}(?:exceed\w*|critical|above)",
         r"\bGPU Current Temp\s*:\s*N/A"),
     *_r("silent_data_corruption", 0.93, "cause", "replica disagreement confirmed by a replay",
-        r"(?:replay\w*|recomput\w*|re-?ran|re-?run).{0,100}(?:another|a different|other|spare|healthy) "
+        r"(?:replay\w*|recomput\w*|re-?ran|re-?run|re-?execut\w*|repeated).{0,100}(?:another|a different|other|spare|healthy) "
         r"(?:host|node|GPU|replica).{0,100}(?:agree\w*|match\w*|confirm\w*)(?!.{0,20}\bdisagree)",
         r"\b(?:SDC|silent data corruption) confirmed\b"),
     *_r("silent_data_corruption", 0.72, "cause", "replica disagreement (not yet confirmed)",
         r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload|\.pt\b|\.distcp)).*(?:checksum|hash|fingerprint|digest)"
         r".{0,40}(?:mismatch|differ\w*|disagree\w*).{0,80}(?:replica|rank|parameter|gradient)",
-        r"^(?!.*(?:checkpoint|ckpt|shard|file)).*(?:replica|rank)s?\b.{0,60}(?:disagree\w*|diverge\w*|differ\w*)"
-        r".{0,60}(?:checksum|bitwise|result|gradient|parameter|loss)",
+        r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload))(?=.*\b(?:replica|rank|data-parallel)s?\b)"
+        r"(?=.*(?:disagree|diverge|differ|mismatch|miscompare))"
+        r"(?=.*(?:checksum|hash|bitwise|result|gradient|parameter|loss|output|fingerprint|digest))",
         r"\bSDC\b.{0,40}(?:detect\w*|fail\w*|mismatch\w*|suspect\w*|found)",
         r"silent data corruption.{0,20}(?:detect\w*|suspect\w*|found)"),
     # --- host ---------------------------------------------------------------------------------------------
     *_r("system_memory", 0.92, "cause", "uncorrectable host memory error (EDAC/DIMM)",
-        r"EDAC\b.{0,40}\b[1-9]\d* UE\b", r"EDAC\b.{0,80}uncorrect\w*",
+        r"EDAC\b.{0,40}\b(?:[1-9]\d* )?UE\b", r"EDAC\b.{0,80}uncorrect\w*", r"Uncorrected hardware memory error",
         r"\bMemory\b.{0,60}\|\s*Uncorrectable ECC", r"\bDIMM\w*\b.{0,60}(?:uncorrect\w*|fail\w*|fault\w*)",
         r"(?:mce|Hardware Error).{0,120}(?:memory read error|memory write error|\bDIMM|\bDRAM\b|Unified Memory Controller)",
         r"HANDLING MCE MEMORY ERROR"),
     *_r("cpu", 0.9, "cause", "CPU machine check",
-        r"Machine Check(?: Exception)?:.{0,40}\bBank \d+", r"\b(?:IERR|CATERR)\b",
+        r"Machine Check(?: Exception)?:.{0,40}\bBank \d+",
+        r"\|\s*(?:IERR|CATERR)\b|\b(?:IERR|CATERR)\b.{0,20}(?:Asserted|detected|occurred|error)",
         r"\bProcessor\b.{0,60}(?:Thermal Trip|Machine Check|Configuration Error|FRB\d)",
         r"\bCPU\s*\d*.{0,40}(?:internal parity error|Machine Check)", r"processor context corrupt",
         r"\bMC\d+_STATUS\[[^\]]*\bUC?E\b"),
@@ -137,15 +141,18 @@ RULES: list[Rule] = [
         r"Buffer I/O error on dev(?:ice)? (?:nvme|sd[a-z])", r"EXT4-fs error \(device (?:nvme|sd[a-z])",
         r"XFS \((?:nvme|sd[a-z])\w*\).{0,80}(?:error|shut\w* down|I/O)",
         r"Critical Warning\s*:\s*0x0*[1-9a-f]", r"Available Spare.{0,40}below threshold",
-        r"SMART overall-health.{0,40}FAIL", r"\b(?:SSD|NVMe (?:drive|SSD|disk))\b.{0,40}(?:fail\w*|error|worn|offline)"),
+        r"SMART overall-health.{0,40}FAIL", r"Media and Data Integrity Errors\s*:\s*[1-9]",
+        r"Disk failure on (?:nvme|sd[a-z])", r"Remounting filesystem read-only.{0,40}(?:nvme|sd[a-z])", r"\b(?:SSD|NVMe (?:drive|SSD|disk))\b.{0,40}(?:fail\w*|error|worn|offline)"),
     *_r("ssd", 0.65, "weak", "NVMe command timeout", r"\bnvme nvme\d+: I/O \d+ QID \d+ timeout"),
     *_r("power_supply", 0.9, "cause", "power supply fault or power loss (SEL)",
         r"Power Supply.{0,60}(?:Failure detected|AC lost|input lost|Predictive failure|Config(?:uration)? error|"
         r"\|\s*Failure)",
         r"Power Unit.{0,60}(?:Redundancy Lost|AC lost|Power off|Soft-power control failure|Failure)",
         r"\bPSU\s?\d*\b.{0,60}(?:fail\w*|fault\w*|lost|critical|input lost)",
-        r"PowerSupply\w*.{0,60}(?:Critical|input lost|fail\w*)", r"\b(?:AC|input) power (?:lost|loss)\b"),
-    *_r("server_chassis", 0.88, "cause", "chassis intrusion", r"Chassis Intru\w*"),
+        r"PowerSupply\w*.{0,60}(?:Critical|input lost|fail\w*)", r"\b(?:AC|input) power (?:lost|loss)\b",
+        r"\bpower (?:loss|failure) (?:detected|event)"),
+    *_r("server_chassis", 0.88, "cause", "chassis intrusion",
+        r"Chassis intru\w*.{0,20}(?:Asserted|detected)", r"\bintrusion detected\b", r"HardwareIntrusion"),
     *_r("server_chassis", 0.88, "cause", "fan or backplane failure",
         r"\bFan\w*\b.{0,60}(?:fail\w*|Lower (?:Critical|Non-recoverable)|Redundancy Lost|not present|stopped|fault)",
         r"\bbackplane\b.{0,60}(?:fail\w*|fault\w*|error|critical|lost)",
@@ -156,10 +163,11 @@ RULES: list[Rule] = [
         r"\b(?:PEX|PLX)\s?\d*\b.{0,80}(?:error|fail\w*|link down|Uncorrected)",
         rf"IO expansion (?:board|module).{{0,60}}{_FAIL}", rf"\b(?:retimer|riser)\b.{{0,60}}{_FAIL}",
         r"PCIe Bridge.{0,60}(?:AER|Uncorrected|Fatal)", rf"\bIOB\d*\b.{{0,40}}{_FAIL}"),
+    *_r("io_expansion_board", 0.6, "weak", "PCIe slot link down", r"pciehp.{0,40}Link Down", r"Slot\(\d+\).{0,20}Link Down"),
     *_r("nic", 0.9, "cause", "host adapter failure (mlx5/HCA)",
         r"mlx5_core.{0,120}(?:health compromised|recovery flow aborted|\bfatal\b|firmware (?:fatal|error|internal)|"
         r"FW fatal|error state|internal error|PCI (?:slot|device).{0,20}(?:removed|error)|assert_var|"
-        r"cmd_work_handler.{0,40}fail|device.{0,20}(?:removed|gone))",
+        r"cmd_work_handler.{0,40}fail|device.{0,20}(?:removed|gone)|mlx5_pci_err_detected)",
         r"\b(?:HCA|ConnectX-?\d*|NIC)\b.{0,60}(?:fail\w*|fatal|not responding|firmware error|gone|missing|not found)",
         r"DCGM_FR_CONNECTX\w*", r"ibstat.{0,40}No IB devices"),
     *_r("nic", 0.7, "weak", "adapter verbs or transmit failure",
@@ -168,7 +176,7 @@ RULES: list[Rule] = [
     # --- network ------------------------------------------------------------------------------------------
     *_r("network_switch_cable", 0.88, "cause", "link down, flapping or switch/cable fault",
         r"^(?!.*(?:pciehp|pcieport|Slot\()).*(?:mlx5_core|mlx5_\d+|\bib\d+|\beth\d+|\ben[ops]\w+|\bbond\d+|"
-        r"\bice\b|bnxt\w*|\bport\b).{0,80}\b(?:link (?:is |went )?down|carrier lost|lost carrier)\b",
+        r"\bice\b|bnxt\w*|\bport\b).{0,80}\b(?:link (?:is |went |status )?(?:definitely )?down|carrier lost|lost carrier)\b",
         r"NIC Link is Down", r"Physical (?:link )?state.{0,30}(?:Polling|Disabled|Down)\b",
         r"\bport\b.{0,40}\bstate\b.{0,10}(?:DOWN|INIT)\b", r"\blink (?:flap\w*|retrain\w*)\b",
         r"(?:SymbolErrorCounter|LinkDownedCounter|LinkErrorRecoveryCounter|symbol errors?)\D{0,40}[1-9]",
@@ -176,7 +184,7 @@ RULES: list[Rule] = [
         r"(?:fail\w*|down|error|fault|unplug\w*|flap\w*|rx[ _]?los)",
         r"\brx[ _]los\b", r"Subnet Manager.{0,40}(?:lost|down|unreachable)"),
     *_r("network_switch_cable", 0.65, "weak", "RDMA transport retries exhausted",
-        r"transport retry counter exceeded", r"\bstatus=12\b", r"IBV_WC_RETRY_EXC_ERR", r"remote access error"),
+        r"transport retry counter exceeded", r"\bstatus=12\b", r"with error 12\b", r"IBV_WC_RETRY_EXC_ERR", r"remote access error"),
     # --- maintenance, the outside world, software ---------------------------------------------------------
     *_r("host_maintenance", 0.85, "cause", "host taken down for maintenance",
         r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade)|firmware|repair|reboot)",
@@ -186,17 +194,18 @@ RULES: list[Rule] = [
         r"host (?:is )?(?:being )?(?:migrated|rebooted|drained) for maintenance", r"live[- ]migrat\w+",
         r"terminated.{0,40}maintenance", r"unattended-upgrade\w*.{0,60}reboot"),
     *_r("host_maintenance", 0.65, "weak", "host reboot",
-        r"going down for reboot", r"Reached target (?:System )?Reboot", r"reboot: Restarting system"),
+        r"going down for reboot", r"Reached target (?:System )?Reboot", r"reboot: Restarting system", r"System is rebooting"),
     *_r("dependency", 0.88, "cause", "shared storage or outside service failed",
         r"\bnfs: server \S+ not responding", r"\bNFS: server .{0,40}not responding", r"LustreError",
-        r"Lustre.{0,60}(?:evicted|unavailable|timed out)", r"GPFS.{0,40}(?:unmount\w*|unavailable|expelled)",
+        r"Lustre.{0,80}(?:evicted|unavailable|timed out|was lost)", r"GPFS.{0,40}(?:unmount\w*|unavailable|expelled)",
         r"(?:\bS3\b|object store|bucket|\bGCS\b|blob storage).{0,80}(?:\b503\b|SlowDown|Slow Down|ServiceUnavailable|"
         r"unavailable|timed out|timeout|throttl\w*|not responding)",
-        r"\b503 (?:Slow Down|Service Unavailable)", r"(?-i:\bSlowDown\b)",
+        r"\b503 (?:Slow Down|Service Unavailable)", r"(?-i:\b(?:SlowDown|ServiceUnavailable)\b)",
+        r"Could not connect to the endpoint URL", r"Failed to pull image", r"Unable to contact slurm controller",
         r"Temporary failure in name resolution", r"Name or service not known", r"\b(?:NXDOMAIN|SERVFAIL)\b",
         r"[Cc]ould not resolve host", r"\b(?:ErrImagePull|ImagePullBackOff|toomanyrequests)\b",
         r"manifest (?:for \S+ )?unknown", r"pull access denied",
-        r"(?:slurmctld|slurm controller|kube-apiserver|\betcd\b|scheduler|metadata server|registry)"
+        r"(?:slurmctld|slurm controller|kube-apiserver|\betcd\w*|scheduler|metadata server|registry)"
         r".{0,60}(?:unavailable|unreachable|not responding|timed out|timeout|connection refused)",
         r"No space left on device", r"\[Errno 28\]", r"\bENOSPC\b", r"Disk quota exceeded",
         r"Stale (?:NFS )?file handle", r"Transport endpoint is not connected",
@@ -205,7 +214,7 @@ RULES: list[Rule] = [
         r"(?:no|all) (?:committed |valid |usable )?checkpoints?\b.{0,60}(?:unreadable|corrupt\w*|could not be (?:read|loaded))",
         r"checkpoint.{0,60}(?:corrupt\w*|unreadable)"),
     *_r("dependency", 0.65, "weak", "I/O error on a path (storage)",
-        r"Input/output error", r"\[Errno 5\]", r"\bEIO\b"),
+        r"Input/output error", r"\[Errno 5\]", r"\bEIO\b", r"Read-only file system"),
     *_r("software_bug", 0.85, "cause", "out of memory",
         r"Out of memory: Killed process", r"\boom-kill:", r"Memory cgroup out of memory", r"CUDA out of memory",
         r"OutOfMemoryError", r"\bOOMKilled\b"),
@@ -228,5 +237,5 @@ RULES: list[Rule] = [
         r"watchdog (?:got stuck|thread terminated|hang)", r"Timed out waiting \d+ms for (?:recv|send)",
         r"NCCL (?:WARN|ERROR|error).{0,80}(?:timeout|timed out)", r"\bNCCL timeout\b",
         r"Some NCCL operations have failed or timed out", r"DistStoreError.{0,40}[Tt]imed out",
-        r"did not complete within \d+", r"Timeout at NCCL work"),
+        r"did not complete within \d+", r"Timeout at NCCL work", r"Socket Timeout"),
 ]

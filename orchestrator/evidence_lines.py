@@ -33,6 +33,8 @@ SYSLOG_TS = re.compile(r"^(?:<\d+>)?(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|
                        r"(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?P<frac>\.\d+)?\s+(?P<host>\S+)\s+(?P<proc>\S+?:)")
 GLOG_TS = re.compile(r"(?:^|[\s\[:])[IWEF](?P<mo>\d{2})(?P<d>\d{2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
                      r"(?P<frac>\.\d+)?")
+DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+"
+                     r"(?P<d>\d{1,2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}) (?P<y>\d{4})\]")
 SEL_TS = re.compile(r"\|\s*(?P<mo>\d{2})/(?P<d>\d{2})/(?P<y>\d{4})\s*\|\s*(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})")
 ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{2}}\S*\s+(?P<host>{_HOSTNAME})\s+"
                       r"[\w.()/@-]+(?:\[\d+\])?:\s")
@@ -40,7 +42,7 @@ ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{
 HOST_FIELDS = [
     re.compile(rf"\b(?:host|hostname|host_name|nodename|node_name|node)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
                re.IGNORECASE),
-    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host)[\"']?\s*:\s+[\"']?(?P<host>{_HOSTNAME})", re.IGNORECASE),
+    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})", re.IGNORECASE),
     re.compile(rf"(?:^|[\s\]:])(?P<host>{_HOSTNAME}):\d+:\d+ \[\d+\] NCCL\b"),  # NCCL's host:pid:tid prefix
     re.compile(r"\((?:[\w.]+ )?pid=\d+, ip=(?P<host>\d{1,3}(?:\.\d{1,3}){3})\)"),  # Ray worker log prefix
     re.compile(r"\bnode:(?P<host>\d{1,3}(?:\.\d{1,3}){3})\b"),  # Ray's node resource label
@@ -57,20 +59,23 @@ NEVER_DECIDES = [
         r"\bNCCL INFO\b", r"\bTIMEOUT\(ms\):\s*\d+", r"\bDeasserted\b",
         r"\b(?:planned|scheduled|requested) (?:stop|shutdown)\b(?!.{0,40}\bnot\b)", r"\bstop requested by\b",
         r"\borchestrator stop\b", r"\b(?:cancell?ed|stopped) by (?:user|operator|owner)\b", r"\bscancel\b",
-        r"\bXid\b[^:\n]*:\s*92\b", r"\bsingle[- ]bit\b(?!.{0,60}\b(?:double|uncorrect))",
+        r"\bXid\b(?:\s*\(PCI:[0-9a-fA-F:.]+\))?[\s:=]*92\b", r"\bsingle[- ]bit\b(?!.{0,60}\b(?:double|uncorrect))",
     )
 ]
 CORRECTED = re.compile(r"(?<![Uu]n)(?<![Nn]on-)\bcorrect(?:ed|able)\b|\b[1-9]\d* CE\b|\bSBEs?\b", re.IGNORECASE)
 UNCORRECTED = re.compile(r"\b(?:uncorrect\w*|non-?correctable|UE|DBE|double[- ]bit|fatal)\b", re.IGNORECASE)
 BLANKED = [
     re.compile(p, re.IGNORECASE) for p in (
+        r"\b[\w.-]+\s*=\s*(?:no|none|false|inactive)\b",
         r"\b(?:passed|pass(?:ing)?|succeeded|success(?:ful(?:ly)?)?|healthy|ok(?:ay)?|good|nominal|normal|"
         r"clean|within (?:limits|range|threshold))\b",
-        r"\bno (?:\w+ )?(?:errors?|faults?|failures?|mismatch(?:es)?|issues?|problems?|corruption|events?)"
-        r"(?: (?:found|detected|reported|logged))?\b",
+        r"\bno (?:[\w-]+ ){0,3}?(?:errors?|faults?|failures?|mismatch(?:es)?|issues?|problems?|corruption|events?)"
+        r"(?: (?:found|detected|reported|logged|seen))?\b",
+        r"\bno (?!(?:IB )?devices)(?:[\w-]+ ){0,3}?(?:detected|found|seen|reported)\b",
+        r"\bnone (?:detected|found|seen|reported)\b",
         r"\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|retired pages?)\b",
-        r"\b[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|correct(?:ed|able)|UE|CE|DBE|SBE|"
-        r"pending|total|retired|remapped)\s*[:=.]*\s*0+(?![.\d:xX])\b",
+        r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
+        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
         r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
     )
 ]
@@ -107,6 +112,9 @@ def _timestamp(line: str, year: int) -> datetime | None:
         if m := SYSLOG_TS.search(line):
             return datetime(year, _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")), int(m.group("mi")),
                             int(m.group("s")), int(float(m.group("frac") or 0) * 1e6))
+        if m := DMESG_T.search(line):
+            return datetime(int(m.group("y")), _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")),
+                            int(m.group("mi")), int(m.group("s")))
         if m := SEL_TS.search(line):
             return datetime(int(m.group("y")), int(m.group("mo")), int(m.group("d")), int(m.group("h")),
                             int(m.group("mi")), int(m.group("s")))
