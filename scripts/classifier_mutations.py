@@ -1,12 +1,12 @@
 """Mutation check for the classifier's tests: remove one rule at a time and name the test that notices.
 
-Every signature pattern, Xid entry, never-decides filter and decision step is
-removed (or switched off) in turn, tests/unit/test_classifier.py runs against
+Every named rule (and with --patterns every one of its patterns), Xid entry,
+never-decides filter and decision step is removed (or switched off) in turn, tests/unit/test_classifier.py runs against
 the mutated classifier (stopping at the first failure), and the result is one
 JSON line per mutation: what was removed and the first test that failed, or
 null when the suite stayed green (a rule no test needs).
 
-    PYTHONPATH=. python scripts/classifier_mutations.py [--only SUBSTRING] > mutations.jsonl
+    PYTHONPATH=. python scripts/classifier_mutations.py [--patterns] [--only SUBSTRING] > mutations.jsonl
 """
 
 from __future__ import annotations
@@ -75,8 +75,20 @@ def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, old)
 
 
-def mutations() -> Iterator[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]]:
-    for i, r in enumerate(list(rules.RULES)):
+@contextlib.contextmanager
+def _without_named(category: str, name: str) -> Iterator[None]:
+    saved = list(rules.RULES)
+    rules.RULES[:] = [r for r in saved if (r.category, r.name) != (category, name)]
+    try:
+        yield
+    finally:
+        rules.RULES[:] = saved
+
+
+def mutations(patterns: bool) -> Iterator[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]]:
+    for category, name in dict.fromkeys((r.category, r.name) for r in rules.RULES):
+        yield f"rule {category} / {name} (all its patterns)", lambda c=category, n=name: _without_named(c, n)
+    for i, r in enumerate(list(rules.RULES) if patterns else []):
         yield f"rule {r.category} / {r.name} / {r.pattern.pattern[:70]}", lambda i=i: _without(rules.RULES, i)
     for code in list(rules.XID_TABLE):
         yield f"xid {code}", lambda code=code: _without_key(rules.XID_TABLE, code)
@@ -108,12 +120,13 @@ def _without_refine(pair: tuple[str, str]) -> Iterator[None]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="run only mutations whose description contains this text")
+    ap.add_argument("--patterns", action="store_true", help="also remove each rule's patterns one at a time")
     args = ap.parse_args()
     if _run() is not None:
         print("error: the tests fail before any mutation", file=sys.stderr)
         return 2
     survivors = 0
-    for what, mutate in mutations():
+    for what, mutate in mutations(args.patterns):
         if args.only and args.only not in what:
             continue
         with mutate():
