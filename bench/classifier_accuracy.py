@@ -63,8 +63,8 @@ def evaluate(root: Path) -> dict[str, Any]:
     for d in per.values():
         d["accuracy"] = round(d["correct"] / d["n"], 3)
     host_rows = [r for r in rows if r["host_correct"] is not None]
-    healthy_cordoned = [r["file"] for r in rows if r["would_cordon"] and COMPONENT_OF[r["expected"]] not in
-                        ("gpu", "host", "network")]
+    hardware = [r for r in rows if COMPONENT_OF[r["expected"]] in ("gpu", "host", "network")]
+    healthy_cordoned = [r["file"] for r in rows if r["would_cordon"] and r not in hardware]
     return {
         "set": str(root), "files": len(rows),
         "accuracy": round(sum(r["correct"] for r in rows) / len(rows), 3),
@@ -72,6 +72,8 @@ def evaluate(root: Path) -> dict[str, Any]:
         "host_accuracy": round(sum(r["host_correct"] for r in host_rows) / len(host_rows), 3) if host_rows else None,
         "host_files": len(host_rows),
         "cordon_threshold": CORDON_CONFIDENCE,
+        "hardware_files_cordoned": round(sum(r["would_cordon"] and r["correct"] for r in hardware) / len(hardware), 3)
+        if hardware else None,
         "cordoned_without_hardware_fault": healthy_cordoned,
         "per_category": dict(sorted(per.items())),
         "confusions": dict(Counter(f"{r['expected']} -> {r['got']}" for r in rows if not r["correct"])),

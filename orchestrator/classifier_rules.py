@@ -79,6 +79,7 @@ RULES: list[Rule] = [
     *_r("faulty_gpu", 0.88, "cause", "GPU burn-in or diagnostic failed",
         r"burn[- ]?in.{0,80}(?:fail|miscompare|mismatch|wrong result)", r"dcgmi diag.{0,120}\bfail",
         r"DCGM_FR_(?:FAULTY_MEMORY|PCI_REPLAY_RATE|PCIE_\w+|DIAGNOSTIC_\w*FAIL\w*)"),
+    *_r("faulty_gpu", 0.8, "cause", "fatal NVSwitch error", r"\bSXid\b.{0,80}(?<!Non-)\bFatal\b"),
     *_r("faulty_gpu", 0.6, "weak", "GPU reset required",
         r"GPU requires reset", r"nvidia-smi has failed because it couldn't communicate with the NVIDIA driver"),
     *_r("gpu_hbm3_memory", 0.92, "cause", "uncorrectable HBM/DRAM ECC or row remap failure",
@@ -138,7 +139,8 @@ RULES: list[Rule] = [
         r"\bnvme nvme\d+:.{0,80}(?:reset controller|controller is down|Device not ready|Removing after probe failure|"
         r"resetting controller|Disabling device|failed to (?:set|read))",
         r"(?:I/O error|critical medium error|Medium Error).{0,40}\bdev (?:nvme\d+n\d+|sd[a-z]+)",
-        r"EXT4-fs error \(device (?:nvme|sd[a-z])",
+        r"EXT4-fs error \(device (?:nvme|sd[a-z])", r"\bnvme\d+n\d+:.{0,80}\bI/O Error\b",
+        r"Drive Slot.{0,40}\|\s*(?:Drive Fault|Predictive Failure)",
         r"XFS \((?:nvme|sd[a-z])\w*\).{0,80}(?:error|shut\w* down|I/O)",
         r"Critical Warning\s*:\s*0x0*[1-9a-f]", r"Available Spare.{0,40}below threshold",
         r"SMART overall-health.{0,40}FAIL", r"Media and Data Integrity Errors\s*:\s*[1-9]",

@@ -67,6 +67,7 @@ UNCORRECTED = re.compile(r"\b(?:uncorrect\w*|non-?correctable|UE|DBE|double[- ]b
 BLANKED = [
     re.compile(p, re.IGNORECASE) for p in (
         r"\b[\w.-]+\s*=\s*(?:no|none|false|inactive)\b",
+        r"\b[\w.-]+\s*=\s*0+(?![.\d])\b", r"^\s*[\w /()-]+?\s*:\s*0+\s*$",
         r"\b(?:passed|pass(?:ing)?|succeeded|success(?:ful(?:ly)?)?|healthy|ok(?:ay)?|good|nominal|normal|"
         r"clean|within (?:limits|range|threshold))\b",
         r"\bno (?:[\w-]+ ){0,3}?(?:errors?|faults?|failures?|mismatch(?:es)?|issues?|problems?|corruption|events?)"
