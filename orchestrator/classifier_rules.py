@@ -182,7 +182,7 @@ RULES: list[Rule] = [
         r"Physical (?:link )?state.{0,30}(?:Polling|Disabled|Down)\b",
         r"\bport\b.{0,40}\bstate\b.{0,15}(?:DOWN|INIT)\b", r"\blink (?:flap\w*|retrain\w*)\b",
         r"(?:SymbolErrorCounter|LinkDownedCounter|LinkErrorRecoveryCounter|symbol errors?)\D{0,40}[1-9]",
-        r"^(?!.*(?:PCIe|PCI) ?switch).*\b(?:switch|cable|transceiver|optic|QSFP\w*|OSFP)\b.{0,60}"
+        r"^(?!.*(?:PCIe|PCI|PLX|PEX\w*) ?switch).*\b(?:switch|cable|transceiver|optic|QSFP\w*|OSFP)\b.{0,60}"
         r"(?:fail\w*|down|error|fault|unplug\w*|flap\w*|rx[ _]?los)",
         r"\brx[ _]los\b", r"Subnet Manager.{0,40}(?:lost|down|unreachable)"),
     *_r("network_switch_cable", 0.65, "weak", "RDMA transport retries exhausted",

@@ -74,7 +74,7 @@ BLANKED = [
         r"(?: (?:found|detected|reported|logged|seen))?\b",
         r"\bno (?!(?:IB )?devices)(?:[\w-]+ ){0,3}?(?:detected|found|seen|reported)\b",
         r"\bnone (?:detected|found|seen|reported)\b",
-        r"\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|retired pages?)\b",
+        r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|retired pages?)\b",
         r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
         r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
         r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
