@@ -27,7 +27,7 @@ _MONTHS = {m: i + 1 for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "J
 _HOSTNAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9]"
 _LEVELS = {"INFO", "WARN", "WARNING", "ERROR", "DEBUG", "CRITICAL", "FATAL", "NOTICE", "TRACE", "ERR", "CRIT"}
 
-ISO_TS = re.compile(r"(?<!\d)(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
+ISO_TS = re.compile(r"(?<!\d)(?P<y>\d{4})([-/])(?P<mo>\d{2})\2(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
                     r"(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?")
 SYSLOG_TS = re.compile(r"^(?:<\d+>)?(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(?P<d>\d{1,2})\s+"
                        r"(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?P<frac>\.\d+)?\s+(?P<host>\S+)\s+(?P<proc>\S+?:)")
@@ -40,11 +40,13 @@ ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{
                       r"[\w.()/@-]+(?:\[\d+\])?:\s")
 
 HOST_FIELDS = [
-    re.compile(rf"\b(?:host|hostname|host_name|nodename|node_name|node)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
+    re.compile(rf"\b(?:host|hostname|host_name|node[_-]?name|node)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
                re.IGNORECASE),
-    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})", re.IGNORECASE),
+    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host|node[_-]?name)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})",
+               re.IGNORECASE),
     re.compile(rf"(?:^|[\s\]:])(?P<host>{_HOSTNAME}):\d+:\d+ \[\d+\] NCCL\b"),  # NCCL's host:pid:tid prefix
-    re.compile(r"\((?:[\w.]+ )?pid=\d+, ip=(?P<host>\d{1,3}(?:\.\d{1,3}){3})\)"),  # Ray worker log prefix
+    re.compile(r"\((?:[^()]*?,\s*)?ip=(?P<host>\d{1,3}(?:\.\d{1,3}){3})\)"),  # Ray log prefix: (raylet, ip=...)
+    re.compile(r"\bnode_ip(?:_address)?[\"']?\s*[=:]\s*[\"']?(?P<host>\d{1,3}(?:\.\d{1,3}){3})"),
     re.compile(r"\bnode:(?P<host>\d{1,3}(?:\.\d{1,3}){3})\b"),  # Ray's node resource label
     re.compile(rf"\bray\.io/node-(?:name|id)\s*[=:]\s*[\"']?(?P<host>{_HOSTNAME})"),
 ]
@@ -74,7 +76,8 @@ BLANKED = [
         r"(?: (?:found|detected|reported|logged|seen))?\b",
         r"\bno (?!(?:IB )?devices)(?:[\w-]+ ){0,3}?(?:detected|found|seen|reported)\b",
         r"\bnone (?:detected|found|seen|reported)\b",
-        r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|retired pages?)\b",
+        r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|"
+        r"retired pages?)\b",
         r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
         r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
         r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
@@ -108,7 +111,7 @@ def _year_hint(text: str) -> int:
 def _timestamp(line: str, year: int) -> datetime | None:
     try:
         if m := ISO_TS.search(line):
-            t = datetime.fromisoformat(m.group(0).replace(" ", "T", 1).replace("Z", "+00:00"))
+            t = datetime.fromisoformat(m.group(0).replace("/", "-").replace(" ", "T", 1).replace("Z", "+00:00"))
             return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
         if m := SYSLOG_TS.search(line):
             return datetime(year, _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")), int(m.group("mi")),
