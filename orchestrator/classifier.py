@@ -112,10 +112,13 @@ def _in_time_order(lines: list[Line]) -> list[Line]:
 
 
 def _cancel_recovered(hits: list[Hit], lines: list[Line]) -> list[Hit]:
-    """Drop warnings that a later line says were retried and recovered (same device or server, same host)."""
+    """Drop warnings that a later line says were retried and recovered (same device or server, same host).
+
+    A link that went down and came back is a flap, which is still the network's fault (DESIGN.md rule 6).
+    """
     out = []
     for h in hits:
-        subj = subjects(h.line.raw)
+        subj = subjects(h.line.raw) if h.category != "network_switch_cable" else set()
         recovered = subj and any(
             ln.recovery and ln.index > h.line.index and subj & subjects(ln.raw)
             and (ln.host is None or h.line.host is None or ln.host == h.line.host) for ln in lines)

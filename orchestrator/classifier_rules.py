@@ -182,6 +182,7 @@ RULES: list[Rule] = [
         r"Physical (?:link )?state.{0,30}(?:Polling|Disabled|Down)\b",
         r"\bport\b.{0,40}\bstate\b.{0,15}(?:DOWN|INIT)\b", r"\blink (?:flap\w*|retrain\w*)\b",
         r"(?:SymbolErrorCounter|LinkDownedCounter|LinkErrorRecoveryCounter|symbol errors?)\D{0,40}[1-9]",
+        r"\b(?:rx_)?(?:symbol_err|link_down_events)\w*\s*[:=]\s*[1-9]",
         r"^(?!.*(?:PCIe|PCI|PLX|PEX\w*) ?switch).*\b(?:switch|cable|transceiver|optic|QSFP\w*|OSFP)\b.{0,60}"
         r"(?:fail\w*|down|error|fault|unplug\w*|flap\w*|rx[ _]?los)",
         r"\brx[ _]los\b", r"Subnet Manager.{0,40}(?:lost|down|unreachable)"),

@@ -87,6 +87,7 @@ ROWS = [
     ("network_switch_cable", "kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down"),
     ("network_switch_cable", "SymbolErrorCounter:..............4211"),
     ("network_switch_cable", "opensm: Physical link state changed to Polling on port 33 of leaf-sw-08"),
+    ("network_switch_cable", "ethtool -S ibp12s0: rx_symbol_err_phy: 1234"),
     ("host_maintenance", "slurmctld: update_node: node node-17 state set to DRAINING, Reason=kernel update 6.8.0-51 [ops@root]"),
     ("dependency", "kernel: nfs: server fs-ckpt-03 not responding, still trying"),
     ("dependency", "[rank0]: OSError: [Errno 28] No space left on device: '/mnt/ckpt/step-00050000/__0_0.distcp'"),
@@ -312,6 +313,12 @@ def test_retried_and_recovered_warning_does_not_decide() -> None:
             "Mar 26 15:00:31 node-17 kernel: nfs: server fs-ckpt-03 OK\n")
     assert classify(text).category == "unknown"
     assert classify(text.splitlines()[0]).category == "dependency"
+
+
+def test_a_link_that_came_back_is_still_a_flap() -> None:
+    text = ("Mar 14 02:00:01 node-17 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n"
+            "Mar 14 02:00:03 node-17 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link up, link restored\n")
+    assert classify(text).category == "network_switch_cable"
 
 
 def test_never_deciding_lines_do_not_hide_a_real_cause() -> None:
