@@ -72,7 +72,7 @@ RULES: list[Rule] = [
         r"\bGPU\s*\d*\s*(?:is )?(?:missing|not (?:detected|found|visible))\b",
         r"expected \d+ GPUs?,? (?:but )?(?:found|got|saw|detected) \d+", r"RmInitAdapter failed"),
     *_r("faulty_gpu", 0.9, "cause", "NVLink failure",
-        r"NVLink.{0,60}(?:fatal|error|down|inactive|fail)", r"DCGM_FR_NVLINK_\w+"),
+        r"NVLink.{0,60}(?:fatal|error|down|inactive|fail)"),  # also DCGM_FR_NVLINK_DOWN / _ERROR_*
     *_r("faulty_gpu", 0.88, "cause", "PCIe fatal error on a GPU",
         r"AER:.{0,80}Uncorrected \(Fatal\).{0,160}(?:NVIDIA|3D controller|\bGPU\b)",
         r"(?:\bnvidia\b|NVIDIA|3D controller|\bGPU\b).{0,120}AER:.{0,60}Uncorrected \(Fatal\)"),
