@@ -199,6 +199,15 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     for h in causes:
         if (first.category, h.category) in REFINES and _same_moment(first, h):
             first = h
+    early = [t for t in timeouts if t.line.own_time and first.line.own_time and t.line.time and first.line.time
+             and t.line.time < first.line.time]
+    if early:
+        # The collective timed out before anything named a cause: the later signature is not the cause.
+        t = min(early, key=lambda h: h.order)
+        return Verdict("nccl_watchdog_timeout", "unknown", 0.45,
+                       f"{t.name} before any cause (first cause seen later: {first.name}): "
+                       f"line {t.line.index + 1}: {_short(t.line.raw)}",
+                       _hosts(early), _gpus(early), xids, signatures)
     category = first.category
     lost = _devices_lost_with(first, hits)
     if category in ("faulty_gpu", "nic") and len(lost) >= 2:
@@ -214,15 +223,6 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     if rivals:
         confidence *= 0.85
     confidence = min(0.99, confidence)
-    early = [t for t in timeouts if t.line.own_time and first.line.own_time and t.line.time and first.line.time
-             and t.line.time < first.line.time]
-    if early:
-        # The collective timed out before anything named a cause: the later signature is not the cause.
-        t = min(early, key=lambda h: h.order)
-        return Verdict("nccl_watchdog_timeout", "unknown", 0.45,
-                       f"{t.name} before any cause (first cause seen later: {first.name}): "
-                       f"line {t.line.index + 1}: {_short(t.line.raw)}",
-                       _hosts(early), _gpus(early), xids, signatures)
     same = [h for h in hits if h.category == category and h.role != "timeout"]
     hosts = tuple(dict.fromkeys(([first.line.host] if first.line.host else []) + list(_hosts(same))))
     return Verdict(category, COMPONENT_OF[category], confidence,
