@@ -236,7 +236,7 @@ RULES: list[Rule] = [
         r"\bSIGSEGV\b", r"illegal instruction"),
     # --- timeouts: what is left when nothing names a cause ------------------------------------------------
     *_r("nccl_watchdog_timeout", 0.5, "timeout", "collective or heartbeat timed out",
-        r"Watchdog caught collective operation timeout", r"collective operation timeout",
+        r"collective operation timeout",  # "Watchdog caught collective operation timeout"
         r"ran for \d+ milliseconds before timing out", r"Heartbeat monitor timed out",
         r"watchdog (?:got stuck|thread terminated|hang)", r"Timed out waiting \d+ms for (?:recv|send)",
         r"NCCL (?:WARN|ERROR|error).{0,80}(?:timeout|timed out)", r"\bNCCL timeout\b",

@@ -251,6 +251,13 @@ ROWS = [
     ('faulty_gpu', 'kernel: nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 24007, Fatal, Link 44 sourcetrack timeout error (First)'),
     ('ssd', 'kernel: nvme0n1: I/O Cmd(0x2) @ LBA 7166016, 8 blocks, I/O Error (sct 0x2 / sc 0x81) MORE DNR'),
     ('ssd', '  e1 | 03/20/2026 | 04:11:00 | Drive Slot / Bay #0x20 | Drive Fault | Asserted'),
+    ('nccl_watchdog_timeout', '[rank3]: WorkNCCL(SeqNum=8, OpType=ALLREDUCE) ran for 600011 milliseconds before timing out.'),
+    ('nccl_watchdog_timeout', 'n1:3:4 [0] NCCL WARN Bootstrap : timed out waiting for the root'),
+    ('nccl_watchdog_timeout', '[rank3]: NCCL timeout in allreduce after 1800 s'),
+    ('nccl_watchdog_timeout', '[rank3]: Some NCCL operations have failed or timed out. Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.'),
+    ('nccl_watchdog_timeout', 'torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined.'),
+    ('nccl_watchdog_timeout', '[rank3]: collective ALLREDUCE seq 8812 did not complete within 1800 s'),
+    ('nccl_watchdog_timeout', '[rank3]: Timeout at NCCL work: 1234, last enqueued NCCL work: 1235, last completed NCCL work: 1233.'),
     ("nccl_watchdog_timeout", "torch.distributed.DistBackendError: [3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value store by key '0', but store->get('0') got error: Socket Timeout"),
     ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:616] [Rank 3] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600011 milliseconds before timing out."),
     ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:1316] [PG ID 0 PG GUID 0(default_pg) Rank 3] Heartbeat monitor timed out! Process will be terminated after dumping debug info."),
@@ -297,6 +304,11 @@ NEVER_DECIDE = [
     '            SRAM Uncorrectable SEC-DED    : 0',
     '            SRAM Uncorrectable Parity     : 0',
     'probe host=n1 gpu=2 sram.uncorrectable.parity=0 dram.uncorrectable=0 xid79.events=0',
+    'dcgm: GPU 2 HBM single-bit ECC error count 120 (corrected)',
+    'rasdaemon: mce_record: Corrected memory read error on DIMM_A1 (channel 1)',
+    'controller: planned stop requested by alice: host drained for maintenance',
+    'ops: job cancelled by user alice before the host was drained for a kernel update',
+    'preflight host=n1 GPU burn-in: PASSED (0 of 8 GPUs failed, no miscompare)',
     "kernel: IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
     "[rank0]:2026-05-03 11:00:00 INFO step 100 loss 2.0 lr 3e-4",
 ]
@@ -436,6 +448,27 @@ def test_replica_disagreement_is_suspect_until_a_replay_confirms_it() -> None:
 
 
 # --- DESIGN.md rule 4: hosts only from host fields ---------------------------------------------------------
+XID_ROWS = [(74, "faulty_gpu"), *((c, "faulty_gpu") for c in range(144, 151)), (61, "faulty_gpu"), (62, "faulty_gpu"),
+            (154, "faulty_gpu"), (48, "gpu_hbm3_memory"), (63, "gpu_hbm3_memory"), (64, "gpu_hbm3_memory"),
+            (94, "gpu_hbm3_memory"), (95, "gpu_hbm3_memory"), (140, "gpu_hbm3_memory"), (119, "gpu_system_processor"),
+            (120, "gpu_system_processor"), (13, "software_bug"), (31, "software_bug"), (43, "software_bug"), (92, "unknown")]
+
+
+@pytest.mark.parametrize(("code", "category"), XID_ROWS)
+def test_xid_code_alone(code: int, category: str) -> None:
+    """NVIDIA's Xid catalog, code by code, as a health probe reports it (no description to lean on)."""
+    assert classify(f"gpu-health host=n1: GPU 2 reported Xid {code}\n").category == category
+
+
+def test_same_moment_refinements() -> None:
+    nic = ("Mar 15 06:30:10 n1 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n"
+           "Mar 15 06:30:10 n1 kernel: mlx5_core 0000:0c:00.0: poll_health:801:(pid 0): Fatal error 1 detected\n")
+    assert classify(nic).category == "nic"
+    board = ("Mar 21 09:00:14 n1 kernel: mlx5_core 0000:0c:00.0: firmware fatal error, PCI device removed\n"
+             "Mar 21 09:00:14 n1 kernel: pcieport 0000:0a:00.0: PCIe switch downstream port error: link down\n")
+    assert classify(board).category == "io_expansion_board"
+
+
 @pytest.mark.parametrize(("line", "host"), [
     ("Mar  3 04:12:01 node-17 kernel: NVRM: Xid (PCI:0000:86:00): 79, pid=0, GPU has fallen off the bus.", "node-17"),
     ("2026-03-03T04:12:01.123456+00:00 gpu-a17 kernel: mce: [Hardware Error]: CPU 3: Machine Check", "gpu-a17"),
@@ -446,6 +479,8 @@ def test_replica_disagreement_is_suspect_until_a_replay_confirms_it() -> None:
     ("(raylet, ip=10.0.0.3) [2026-03-03 04:12:01,123 E 1 1] node_manager.cc:1: worker died", "10.0.0.3"),
     ('{"node_ip_address": "10.1.2.3", "msg": "mlx5 link down"}', "10.1.2.3"),
     ("kubelet: nodeName: gpu-a17 pod trainer-3 OOMKilled", "gpu-a17"),
+    ("ray: worker died on the node with resources {'node:10.0.0.5': 1.0, 'GPU': 8.0}", "10.0.0.5"),
+    ("kubelet: ray.io/node-name=gpu-a21 pod evicted", "gpu-a21"),
     ("agent: lost contact with host gpu-b05", None),
     ("INFO node rebalancing: moving 2 shards to host gpu-b05", None),
     ("[rank0]:2026-03-26 18:00:00 INFO the host lost its lease on the data loader cache", None),
