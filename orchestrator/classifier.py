@@ -20,6 +20,7 @@ CORDON_CONFIDENCE; below it a hardware verdict makes the host `suspect`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ SDC_NOT_CONFIRMED = re.compile(r"(?:replay\w*|recomput\w*|re-?r[au]n)\b.{0,120}(
                                r"reproduc\w+ the (?:mismatch|difference|disagreement)|not confirmed|same (?:wrong )?result)",
                                re.IGNORECASE)
 """A replay elsewhere that reproduces the disagreement: the data or code, not the host, is at fault."""
+SDC_CONFIRMED = "replica disagreement confirmed by a replay"
+NON_FINITE_LOSS = "loss or gradient became NaN/inf"
 DEVICE_LOST = {"GPU fallen off the bus", "host adapter failure (mlx5/HCA)", "PCIe slot link down",
                "Xid 79 (GPU has fallen off the bus)"}
 PCI_ADDR = re.compile(r"(?:PCI:|\b[0-9a-f]{4}:)(?:[0-9a-f]{4}:)?(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})", re.IGNORECASE)
@@ -175,6 +178,10 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     hits = _cancel_recovered(hits, lines)
     if any(SDC_NOT_CONFIRMED.search(ln.text) for ln in lines):
         hits = [h for h in hits if h.category != "silent_data_corruption"]
+    if any(h.name == SDC_CONFIRMED for h in hits):
+        # A replay elsewhere agreed with the other replicas: one replica's NaN or spike was its hardware.
+        hits = [dataclasses.replace(h, category="silent_data_corruption", strength=0.72, name="replica loss diverged")
+                if h.name == NON_FINITE_LOSS else h for h in hits]
     signatures = tuple(dict.fromkeys(h.name for h in sorted(hits, key=lambda h: h.order)))
     causes = [h for h in hits if h.role == "cause"] or [h for h in hits if h.role == "weak"]
     timeouts = [h for h in hits if h.role == "timeout"]

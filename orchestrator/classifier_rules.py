@@ -227,10 +227,11 @@ RULES: list[Rule] = [
         r"NotImplementedError|FloatingPointError|UnboundLocalError|RecursionError|ModuleNotFoundError|ImportError|"
         r"SyntaxError|FileNotFoundError)\b:",
         r"RuntimeError: (?:The size of tensor|shape|mat\d and mat\d|Expected|expected|Error\(s\) in loading|size mismatch)",
-        r"(?:loss|grad(?:ient)?[ _]norm)\b.{0,40}?(?:\bis\b|\bbecame\b|=|:)\s*(?:nan|inf)\b", r"non-finite loss",
         r"\b(?:invalid|bad|unknown) (?:config\w*|argument|option|hyperparameter)\b",
         r"cannot open shared object file", r"undefined symbol:", r"Driver/library version mismatch",
         r"CUDA driver version is insufficient"),
+    *_r("software_bug", 0.8, "cause", "loss or gradient became NaN/inf",
+        r"(?:loss|grad(?:ient)?[ _]norm)\b.{0,40}?(?:\bis\b|\bbecame\b|=|:)\s*(?:nan|inf)\b", r"non-finite loss"),
     *_r("software_bug", 0.6, "weak", "CUDA illegal access or crash without hardware evidence",
         r"illegal memory access", r"device-side assert", r"misaligned address", r"Segmentation fault",
         r"\bSIGSEGV\b", r"illegal instruction"),

@@ -447,6 +447,14 @@ def test_replica_disagreement_is_suspect_until_a_replay_confirms_it() -> None:
     assert refuted.category != "silent_data_corruption"
 
 
+def test_nan_on_every_replica_is_software_but_on_one_confirmed_replica_is_sdc() -> None:
+    assert classify("[rank0]: ValueError: loss is nan at step 41200 on every replica; rolling back\n").category == "software_bug"
+    one = ("2026-03-12T20:10:00Z [rank14] host=gpu-b05: loss is nan at step 31800 while the other replicas are finite\n"
+           "2026-03-12T20:10:40Z sdc-check: replay of step 31800 on another host (gpu-b09) matches the other replicas\n")
+    v = classify(one)
+    assert (v.category, v.hosts) == ("silent_data_corruption", ("gpu-b05",))
+
+
 # --- DESIGN.md rule 4: hosts only from host fields ---------------------------------------------------------
 XID_ROWS = [(74, "faulty_gpu"), *((c, "faulty_gpu") for c in range(144, 151)), (61, "faulty_gpu"), (62, "faulty_gpu"),
             (154, "faulty_gpu"), (48, "gpu_hbm3_memory"), (63, "gpu_hbm3_memory"), (64, "gpu_hbm3_memory"),
