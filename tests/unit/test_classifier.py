@@ -258,6 +258,7 @@ ROWS = [
     ('nccl_watchdog_timeout', 'torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined.'),
     ('nccl_watchdog_timeout', '[rank3]: collective ALLREDUCE seq 8812 did not complete within 1800 s'),
     ('nccl_watchdog_timeout', '[rank3]: Timeout at NCCL work: 1234, last enqueued NCCL work: 1235, last completed NCCL work: 1233.'),
+    ('nccl_watchdog_timeout', '[rank4]: torch.distributed.DistBackendError: NCCL communicator was aborted on rank 4. Original reason for failure was: [Rank 4] Watchdog caught collective operation timeout'),
     ("nccl_watchdog_timeout", "torch.distributed.DistBackendError: [3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value store by key '0', but store->get('0') got error: Socket Timeout"),
     ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:616] [Rank 3] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600011 milliseconds before timing out."),
     ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:1316] [PG ID 0 PG GUID 0(default_pg) Rank 3] Heartbeat monitor timed out! Process will be terminated after dumping debug info."),
