@@ -307,6 +307,7 @@ NEVER_DECIDE = [
     'probe host=n1 gpu=2 sram.uncorrectable.parity=0 dram.uncorrectable=0 xid79.events=0',
     "dcgm: GPU 2 HBM single-bit ECC error count 120",
     "edac-util: mc0: 0 Uncorrected Errors with no DIMM info",
+    "nvidia-smi: row remapping pending: No",
     'rasdaemon: mce_record: Corrected memory read error on DIMM_A1 (channel 1)',
     'controller: planned stop requested by alice: host drained for maintenance',
     'ops: job cancelled by user alice before the host was drained for a kernel update',
