@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -98,6 +99,9 @@ def mutations(patterns: bool) -> Iterator[tuple[str, Callable[[], contextlib.Abs
         yield f"blanked {rx.pattern[:70]}", lambda i=i: _without(ev.BLANKED, i)
     for pair in sorted(clf.REFINES):
         yield f"refines {pair}", lambda pair=pair: _without_refine(pair)
+    yield "weak signatures decide like causes", _weak_as_cause
+    yield "several devices lost at once not read as the IO board", lambda: _patched(
+        clf, "_devices_lost_with", lambda first, hits: set())
     yield "corrected errors decide", lambda: _patched(ev, "CORRECTED", ev.re.compile(r"(?!)"))
     yield "recovered warnings decide", lambda: _patched(clf, "_cancel_recovered", lambda hits, lines: hits)
     yield "text order instead of time order", lambda: _patched(clf, "_in_time_order", lambda lines: lines)
@@ -106,6 +110,19 @@ def mutations(patterns: bool) -> Iterator[tuple[str, Callable[[], contextlib.Abs
     yield "syslog host prefix ignored", lambda: _patched(ev, "SYSLOG_TS", ev.re.compile(r"(?!)"))
     for i in range(len(ev.HOST_FIELDS)):
         yield f"host field {ev.HOST_FIELDS[i].pattern[:60]}", lambda i=i: _without(ev.HOST_FIELDS, i)
+
+
+@contextlib.contextmanager
+def _weak_as_cause() -> Iterator[None]:
+    saved_rules, saved_xids = list(rules.RULES), dict(rules.XID_TABLE)
+    rules.RULES[:] = [dataclasses.replace(r, role="cause") if r.role == "weak" else r for r in saved_rules]
+    rules.XID_TABLE.update({k: (c, s, "cause", w) for k, (c, s, role, w) in saved_xids.items() if role == "weak"})
+    try:
+        yield
+    finally:
+        rules.RULES[:] = saved_rules
+        rules.XID_TABLE.clear()
+        rules.XID_TABLE.update(saved_xids)
 
 
 @contextlib.contextmanager
