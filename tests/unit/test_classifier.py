@@ -308,6 +308,7 @@ NEVER_DECIDE = [
     "dcgm: GPU 2 HBM single-bit ECC error count 120",
     "edac-util: mc0: 0 Uncorrected Errors with no DIMM info",
     "nvidia-smi: row remapping pending: No",
+    "probe host=n1 mlx5_0: no link down detected since boot",
     'rasdaemon: mce_record: Corrected memory read error on DIMM_A1 (channel 1)',
     'controller: planned stop requested by alice: host drained for maintenance',
     'ops: job cancelled by user alice before the host was drained for a kernel update',
