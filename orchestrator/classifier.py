@@ -1,153 +1,55 @@
-"""Classify an interruption's evidence into the Llama 3 taxonomy with explicit rules.
+"""Classify an interruption's evidence into the Llama 3 taxonomy (DESIGN.md, "How evidence decides a category").
 
-Every rule is a real signature of its category: NVIDIA Xid codes (NVIDIA's Xid
-catalog), NCCL and InfiniBand errors, kernel messages (MCE, EDAC, NVMe, PCIe
-AER, mlx5), BMC/IPMI SEL events, Python tracebacks and OOMs, watchdog
-timeouts, SDC-check results and maintenance notices. Each rule has a strength:
-a decisive hardware signature outranks the symptoms it causes downstream (the
-NCCL watchdog timeout and the Python traceback that follow a GPU falling off
-the bus), and application Xids (13, 31, 43) count as software unless hardware
-evidence is present. Evidence with no decisive signature stays `unknown`.
-The verdict names the line that decided it.
+The evidence is read in time order across hosts (orchestrator.evidence_lines),
+lines that never decide are set aside, and every remaining line is matched
+against real signatures (orchestrator.classifier_rules). The earliest line that
+names a cause wins over what follows it: an Xid 79 on one host followed by
+watchdog timeouts and connection resets on every other rank is `faulty_gpu` on
+that host. Signatures that are often consequences (application Xids, CUDA
+illegal addresses, RDMA retry errors, EIO on a path) decide only when nothing
+stronger is present. A timed-out collective decides `nccl_watchdog_timeout`
+only when nothing earlier names a cause; evidence that names no fault is
+`unknown`.
+
+Confidence is the deciding signature's specificity (high for a hardware
+signature that names the cause, lower when inferred), raised a little by
+independent corroborating signatures and lowered when a different cause
+appears at the same moment. The controller cordons a host only at or above
+CORDON_CONFIDENCE; below it a hardware verdict makes the host `suspect`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from orchestrator.classifier_rules import RULES, SRAM_NAMED, XID_RE, XID_TABLE, Role
+from orchestrator.evidence_lines import Line, parse, subjects
 from orchestrator.taxonomy import COMPONENT_OF
 
-XID_RE = re.compile(r"\bXid\b[^:\n]*?(?:\(PCI:(?P<pci>[0-9a-fA-F:.]+)\))?[^:\n]*:\s*(?P<code>\d{1,3})\b")
-GPU_INDEX_RE = re.compile(r"\bGPU[ _#:]?(?:index[ =:]*)?(?P<idx>\d{1,2})\b", re.IGNORECASE)
-HOST_RE = re.compile(r"\b(?:host(?:name)?|node)[=: ]+(?P<host>[A-Za-z][\w.-]{1,62})", re.IGNORECASE)
+CORDON_CONFIDENCE = 0.8
+"""Recommended threshold: a single specific hardware signature scores 0.85-0.95, inferred ones 0.6-0.75."""
 
-XID_CATEGORY: dict[int, tuple[str, float, str]] = {
-    79: ("faulty_gpu", 0.95, "GPU has fallen off the bus"),
-    74: ("faulty_gpu", 0.85, "NVLink error"),
-    61: ("faulty_gpu", 0.85, "internal micro-controller breakpoint/warning"),
-    62: ("faulty_gpu", 0.9, "internal micro-controller halt"),
-    154: ("faulty_gpu", 0.9, "GPU recovery action: reset or reboot required"),
-    48: ("gpu_hbm3_memory", 0.95, "double-bit ECC error"),
-    63: ("gpu_hbm3_memory", 0.8, "row-remapping (page retirement) event"),
-    64: ("gpu_hbm3_memory", 0.95, "row-remapping failure"),
-    94: ("gpu_hbm3_memory", 0.9, "contained ECC memory error"),
-    95: ("gpu_hbm3_memory", 0.95, "uncontained ECC memory error"),
-    92: ("gpu_sram_memory", 0.8, "excessive single-bit ECC interrupts"),
-    119: ("gpu_system_processor", 0.95, "GSP RPC timeout"),
-    120: ("gpu_system_processor", 0.95, "GSP error"),
-    13: ("software_bug", 0.55, "graphics engine exception (usually an application fault)"),
-    31: ("software_bug", 0.55, "GPU memory page fault (usually an application bug)"),
-    43: ("software_bug", 0.5, "GPU stopped processing (application fault)"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    category: str
-    strength: float
-    pattern: re.Pattern[str]
-    name: str
-
-
-def _r(category: str, strength: float, name: str, *patterns: str) -> list[Rule]:
-    return [Rule(category, strength, re.compile(p, re.IGNORECASE), name) for p in patterns]
-
-
-RULES: list[Rule] = [
-    # --- GPU --------------------------------------------------------------------------
-    *_r("faulty_gpu", 0.95, "GPU lost", r"fallen off the bus", r"GPU (?:is )?lost\b", r"NVML_ERROR_GPU_IS_LOST",
-        r"Unable to determine the device handle for GPU", r"GPU requires reset", r"GPU .* is unreachable",
-        r"nvidia-smi has failed because it couldn't communicate with the NVIDIA driver"),
-    *_r("faulty_gpu", 0.85, "NVLink failure", r"NVLink.{0,40}(?:error|down|inactive|fail)",
-        r"DCGM_FR_NVLINK_DOWN", r"DCGM_FR_NVLINK_ERROR"),
-    *_r("faulty_gpu", 0.85, "PCIe fatal error on a GPU",
-        r"AER:.{0,80}(?:Uncorrected|Fatal).{0,120}(?:NVIDIA|3D controller|GPU)",
-        r"(?:NVIDIA|3D controller|GPU).{0,120}AER:.{0,40}(?:Uncorrected|Fatal)"),
-    *_r("faulty_gpu", 0.8, "DCGM diagnostic failure", r"dcgmi diag.{0,80}\bFail", r"DCGM_FR_(?:FAULTY|PCI_REPLAY|PCIE)"),
-    *_r("gpu_hbm3_memory", 0.9, "uncorrectable HBM/DRAM ECC",
-        r"^(?!.*(?:SRAM|DIMM|EDAC)).*(?:double[- ]bit|uncorrectable|DBE).{0,40}ECC",
-        r"^(?!.*(?:SRAM|DIMM|EDAC)).*ECC.{0,40}(?:double[- ]bit|uncorrectable|DBE)",
-        r"row[- ]?remap(?:ping)?.{0,30}(?:fail|pending|event)", r"remapped rows?.{0,30}(?:fail|pending)",
-        r"DCGM_FR_(?:ROW_REMAP|VOLATILE_DBE|RETIRED_PAGES)", r"page retirement", r"retired pages?.{0,20}(?:limit|exceed)",
-        r"\bHBM\b.{0,40}(?:error|fail)", r"uncorrectable ECC error encountered"),
-    *_r("gpu_sram_memory", 0.92, "SRAM ECC/parity error",
-        r"SRAM.{0,50}(?:ECC|parity|uncorrectable|error|threshold)",
-        r"(?:ECC|parity|uncorrectable).{0,50}SRAM", r"DCGM_FR_SRAM_THRESHOLD"),
-    *_r("gpu_system_processor", 0.92, "GSP firmware failure",
-        r"\bGSP\b.{0,40}(?:timeout|timed out|error|fail|crash|RPC)", r"gsp_rpc", r"GSP firmware"),
-    *_r("gpu_thermal_interface_sensor", 0.88, "GPU thermal/sensor fault",
-        r"(?:GPU|HBM|memory).{0,40}(?:over[- ]?temperature|thermal (?:violation|slowdown|shutdown|throttl))",
-        r"(?:HW|hardware) (?:thermal )?slowdown", r"clocks_(?:throttle|event)_reasons?\.hw_thermal",
-        r"DCGM_FR_(?:TEMP_VIOLATION|CLOCK_THROTTLE_THERMAL|THERMAL)", r"thermal (?:sensor|interface).{0,40}(?:fail|error|invalid|read)",
-        r"GPU temperature.{0,40}(?:exceed|critical|above)", r"temperature sensor.{0,40}(?:fail|error|reading)"),
-    *_r("silent_data_corruption", 0.93, "silent data corruption check",
-        r"silent data corruption", r"\bSDC\b.{0,40}(?:detect|fail|mismatch|found)",
-        r"(?:checksum|hash|fingerprint).{0,40}mismatch.{0,60}(?:replica|rank|gradient|param)",
-        r"(?:replica|rank)s?.{0,60}(?:disagree|differ|diverge).{0,60}(?:checksum|bitwise|result|gradient)",
-        r"sdc[-_ ]check.{0,40}(?:fail|mismatch)"),
-    # --- host -------------------------------------------------------------------------
-    *_r("system_memory", 0.9, "host memory (EDAC/MCE) error",
-        r"EDAC.{0,60}(?:UE|CE|uncorrect|correctable).{0,60}memory", r"EDAC MC\d+:.{0,80}(?:error|UE)",
-        r"(?:Memory|DIMM).{0,60}(?:Uncorrectable ECC|uncorrectable error|failed|Correctable ECC logging limit)",
-        r"mce:.{0,80}(?:Memory|DRAM|DIMM)", r"Machine Check.{0,80}(?:memory|DIMM)"),
-    *_r("cpu", 0.88, "CPU machine check",
-        r"mce:.{0,40}Hardware Error.{0,60}CPU", r"Machine Check (?:Exception|Event).{0,80}(?:CPU|Processor|Bank)",
-        r"\b(?:CATERR|IERR)\b", r"Processor.{0,40}(?:IERR|Thermal Trip|Machine Check|Configuration Error)",
-        r"CPU\d*.{0,40}(?:internal parity|lockup|Machine Check)"),
-    *_r("ssd", 0.88, "NVMe/SSD failure",
-        r"nvme\d*n?\d*.{0,80}(?:I/O error|timeout|controller is down|reset controller|failed|Device not ready)",
-        r"(?:blk_update_request|Buffer I/O error).{0,60}(?:nvme|sd[a-z])", r"EXT4-fs error.{0,60}(?:nvme|sd[a-z])",
-        r"(?:SMART|critical warning).{0,60}(?:fail|spare|wear|media)", r"\bSSD\b.{0,40}(?:fail|error|worn)",
-        r"critical medium error"),
-    *_r("power_supply", 0.9, "power supply event",
-        r"Power Supply.{0,60}(?:Failure|AC lost|Predictive|fault|Redundancy Lost|input lost)",
-        r"\bPSU\d*\b.{0,60}(?:fail|fault|lost|AC)", r"Power Unit.{0,40}Redundancy Lost"),
-    *_r("server_chassis", 0.85, "chassis/fan/baseboard event",
-        r"Chassis Intru", r"\bFan\d*\b.{0,60}(?:fail|Lower Critical|Redundancy Lost|not present|stopped)",
-        r"(?:baseboard|motherboard|system board).{0,60}(?:fail|fault|error)", r"chassis.{0,40}(?:fault|fail|error)"),
-    *_r("io_expansion_board", 0.88, "PCIe switch / IO board error",
-        r"(?:PCIe|PCI) (?:switch|bridge).{0,100}(?:error|fail|down|Uncorrected)",
-        r"\b(?:PEX|PLX)\d*\b.{0,80}(?:error|fail|link down|Uncorrected)", r"IO expansion (?:board|module)",
-        r"\bretimer\b.{0,60}(?:fail|error)", r"PCIe Bridge.{0,60}(?:AER|Uncorrected|Fatal)"),
-    *_r("nic", 0.88, "NIC (mlx5/HCA) failure",
-        r"mlx5_core.{0,100}(?:health (?:poll )?fail|health compromised|Fatal|firmware (?:fatal|error)|cmd_work_handler|"
-        r"internal error|PCI (?:slot|device).{0,20}(?:removed|error)|assert)",
-        r"\b(?:HCA|ConnectX|NIC)\b.{0,60}(?:fail|fatal|not responding|firmware error|reset)",
-        r"ibv_(?:open_device|create_qp|reg_mr).{0,40}fail", r"DCGM_FR_CONNECTX"),
-    # --- network ----------------------------------------------------------------------
-    *_r("network_switch_cable", 0.86, "link/switch/cable fault",
-        r"(?:Physical )?link (?:state )?(?:changed to |went |is )?(?:down|DOWN|Polling)", r"\blink (?:flap|down)\b",
-        r"port.{0,40}state.{0,10}(?:DOWN|INIT)", r"(?:LinkDowned|symbol errors?|link integrity).{0,40}\d+",
-        r"transport retry counter exceeded", r"status=12\b", r"\bIBV_WC_RETRY_EXC_ERR\b",
-        r"\b(?:switch|cable|transceiver|optic)\b.{0,60}(?:fail|down|error|fault|unplug|flap)",
-        r"NET/IB.{0,80}(?:remote access error|retry|timeout|link)", r"Subnet Manager.{0,40}(?:lost|down|sweep)"),
-    # --- maintenance, dependencies, software ----------------------------------------------
-    *_r("host_maintenance", 0.85, "host maintenance",
-        r"maintenance (?:event|window|notice|mode|reboot|scheduled|started|in progress)",
-        r"(?:drain|cordon)(?:ed|ing)?.{0,60}maintenance", r"host (?:is )?(?:being )?(?:migrated|rebooted) for maintenance",
-        r"kernel (?:upgrade|update|patch).{0,40}(?:reboot|restart)", r"firmware update.{0,40}(?:reboot|scheduled)",
-        r"Reason=.{0,20}maint", r"terminated.{0,40}maintenance"),
-    *_r("dependency", 0.8, "external dependency failure",
-        r"ModuleNotFoundError", r"ImportError:", r"version mismatch", r"Driver/library version mismatch",
-        r"NFS server .{0,40}not responding", r"(?:Lustre|GPFS|Weka|object store|S3|storage).{0,60}"
-        r"(?:unavailable|timeout|timed out|not responding|error 5\d\d|Connection refused)",
-        r"cannot open shared object file", r"undefined symbol:", r"(?:pip|conda).{0,30}(?:conflict|ResolutionImpossible)",
-        r"(?:scheduler|SLURM|kube-apiserver|etcd|metadata server).{0,60}(?:unavailable|unreachable|timeout)"),
-    *_r("software_bug", 0.75, "application error",
-        r"CUDA out of memory", r"OutOfMemoryError", r"Out of memory: Killed process",
-        r"^\s*(?:\[rank\d+\]:\s*)?(?!.*(?:Timed out|timed out|timeout|Watchdog|NCCL error|DistBackendError))"
-        r"(?:RuntimeError|ValueError|TypeError|KeyError|IndexError|AssertionError|"
-        r"AttributeError|ZeroDivisionError|NotImplementedError|FloatingPointError|NameError):",
-        r"(?:loss|gradient|grad norm).{0,40}(?:is )?(?:NaN|nan|inf)\b", r"illegal memory access",
-        r"device-side assert", r"Segmentation fault", r"core dumped"),
-    *_r("nccl_watchdog_timeout", 0.5, "collective watchdog timeout",
-        r"Watchdog caught collective operation timeout", r"ProcessGroupNCCL.{0,60}(?:timeout|timed out|watchdog)",
-        r"NCCL.{0,40}(?:timeout|timed out|watchdog)", r"collective operation timeout",
-        r"Timed out waiting \d+ms for (?:recv|send)", r"heartbeat monitor.{0,40}(?:timeout|hang)"),
-]
+GPU_INDEX_RE = re.compile(r"\bGPU[ _#:]?(?:index[ =:]*)?(?P<idx>\d{1,2})\b(?![.:]\d)", re.IGNORECASE)
+SAME_MOMENT = timedelta(seconds=2)
+# When two causes appear at the same moment, the more specific one names the fault:
+# (first, refined): a machine check the EDAC driver decodes as a DIMM error is memory, a GPU or NIC
+# dropped together with its PCIe switch is the IO board, a link that went down with its adapter is the NIC.
+SDC_NOT_CONFIRMED = re.compile(r"(?:replay\w*|recomput\w*|re-?r[au]n)\b.{0,120}(?:also (?:disagree|differ|mismatch)\w*|"
+                               r"reproduc\w+ the (?:mismatch|difference|disagreement)|not confirmed|same (?:wrong )?result)",
+                               re.IGNORECASE)
+"""A replay elsewhere that reproduces the disagreement: the data or code, not the host, is at fault."""
+SDC_CONFIRMED = "replica disagreement confirmed by a replay"
+NON_FINITE_LOSS = "loss or gradient became NaN/inf"
+DEVICE_LOST = {"GPU fallen off the bus", "host adapter failure (mlx5/HCA)", "PCIe slot link down",
+               "Xid 79 (GPU has fallen off the bus)"}
+PCI_ADDR = re.compile(r"(?:PCI:|\b[0-9a-f]{4}:)(?:[0-9a-f]{4}:)?(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})", re.IGNORECASE)
+REFINES = {("cpu", "system_memory"), ("faulty_gpu", "io_expansion_board"), ("nic", "io_expansion_board"),
+           ("network_switch_cable", "nic")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +63,11 @@ class Verdict:
     xids: tuple[int, ...] = ()
     signatures: tuple[str, ...] = field(default=())
 
+    @property
+    def cordon(self) -> bool:
+        """A hardware verdict confident enough to take the host out of service (else it is only suspect)."""
+        return COMPONENT_OF[self.category] in ("gpu", "host", "network") and self.confidence >= CORDON_CONFIDENCE
+
     def to_dict(self) -> dict[str, Any]:
         return {"category": self.category, "component": self.component, "confidence": round(self.confidence, 3),
                 "explanation": self.explanation, "hosts": list(self.hosts), "gpus": list(self.gpus),
@@ -168,70 +75,163 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class _Hit:
+class Hit:
     category: str
     strength: float
+    role: Role
     name: str
-    line: str
-    lineno: int
+    line: Line
+    order: int  # position of the line in time order
 
 
-def _xid_hits(lines: list[str]) -> list[_Hit]:
+def _xid_hits(line: Line, order: int) -> list[Hit]:
     hits = []
-    for n, line in enumerate(lines):
-        for m in XID_RE.finditer(line):
-            code = int(m.group("code"))
-            if code in XID_CATEGORY:
-                cat, strength, what = XID_CATEGORY[code]
-                hits.append(_Hit(cat, strength, f"Xid {code} ({what})", line.strip(), n))
+    for m in XID_RE.finditer(line.text):
+        code = int(m.group("code"))
+        if code not in XID_TABLE:
+            continue
+        cat, strength, role, what = XID_TABLE[code]
+        if code in (94, 95) and SRAM_NAMED.search(line.text):
+            cat, strength, what = "gpu_sram_memory", 0.92, what + " in SRAM"
+        hits.append(Hit(cat, strength, role, f"Xid {code} ({what})", line, order))
     return hits
 
 
-def _rule_hits(lines: list[str]) -> list[_Hit]:
+def _rule_hits(line: Line, order: int) -> list[Hit]:
+    seen: set[str] = set()
     hits = []
-    for n, line in enumerate(lines):
-        for rule in RULES:
-            if rule.pattern.search(line):
-                hits.append(_Hit(rule.category, rule.strength, rule.name, line.strip(), n))
+    for rule in RULES:
+        if rule.name not in seen and rule.pattern.search(line.text):
+            seen.add(rule.name)
+            hits.append(Hit(rule.category, rule.strength, rule.role, rule.name, line, order))
     return hits
+
+
+def _in_time_order(lines: list[Line]) -> list[Line]:
+    """Stable sort by each line's own or inherited time; lines without any time keep text order."""
+    if all(ln.time is None for ln in lines):
+        return lines
+    return sorted(lines, key=lambda ln: (ln.time, ln.index))
+
+
+def _cancel_recovered(hits: list[Hit], lines: list[Line]) -> list[Hit]:
+    """Drop warnings that a later line says were retried and recovered (same device or server, same host).
+
+    A link that went down and came back is a flap, which is still the network's fault (DESIGN.md rule 6).
+    """
+    out = []
+    for h in hits:
+        subj = subjects(h.line.raw) if h.category != "network_switch_cable" else set()
+        recovered = subj and any(
+            ln.recovery and ln.index > h.line.index and subj & subjects(ln.raw)
+            and (ln.host is None or h.line.host is None or ln.host == h.line.host) for ln in lines)
+        if not recovered:
+            out.append(h)
+    return out
+
+
+def _same_moment(a: Hit, b: Hit) -> bool:
+    if a.line.host and b.line.host and a.line.host != b.line.host:
+        return False
+    if a.line.own_time and b.line.own_time and a.line.time and b.line.time:
+        return abs(a.line.time - b.line.time) <= SAME_MOMENT
+    return abs(a.line.index - b.line.index) <= 3
+
+
+def _devices_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
+    """PCI bus:device addresses of devices lost on the first cause's host at the same moment."""
+    lost = set()
+    for h in hits:
+        if h.name in DEVICE_LOST and (h is first or _same_moment(first, h)) and h.line.host == first.line.host:
+            lost |= {f"{m.group('bus')}:{m.group('dev')}".lower() for m in PCI_ADDR.finditer(h.line.raw)}
+    return lost
+
+
+def _short(s: str) -> str:
+    s = s.strip()
+    return s if len(s) <= 160 else s[:157] + "..."
+
+
+def _hosts(hits: list[Hit]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(h.line.host for h in sorted(hits, key=lambda h: h.order) if h.line.host))
+
+
+def _gpus(hits: list[Hit]) -> tuple[int, ...]:
+    return tuple(sorted({int(m.group("idx")) for h in hits for m in GPU_INDEX_RE.finditer(h.line.raw)}))
 
 
 def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] = ()) -> Verdict:
-    """Classify free-text evidence (logs, kernel messages, SEL) plus what the controller observed.
+    """Classify free-text evidence (logs, kernel messages, SEL, probe output) plus what the controller observed.
 
     Args:
-        text: the evidence: log tails, dmesg, BMC events, check results.
+        text: the evidence: log tails, dmesg or journal, BMC events, check results, from one or several hosts.
         kind: the Finding kind that interrupted training (crash, hang, node_lost, ...), if any.
         exit_signals: signals the ranks died of.
     """
-    lines = text.splitlines()
-    hits = _xid_hits(lines) + _rule_hits(lines)
-    xids = tuple(sorted({int(m.group("code")) for ln in lines for m in XID_RE.finditer(ln)}))
-    gpus = tuple(sorted({int(m.group("idx")) for h in hits for m in GPU_INDEX_RE.finditer(h.line)}))
-    hosts = tuple(dict.fromkeys(m.group("host") for h in hits for m in HOST_RE.finditer(h.line)))
-    hardware = [h for h in hits if COMPONENT_OF[h.category] in ("gpu", "host", "network")]
-    if hardware:
-        # Application Xids are software only when nothing else points at hardware.
-        hits = [h for h in hits if not (h.category == "software_bug" and h.name.startswith("Xid"))]
-    if not hits:
+    lines = parse(text)
+    ordered = _in_time_order(lines)
+    xids = tuple(sorted({int(m.group("code")) for ln in lines for m in XID_RE.finditer(ln.raw)}))
+    hits: list[Hit] = []
+    for order, ln in enumerate(ordered):
+        if ln.text:
+            hits += _xid_hits(ln, order) + _rule_hits(ln, order)
+    hits = _cancel_recovered(hits, lines)
+    if any(SDC_NOT_CONFIRMED.search(ln.text) for ln in lines):
+        hits = [h for h in hits if h.category != "silent_data_corruption"]
+    if any(h.name == SDC_CONFIRMED for h in hits):
+        # A replay elsewhere agreed with the other replicas: one replica's NaN or spike was its hardware.
+        hits = [dataclasses.replace(h, category="silent_data_corruption", strength=0.72, name="replica loss diverged")
+                if h.name == NON_FINITE_LOSS else h for h in hits]
+    signatures = tuple(dict.fromkeys(h.name for h in sorted(hits, key=lambda h: h.order)))
+    causes = [h for h in hits if h.role == "cause"] or [h for h in hits if h.role == "weak"]
+    timeouts = [h for h in hits if h.role == "timeout"]
+    signals = sorted(set(exit_signals))
+    if not causes:
+        if "SIGSEGV" in signals:
+            return Verdict("software_bug", "dependency", 0.55, "a rank died of SIGSEGV and no hardware signature",
+                           (), (), xids, signatures)
+        if timeouts:
+            first = min(timeouts, key=lambda h: h.order)
+            return Verdict("nccl_watchdog_timeout", "unknown", 0.5,
+                           f"{first.name}, and nothing names a cause: line {first.line.index + 1}: "
+                           f"{_short(first.line.raw)}", _hosts(timeouts), _gpus(timeouts), xids, signatures)
         if kind == "hang":
             return Verdict("nccl_watchdog_timeout", "unknown", 0.4,
-                           "no progress until the hang watchdog fired, and no signature of a cause", hosts, gpus, xids)
-        why = f" (ranks died of {', '.join(sorted(set(exit_signals)))})" if exit_signals else ""
-        return Verdict("unknown", "unknown", 0.0, f"no decisive signature in the evidence{why}", hosts, gpus, xids)
-    scores: dict[str, float] = {}
-    best: dict[str, _Hit] = {}
-    for h in hits:
-        # Strongest signature decides; repeated independent signatures add a little confidence.
-        prev = scores.get(h.category, 0.0)
-        scores[h.category] = max(prev, h.strength) + (0.02 if prev else 0.0)
-        if h.category not in best or h.strength > best[h.category].strength:
-            best[h.category] = h
-    category = max(scores, key=lambda c: (scores[c], -best[c].lineno))
-    top = best[category]
-    runner_up = max((s for c, s in scores.items() if c != category), default=0.0)
-    confidence = min(0.99, scores[category]) * (0.85 if scores[category] - runner_up < 0.05 else 1.0)
-    line = top.line if len(top.line) <= 160 else top.line[:157] + "..."
+                           "no progress until the hang watchdog fired, and no signature of a cause",
+                           (), (), xids, signatures)
+        why = f" (ranks died of {', '.join(signals)})" if signals else ""
+        return Verdict("unknown", "unknown", 0.0, f"no signature names a fault{why}", (), (), xids, signatures)
+
+    first = min(causes, key=lambda h: (h.order, -h.strength))
+    for h in causes:
+        if (first.category, h.category) in REFINES and _same_moment(first, h):
+            first = h
+    early = [t for t in timeouts if t.line.own_time and first.line.own_time and t.line.time and first.line.time
+             and t.line.time < first.line.time]
+    if early:
+        # The collective timed out before anything named a cause: the later signature is not the cause.
+        t = min(early, key=lambda h: h.order)
+        return Verdict("nccl_watchdog_timeout", "unknown", 0.45,
+                       f"{t.name} before any cause (first cause seen later: {first.name}): "
+                       f"line {t.line.index + 1}: {_short(t.line.raw)}",
+                       _hosts(early), _gpus(early), xids, signatures)
+    category = first.category
+    lost = _devices_lost_with(first, hits)
+    if category in ("faulty_gpu", "nic") and len(lost) >= 2:
+        # Several devices gone at the same moment on one host: what they share (PCIe switch, riser) failed.
+        return Verdict("io_expansion_board", COMPONENT_OF["io_expansion_board"], 0.7,
+                       f"{len(lost)} PCIe devices lost at once ({', '.join(sorted(lost))}): line "
+                       f"{first.line.index + 1}: {_short(first.line.raw)}",
+                       (first.line.host,) if first.line.host else (), _gpus([first]), xids, signatures)
+    decided = [h for h in causes if h.category == category]
+    rivals = [h for h in causes if h.category != category and _same_moment(first, h)
+              and (category, h.category) not in REFINES and (h.category, category) not in REFINES]
+    confidence = max(h.strength for h in decided) + 0.03 * (len({h.name for h in decided}) - 1)
+    if rivals:
+        confidence *= 0.85
+    confidence = min(0.99, confidence)
+    same = [h for h in hits if h.category == category and h.role != "timeout"]
+    hosts = tuple(dict.fromkeys(([first.line.host] if first.line.host else []) + list(_hosts(same))))
     return Verdict(category, COMPONENT_OF[category], confidence,
-                   f"{top.name}: line {top.lineno + 1}: {line}", hosts, gpus, xids,
-                   tuple(dict.fromkeys(h.name for h in hits)))
+                   f"{first.name}: line {first.line.index + 1}: {_short(first.line.raw)}",
+                   hosts, _gpus([first]) or _gpus(decided), xids, signatures)

@@ -1,62 +1,536 @@
+"""The classifier against DESIGN.md's conventions ("How evidence decides a category").
+
+The labelled development set lives in tests/fixtures/evidence/dev (README there);
+the one-line cases below use real wording from NVIDIA's Xid catalog, the Linux
+kernel, ipmitool SEL, NCCL and PyTorch, one per rule row, so that removing a rule
+fails a test.
+"""
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from orchestrator.classifier import classify
-from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
+from orchestrator.evidence_lines import host_of
+from orchestrator.taxonomy import CATEGORIES
 
-EVIDENCE = Path(__file__).resolve().parents[1] / "fixtures" / "evidence"
-FILES = sorted(EVIDENCE.glob("*/*.log"))
+DEV = Path(__file__).resolve().parents[1] / "fixtures" / "evidence" / "dev"
+FILES = sorted(DEV.glob("*/*.log"))
+HOSTS = {k: [v] if isinstance(v, str) else v for k, v in json.loads((DEV / "hosts.json").read_text()).items()}
 
 
-def test_labelled_set_covers_every_category() -> None:
+def test_dev_set_covers_every_category() -> None:
     assert {f.parent.name for f in FILES} == set(CATEGORIES)
     assert all(sum(1 for f in FILES if f.parent.name == c) >= 4 for c in CATEGORIES)
+    assert set(HOSTS) <= {f.relative_to(DEV).as_posix() for f in FILES}
 
 
-def test_accuracy_on_labelled_set_is_at_least_95_percent() -> None:
-    wrong = [(f.name, classify(f.read_text()).category) for f in FILES
-             if classify(f.read_text()).category != f.parent.name]
-    assert 1 - len(wrong) / len(FILES) >= 0.95, wrong
-
-
-@pytest.mark.parametrize("f", FILES, ids=lambda f: f.name)
-def test_verdict_shape(f: Path) -> None:
+@pytest.mark.parametrize("f", FILES, ids=lambda f: f"{f.parent.name}/{f.name}")
+def test_dev_set_file(f: Path) -> None:
     v = classify(f.read_text())
-    assert v.component == COMPONENT_OF[v.category]
-    assert 0.0 <= v.confidence <= 1.0
-    if v.category != "unknown":
-        assert "line" in v.explanation  # names the deciding line
+    assert v.category == f.parent.name, v.explanation
+    want = HOSTS.get(f.relative_to(DEV).as_posix())
+    if want is not None:
+        assert v.hosts and v.hosts[0] in want, v.hosts
 
 
-def test_application_xid_without_hardware_is_software() -> None:
-    v = classify("kernel: NVRM: Xid (PCI:0000:3b:00): 13, pid=1, Graphics Exception\n")
-    assert v.category == "software_bug" and v.xids == (13,)
+# --- one real signature per rule row (DESIGN.md rules 5-7) --------------------------------------------------
+ROWS = [
+    ("faulty_gpu", "kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=0, GPU has fallen off the bus."),
+    ("faulty_gpu", "NVRM: GPU 0000:86:00.0: GPU has fallen off the bus."),
+    ("faulty_gpu", "kernel: NVRM: Xid (PCI:0000:18:00): 74, pid=1, name=python, NVLink: fatal error detected on link 2(0x0, 0x0)"),
+    ("faulty_gpu", "nvidia-smi: Unable to determine the device handle for GPU0000:ad:00.0: Unknown Error"),
+    ("faulty_gpu", "preflight host=n1: expected 8 GPUs, found 7"),
+    ("faulty_gpu", "preflight host=n1 gpu=2 matmul burn-in FAILED: result differs from reference"),
+    ("faulty_gpu", "kernel: nvidia 0000:3b:00.0: AER: PCIe Bus Error: severity=Uncorrected (Fatal), type=Transaction Layer, (Receiver ID) NVIDIA 3D controller"),
+    ("gpu_hbm3_memory", "kernel: NVRM: Xid (PCI:0000:5d:00): 48, pid=9, name=python, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 3"),
+    ("gpu_hbm3_memory", "kernel: NVRM: Xid (PCI:0000:5d:00): 63, pid=0, Row Remapper: New row marked for remapping, reset gpu to activate."),
+    ("gpu_hbm3_memory", "kernel: NVRM: Xid (PCI:0000:5d:00): 64, pid=0, Row remapping failed"),
+    ("gpu_hbm3_memory", "kernel: NVRM: Xid (PCI:0000:5d:00): 95, pid=2, name=python, Uncontained: FBHUB. RST: Yes, D-RST: No"),
+    ("gpu_hbm3_memory", "nvidia-smi -q: Remapped Rows: Pending : Yes"),
+    ("gpu_hbm3_memory", "nvidia-smi -q: Remapping Failure Occurred : Yes"),
+    ("gpu_hbm3_memory", "probe host=n1 gpu=1 ecc.volatile.dram.uncorrected=2 DRAM Uncorrectable : 2"),
+    ("gpu_sram_memory", "kernel: NVRM: Xid (PCI:0000:5d:00): 94, pid=2, name=python, Contained: SRAM uncorrectable ECC error. RST: No, D-RST: No"),
+    ("gpu_sram_memory", "nvidia-smi -q: SRAM Uncorrectable : 3"),
+    ("gpu_sram_memory", "dcgm: DCGM_FR_SRAM_THRESHOLD GPU 1: SRAM uncorrectable ECC error count exceeds threshold"),
+    ("gpu_system_processor", "kernel: NVRM: Xid (PCI:0000:d8:00): 119, pid=1, name=python, Timeout after 6s of waiting for RPC response from GPU7 GSP!"),
+    ("gpu_system_processor", "kernel: NVRM: Xid (PCI:0000:d8:00): 120, pid=0, GSP task exception"),
+    ("gpu_thermal_interface_sensor", "nvidia-smi -q: HW Thermal Slowdown : Active"),
+    ("gpu_thermal_interface_sensor", "probe host=n1 gpu=6 temperature sensor reading failed: NVML_ERROR_NOT_SUPPORTED"),
+    ("gpu_thermal_interface_sensor", "  5a1 | 03/11/2026 | 06:12:40 | Temperature GPU3_Temp | Upper Critical going high | Asserted"),
+    ("silent_data_corruption", "sdc-check: replica 5 checksum 0x6a disagrees with the other replicas; replay of the step on another host agrees with the majority"),
+    ("software_bug", "kernel: Out of memory: Killed process 41213 (python) total-vm:912338112kB, anon-rss:501223104kB"),
+    ("software_bug", "[rank3]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 8.00 GiB."),
+    ("software_bug", "[rank3]: ValueError: loss is nan at step 41200"),
+    ("software_bug", "[rank3]: ModuleNotFoundError: No module named 'flash_attn_3'"),
+    ("software_bug", "[rank3]: RuntimeError: CUDA error: an illegal memory access was encountered"),
+    ("software_bug", "kernel: NVRM: Xid (PCI:0000:3b:00): 31, pid=5, name=python, Ch 00000010, intr 10000000. MMU Fault: ENGINE GRAPHICS"),
+    ("cpu", "kernel: mce: [Hardware Error]: CPU 37: Machine Check Exception: 5 Bank 4: bea0000000000108"),
+    ("cpu", "  c1 | 03/22/2026 | 13:40:11 | Processor #0x8c | IERR | Asserted"),
+    ("cpu", "  c1 | 03/22/2026 | 13:40:11 | Processor CPU0 | Thermal Trip | Asserted"),
+    ("system_memory", "kernel: EDAC MC1: 1 UE memory read error on CPU_SrcID#1_MC#0_Chan#2_DIMM#0 (channel:2 slot:0 page:0x4f21c)"),
+    ("system_memory", "  d2 | 03/23/2026 | 11:05:40 | Memory #0x53 | Uncorrectable ECC | Asserted"),
+    ("ssd", "kernel: nvme nvme0: I/O 123 QID 4 timeout, reset controller"),
+    ("ssd", "kernel: blk_update_request: I/O error, dev nvme0n1, sector 182733312 op 0x1:(WRITE)"),
+    ("ssd", "kernel: Buffer I/O error on dev nvme0n1p1, logical block 1239851, async page read"),
+    ("power_supply", "   2 | 03/19/2026 | 03:11:58 | Power Supply #0x51 | Power Supply AC lost | Asserted"),
+    ("power_supply", "   3 | 03/19/2026 | 03:11:58 | Power Supply #0x51 | Failure detected () | Asserted"),
+    ("server_chassis", "  2e | 03/20/2026 | 04:11:00 | Physical Security #0x73 | General Chassis intrusion | Asserted"),
+    ("server_chassis", "  71 | 03/20/2026 | 16:20:31 | Fan FAN4 | Lower Critical going low | Asserted"),
+    ("io_expansion_board", "kernel: pcieport 0000:16:00.0: PCIe switch upstream port (PEX89144) error: link down, 2 downstream devices lost"),
+    ("io_expansion_board", "bmc: Riser2 PCIe retimer RT3 fault detected; slots 3-4 link down"),
+    ("nic", "kernel: mlx5_core 0000:8a:00.0: mlx5_unload_one: device's health compromised - reached miss count"),
+    ("nic", "kernel: mlx5_core 0000:0c:00.0: poll_health:801:(pid 0): Fatal error 1 detected"),
+    ("network_switch_cable", "kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down"),
+    ("network_switch_cable", "SymbolErrorCounter:..............4211"),
+    ("network_switch_cable", "opensm: Physical link state changed to Polling on port 33 of leaf-sw-08"),
+    ("network_switch_cable", "ethtool -S ibp12s0: rx_symbol_err_phy: 1234"),
+    ("host_maintenance", "slurmctld: update_node: node node-17 state set to DRAINING, Reason=kernel update 6.8.0-51 [ops@root]"),
+    ("dependency", "kernel: nfs: server fs-ckpt-03 not responding, still trying"),
+    ("dependency", "[rank0]: OSError: [Errno 28] No space left on device: '/mnt/ckpt/step-00050000/__0_0.distcp'"),
+    ("dependency", "[rank0]: checkpoint upload failed: S3 PutObject returned 503 Slow Down"),
+    ("dependency", "[rank0]: socket.gaierror: [Errno -3] Temporary failure in name resolution"),
+    ("faulty_gpu", "nvidia-smi: Unable to determine the device handle for GPU 0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU"),
+    ("faulty_gpu", "nvidia-smi: No devices were found"),
+    ("faulty_gpu", "dcgm: DCGM_FR_XID_ERROR: Detected XID 79 for GPU 3"),
+    ("gpu_hbm3_memory", "gpu-health host=n1: GPU 2 Xid 48 detected"),
+    ("gpu_hbm3_memory", "nvidia-smi: GPU 00000000:3B:00.0: Retired Pages Pending : Yes"),
+    ("gpu_thermal_interface_sensor", "bmc: Thermal sensor on GPU 2 reports out-of-range value 255 C"),
+    ("gpu_thermal_interface_sensor", "[Tue Mar  3 04:12:01 2026] NVRM: GPU at PCI:0000:3b:00: GPU thermal sensor missing"),
+    ("silent_data_corruption", "sdc: loss on replica 5 diverged from the other replicas at step 300; re-executed the step on a spare node; output agreed with the majority"),
+    ("nic", "ibstat: No IB devices found"),
+    ("system_memory", "kernel: EDAC MC0: UE row 3, channel 1 (ch1 DIMM_B1)"),
+    ("system_memory", "kernel: Memory failure: 0x12a40: Uncorrected hardware memory error in user-access at 7f1a2c000000"),
+    ("ssd", "kernel: print_req_error: I/O error, dev nvme0n1, sector 1234"),
+    ("ssd", "kernel: nvme nvme0: controller is down; will reset: CSTS=0x3, PCI_STATUS=0x10"),
+    ("dependency", "kernel: LustreError: 11-0: lustre-OST0003-osc-ffff: operation ost_write to node 10.0.0.5@o2ib failed: rc = -107"),
+    ("dependency", "botocore.exceptions.ClientError: An error occurred (ServiceUnavailable) when calling the GetObject operation"),
+    ("dependency", "etcdserver: request timed out"),
+    ("network_switch_cable", "kernel: bond0: link status definitely down for interface eth1, disabling it"),
+    ("network_switch_cable", "kernel: mlx5_core 0000:0c:00.0: Port module event[error]: module 0, Cable error, Unplugged"),
+    ("host_maintenance", "cloud: Instance node-17 was terminated due to host maintenance"),
+    ("cpu", "kernel: [Hardware Error]: CPU:3 (17:31:0) MC4_STATUS[-|UE|MiscV|PCC|-|-|-]: 0xbe00000000800400"),
+    ("server_chassis", "redfish: Chassis/1 PhysicalSecurity IntrusionSensor: HardwareIntrusion"),
+    ("power_supply", "ipmitool sel: Power Unit #0x01 | AC lost | Asserted"),
+    ("software_bug", '{"ts": "2026-03-03T04:12:01Z", "host":"node-17", "source": "trainer", "line": "KeyError: \'input_ids\'"}'),
+    ('faulty_gpu', 'probe host=n1 gpu=3 nvmlDeviceGetHandleByIndex failed: NVML_ERROR_GPU_IS_LOST'),
+    ('faulty_gpu', 'nvidia-smi: GPU 00000000:3B:00.0: GPU is lost. Reboot the system to recover this GPU'),
+    ('faulty_gpu', 'preflight host=n1: GPU 5 missing from nvidia-smi -L'),
+    ('faulty_gpu', 'kernel: NVRM: RmInitAdapter failed! (0x26:0xffff:1467)'),
+    ('faulty_gpu', 'dcgmi health: GPU 2 NVLink link 4 down'),
+    ('faulty_gpu', 'kernel: pcieport 0000:3a:00.0: AER: Uncorrected (Fatal) error received: 0000:3b:00.0 (NVIDIA Corporation GH100 [H100 SXM5 80GB])'),
+    ('faulty_gpu', 'kernel: nvidia 0000:3b:00.0: AER: PCIe Bus Error: severity=Uncorrected (Fatal), type=Transaction Layer, (Receiver ID)'),
+    ('faulty_gpu', 'dcgmi diag -r 3: Targeted Stress ........ Fail - GPU: 2'),
+    ('faulty_gpu', 'dcgm: DCGM_FR_PCI_REPLAY_RATE: Detected 120 PCIe replays per minute for GPU 3'),
+    ('faulty_gpu', 'nvidia-smi: GPU 00000000:3B:00.0: GPU requires reset'),
+    ('faulty_gpu', "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."),
+    ('gpu_hbm3_memory', 'dcgm: GPU 1 volatile double-bit ECC errors: 2'),
+    ('gpu_hbm3_memory', 'nvidia-smi -q: ECC Errors: Volatile: Double Bit: Device Memory: 2'),
+    ('gpu_hbm3_memory', 'nvidia-smi -q: DRAM Uncorrectable : 2'),
+    ('gpu_hbm3_memory', '        Pending                           : Yes'),
+    ('gpu_hbm3_memory', 'probe host=n1 gpu=4 row remapping failure on bank 3'),
+    ('gpu_hbm3_memory', 'dcgm: DCGM_FR_PENDING_ROW_REMAP GPU 2 has pending row remaps'),
+    ('gpu_hbm3_memory', 'probe host=n1 gpu=4 HBM3 stack 2 uncorrectable error'),
+    ('gpu_hbm3_memory', 'probe host=n1 gpu=4 retired pages limit exceeded: 64'),
+    ('gpu_hbm3_memory', '[rank3]: RuntimeError: CUDA error: uncorrectable ECC error encountered'),
+    ('gpu_sram_memory', 'probe host=n1 gpu=1 parity error in SRAM of L2 slice 3'),
+    ('gpu_sram_memory', 'dcgm: DCGM_FR_SRAM_THRESHOLD GPU 1'),
+    ('gpu_sram_memory', 'gpu-health: GPU 4 SRAM ECC errors exceed threshold'),
+    ('gpu_system_processor', 'kernel: NVRM: GPU2 GSP RPC timeout: rpcSendMessage failed with status 0x65'),
+    ('gpu_system_processor', 'kernel: NVRM: Timeout after 45s of waiting for RPC response from GPU1 GSP! Expected function 10 (FREE)'),
+    ('gpu_thermal_interface_sensor', 'nvidia-smi --query-gpu=clocks_event_reasons.hw_thermal_slowdown: Active'),
+    ('gpu_thermal_interface_sensor', 'gpu-health: GPU 3 is in HW thermal slowdown'),
+    ('gpu_thermal_interface_sensor', 'kernel: NVRM: GPU at PCI:0000:3b:00: HBM over-temperature detected'),
+    ('gpu_thermal_interface_sensor', 'dcgm: DCGM_FR_TEMP_VIOLATION GPU 3 temperature violation for 5400 ms'),
+    ('gpu_thermal_interface_sensor', 'bmc: GPU2 temperature reading 255 C is out of range'),
+    ('gpu_thermal_interface_sensor', '        HW Slowdown                       : Active'),
+    ('gpu_thermal_interface_sensor', 'gpu-health: GPU temperature 97 C exceeds the slowdown threshold'),
+    ('gpu_thermal_interface_sensor', '        GPU Current Temp                  : N/A'),
+    ('silent_data_corruption', 'sdc-check: SDC confirmed on host n1 GPU 3'),
+    ('silent_data_corruption', 'validator: checksum mismatch in gradients at step 100'),
+    ('silent_data_corruption', 'validator: loss on replica 5 diverged from the others'),
+    ('silent_data_corruption', 'validator: SDC detected on GPU 2'),
+    ('silent_data_corruption', 'validator: silent data corruption suspected on GPU2'),
+    ('system_memory', 'kernel: EDAC skx MC2: uncorrectable error on DIMM 1'),
+    ('system_memory', 'redfish: DIMM P1-DIMMA1 status Critical: failed'),
+    ('system_memory', 'kernel: mce: [Hardware Error]: Machine check events logged: Memory read error'),
+    ('system_memory', 'kernel: EDAC skx MC2: HANDLING MCE MEMORY ERROR'),
+    ('cpu', 'kernel: mce: [Hardware Error]: Machine Check: 0 Bank 5: be00000000800400'),
+    ('cpu', 'kernel: CPU12: internal parity error'),
+    ('cpu', 'kernel: mce: [Hardware Error]: Machine check: Processor context corrupt'),
+    ('cpu', 'kernel: Kernel panic - not syncing: Fatal machine check'),
+    ('ssd', 'kernel: XFS (nvme0n1p1): metadata I/O error in "xfs_trans_read_buf_map" at daddr 0x2 len 1 error 5'),
+    ('ssd', 'smartctl: Critical Warning: 0x04'),
+    ('ssd', 'smartctl: Available Spare: 2% (below threshold)'),
+    ('ssd', 'smartctl: SMART overall-health self-assessment test result: FAILED!'),
+    ('ssd', 'smartctl: Media and Data Integrity Errors: 12'),
+    ('ssd', 'kernel: md/raid1:md0: Disk failure on nvme1n1, disabling device.'),
+    ('ssd', 'kernel: EXT4-fs (nvme0n1p1): Remounting filesystem read-only on nvme0n1p1'),
+    ('ssd', 'probe host=n1: NVMe SSD /dev/nvme1 offline'),
+    ('ssd', 'kernel: nvme nvme0: I/O 123 QID 4 timeout, aborting'),
+    ('power_supply', 'redfish: PowerSupply2 Status Health=Critical'),
+    ('power_supply', 'bmc: AC power lost on PS1'),
+    ('power_supply', 'bmc: power loss detected at 04:11:58'),
+    ('server_chassis', 'bmc: drive backplane BP1 fault'),
+    ('server_chassis', 'redfish: System board SB_STATUS critical'),
+    ('server_chassis', 'bmc: chassis fault LED on'),
+    ('io_expansion_board', 'bmc: IO expansion module 2 not detected'),
+    ('io_expansion_board', 'kernel: pcieport 0000:5c:00.0: PCIe Bridge AER: Uncorrected (Non-Fatal) error received'),
+    ('io_expansion_board', 'bmc: IOB2 fault'),
+    ('io_expansion_board', 'kernel: pcieport 0000:16:02.0: pciehp: Slot(3): Link Down'),
+    ('nic', 'bmc: ConnectX-7 HCA not responding'),
+    ('nic', 'dcgm: DCGM_FR_CONNECTX_HEALTH mlx5_2'),
+    ('nic', 'n1:3:4 [0] NCCL WARN Call to ibv_create_qp failed with error Cannot allocate memory'),
+    ('nic', 'n1:3:4 [0] NCCL WARN NET/IB : Unable to open device mlx5_3'),
+    ('nic', 'kernel: NETDEV WATCHDOG: ib0 (mlx5_core): transmit queue 3 timed out'),
+    ('network_switch_cable', 'ufm: leaf-sw-23 port 17 state changed to DOWN'),
+    ('network_switch_cable', 'switchd: link flapping detected on swp12'),
+    ('network_switch_cable', 'switchd: Ethernet48 rx_los asserted'),
+    ('network_switch_cable', 'opensm: Subnet Manager lost on fabric 1'),
+    ('network_switch_cable', 'n1:3:4 [0] NCCL WARN NET/IB : transport retry counter exceeded'),
+    ('network_switch_cable', 'n1:3:4 [0] NCCL WARN NET/IB : Got completion from peer 10.4.2.17<41234> with error 12, opcode 0, len 0, vendor err 129'),
+    ('network_switch_cable', '[rank3]: ibv_poll_cq: IBV_WC_RETRY_EXC_ERR'),
+    ('network_switch_cable', 'n1:3:4 [0] NCCL WARN NET/IB : remote access error'),
+    ('host_maintenance', 'ops-bot: node-17 cordoned for firmware'),
+    ('host_maintenance', 'slurmctld: node n1 Reason=kernel patch [ops]'),
+    ('host_maintenance', 'ops: kernel upgrade to 6.8.0-51, rebooting'),
+    ('host_maintenance', 'cloud: host is being migrated for maintenance'),
+    ('host_maintenance', 'cloud: live migration of instance started'),
+    ('host_maintenance', 'unattended-upgrades: Automatic reboot required'),
+    ('host_maintenance', 'shutdown: The system is going down for reboot NOW!'),
+    ('host_maintenance', 'systemd[1]: Reached target System Reboot.'),
+    ('host_maintenance', 'kernel: reboot: Restarting system'),
+    ('host_maintenance', 'systemd-logind[1]: System is rebooting.'),
+    ('dependency', 'kernel: NFS: server fs01 not responding, timed out'),
+    ('dependency', 'kernel: Lustre: lustre-OST0001-osc: Connection to lustre-OST0001 (at 10.0.0.5@o2ib) was lost'),
+    ('dependency', 'mmfs: GPFS filesystem gpfs0 unmounted: expelled from cluster'),
+    ('dependency', '[rank0]: checkpoint upload to object store timed out after 900 s'),
+    ('dependency', '[rank0]: HTTP 503 Service Unavailable from storage endpoint'),
+    ('dependency', 'botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "https://s3.amazonaws.com/"'),
+    ('dependency', 'kubelet: Failed to pull image "registry/trainer:v3": rpc error'),
+    ('dependency', 'sbatch: error: Unable to contact slurm controller (connect failure)'),
+    ('dependency', '[rank0]: socket.gaierror: [Errno -2] Name or service not known'),
+    ('dependency', 'dig: status: NXDOMAIN'),
+    ('dependency', 'curl: (6) Could not resolve host: artifacts.internal'),
+    ('dependency', 'kubelet: Back-off pulling image: ImagePullBackOff'),
+    ('dependency', 'docker: Error response from daemon: manifest for trainer:v3 unknown'),
+    ('dependency', 'docker: Error response from daemon: pull access denied for trainer'),
+    ('dependency', '[rank0]: OSError: No space left on device'),
+    ('dependency', '[rank0]: OSError: [Errno 28] write failed'),
+    ('dependency', '[rank0]: write failed: ENOSPC'),
+    ('dependency', '[rank0]: OSError: [Errno 122] Disk quota exceeded'),
+    ('dependency', '[rank0]: OSError: [Errno 116] Stale file handle'),
+    ('dependency', "[rank0]: OSError: [Errno 107] Transport endpoint is not connected: '/mnt/ckpt'"),
+    ('dependency', 'controller: crc mismatch reading ckpt step-00040000'),
+    ('dependency', 'controller: resume: no committed checkpoint could be loaded'),
+    ('dependency', 'controller: resume: checkpoint step-00040000 is corrupt'),
+    ('dependency', '[rank0]: OSError: Input/output error'),
+    ('dependency', '[rank0]: OSError: [Errno 5] read failed'),
+    ('dependency', '[rank0]: read failed: EIO'),
+    ('dependency', "[rank0]: OSError: [Errno 30] Read-only file system: '/mnt/ckpt/x'"),
+    ('software_bug', 'kernel: oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),task=python,pid=4121,uid=1000'),
+    ('software_bug', '[rank3]: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB'),
+    ('software_bug', '[rank3]: torch.cuda.OutOfMemoryError: allocation failed'),
+    ('software_bug', 'kubelet: container trainer terminated: Reason: OOMKilled'),
+    ('software_bug', '[rank3]: grad_norm = nan at step 400'),
+    ('software_bug', '[rank3]: non-finite loss at step 400, aborting'),
+    ('software_bug', '[rank3]: invalid configuration: tp=3 does not divide 32 heads'),
+    ('dependency', 'controller: resume: all 3 committed checkpoints could not be loaded'),
+    ('software_bug', '[rank0]: OSError: libnccl-net.so: cannot open shared object file: No such file or directory'),
+    ('software_bug', '[rank0]: python: symbol lookup error: /opt/lib/libflash.so: undefined symbol: _ZN3c104cuda9SetDeviceEi'),
+    ('software_bug', 'nvidia-smi: Failed to initialize NVML: Driver/library version mismatch'),
+    ('software_bug', '[rank0]: RuntimeError: The NVIDIA driver on your system is too old. CUDA driver version is insufficient for CUDA runtime version'),
+    ('software_bug', '[rank0]: RuntimeError: CUDA error: device-side assert triggered'),
+    ('software_bug', '[rank0]: RuntimeError: CUDA error: misaligned address'),
+    ('software_bug', 'bash: line 1: 4121 Segmentation fault      python train.py'),
+    ('software_bug', 'agent: rank 3 received SIGSEGV'),
+    ('software_bug', 'bash: line 1: 4121 Illegal instruction     python train.py'),
+    ('faulty_gpu', 'kernel: nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 24007, Fatal, Link 44 sourcetrack timeout error (First)'),
+    ('ssd', 'kernel: nvme0n1: I/O Cmd(0x2) @ LBA 7166016, 8 blocks, I/O Error (sct 0x2 / sc 0x81) MORE DNR'),
+    ('ssd', '  e1 | 03/20/2026 | 04:11:00 | Drive Slot / Bay #0x20 | Drive Fault | Asserted'),
+    ('nccl_watchdog_timeout', '[rank3]: WorkNCCL(SeqNum=8, OpType=ALLREDUCE) ran for 600011 milliseconds before timing out.'),
+    ('nccl_watchdog_timeout', 'n1:3:4 [0] NCCL WARN Bootstrap : timed out waiting for the root'),
+    ('nccl_watchdog_timeout', '[rank3]: NCCL timeout in allreduce after 1800 s'),
+    ('nccl_watchdog_timeout', '[rank3]: Some NCCL operations have failed or timed out. Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.'),
+    ('nccl_watchdog_timeout', 'torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined.'),
+    ('nccl_watchdog_timeout', '[rank3]: collective ALLREDUCE seq 8812 did not complete within 1800 s'),
+    ('nccl_watchdog_timeout', '[rank3]: Timeout at NCCL work: 1234, last enqueued NCCL work: 1235, last completed NCCL work: 1233.'),
+    ('nccl_watchdog_timeout', '[rank4]: torch.distributed.DistBackendError: NCCL communicator was aborted on rank 4. Original reason for failure was: [Rank 4] Watchdog caught collective operation timeout'),
+    ("nccl_watchdog_timeout", "torch.distributed.DistBackendError: [3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value store by key '0', but store->get('0') got error: Socket Timeout"),
+    ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:616] [Rank 3] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600011 milliseconds before timing out."),
+    ("nccl_watchdog_timeout", "[rank3]:[E1103 04:12:01.1 ProcessGroupNCCL.cpp:1316] [PG ID 0 PG GUID 0(default_pg) Rank 3] Heartbeat monitor timed out! Process will be terminated after dumping debug info."),
+]
 
 
-def test_hardware_outranks_its_symptoms() -> None:
+@pytest.mark.parametrize(("category", "line"), ROWS, ids=[f"{c}-{i}" for i, (c, _) in enumerate(ROWS)])
+def test_rule_row(category: str, line: str) -> None:
+    assert classify(line + "\n").category == category
+
+
+# --- DESIGN.md rule 3: lines that never decide ---------------------------------------------------------------
+NEVER_DECIDE = [
+    "sdc-check: SDC check passed on all 8 replicas at step 5000",
+    "sdc-check: silent data corruption check passed",
+    "bmc host=gpu-a17: IO expansion board IOB1 status OK",
+    "[rank0]:[I1103 09:00:00.1 ProcessGroupNCCL.cpp:917] [PG ID 0 PG GUID 0 Rank 0] ProcessGroupNCCL initialization options: size: 8, global rank: 0, TIMEOUT(ms): 600000, USE_HIGH_PRIORITY_STREAM: 0",
+    "node-17:81:81 [0] NCCL INFO NCCL_IB_TIMEOUT set by environment to 22.",
+    "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC=480",
+    "kernel: NVRM: Xid (PCI:0000:3b:00): 92, pid=0, High single-bit ECC error rate",
+    "nvidia-smi -q: Volatile Single Bit ECC errors: 14",
+    "kernel: pcieport 0000:00:01.0: AER: Corrected error received: 0000:01:00.0",
+    "kernel: nvme 0000:01:00.0: PCIe Bus Error: severity=Corrected, type=Physical Layer, (Receiver ID)",
+    "kernel: EDAC MC1: 4 CE memory read error on CPU_SrcID#1_MC#0_Chan#0_DIMM#0",
+    "  d1 | 03/23/2026 | 11:00:02 | Memory #0x53 | Correctable ECC | Asserted",
+    "  2e | 03/20/2026 | 04:15:00 | Physical Security #0x73 | General Chassis intrusion | Deasserted",
+    "  c1 | 03/22/2026 | 13:40:11 | Processor #0x8c | IERR | Deasserted",
+    "probe host=gpu-a17 Remapped Rows: Pending: No, Remapping Failure Occurred: No; DRAM Uncorrectable: 0",
+    "probe host=gpu-a17 gpu=1 ecc.volatile.sram.uncorrected=0 severity=ok",
+    "nvidia-smi -q: HW Thermal Slowdown : Not Active",
+    "perfquery: SymbolErrorCounter:..............0",
+    "preflight host=n1 GPU burn-in passed on 8/8 GPUs; NVLink errors: 0",
+    "smartctl: SMART overall-health self-assessment test result: PASSED",
+    "controller: orchestrator stop requested by alice: planned stop for config change",
+    "health check: no Xid 79 events since boot",
+    "gpu-health: Xid 79 count: 0",
+    "bmc: Chassis intrusion sensor: OK",
+    "bmc: IERR count: 0",
+    "switch: port 3 link down events: 0",
+    "probe: row remapping: pending=no failure=no",
+    "sdc-check: no silent data corruption detected",
+    "sdc-check: silent data corruption: none detected",
+    'kernel: nvidia-nvswitch2: SXid (PCI:0000:07:00.0): 12028, Non-fatal, Link 32 egress non-posted PRIV error (First)',
+    '            SRAM Uncorrectable SEC-DED    : 0',
+    '            SRAM Uncorrectable Parity     : 0',
+    'probe host=n1 gpu=2 sram.uncorrectable.parity=0 dram.uncorrectable=0 xid79.events=0',
+    "dcgm: GPU 2 HBM single-bit ECC error count 120",
+    "edac-util: mc0: 0 Uncorrected Errors with no DIMM info",
+    "nvidia-smi: row remapping pending: No",
+    "probe host=n1 mlx5_0: no link down detected since boot",
+    'rasdaemon: mce_record: Corrected memory read error on DIMM_A1 (channel 1)',
+    'controller: planned stop requested by alice: host drained for maintenance',
+    'ops: job cancelled by user alice before the host was drained for a kernel update',
+    'preflight host=n1 GPU burn-in: PASSED (0 of 8 GPUs failed, no miscompare)',
+    "kernel: IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
+    "[rank0]:2026-05-03 11:00:00 INFO step 100 loss 2.0 lr 3e-4",
+]
+
+
+@pytest.mark.parametrize("line", NEVER_DECIDE)
+def test_line_never_decides(line: str) -> None:
+    v = classify(line + "\n")
+    assert v.category == "unknown", v.explanation
+
+
+def test_retried_and_recovered_warning_does_not_decide() -> None:
+    text = ("Mar 26 15:00:01 node-17 kernel: nfs: server fs-ckpt-03 not responding, still trying\n"
+            "Mar 26 15:00:31 node-17 kernel: nfs: server fs-ckpt-03 OK\n")
+    assert classify(text).category == "unknown"
+    assert classify(text.splitlines()[0]).category == "dependency"
+
+
+def test_a_link_that_came_back_is_still_a_flap() -> None:
+    text = ("Mar 14 02:00:01 node-17 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n"
+            "Mar 14 02:00:03 node-17 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link up, link restored\n")
+    assert classify(text).category == "network_switch_cable"
+
+
+def test_never_deciding_lines_do_not_hide_a_real_cause() -> None:
+    text = ("bmc host=gpu-a17: IO expansion board IOB1 status OK\n"
+            "kernel: NVRM: Xid (PCI:0000:3b:00): 92, pid=0, High single-bit ECC error rate\n"
+            "Mar  3 04:12:01 gpu-a17 kernel: NVRM: Xid (PCI:0000:3b:00): 48, pid=1, An uncorrectable double bit error (DBE)\n")
+    v = classify(text)
+    assert (v.category, v.hosts) == ("gpu_hbm3_memory", ("gpu-a17",))
+
+
+# --- DESIGN.md rules 1 and 2: the first cause wins, timeouts are what is left -------------------------------
+def test_first_cause_wins_by_timestamp_not_by_text_order() -> None:
+    # The peers' logs come first in the text, but node-17's Xid 79 happened ten minutes earlier.
     text = "\n".join([
-        "kernel: NVRM: Xid (PCI:0000:3b:00): 13, pid=1, Graphics Exception",
-        "kernel: NVRM: Xid (PCI:0000:3b:00): 48, pid=1, An uncorrectable double bit error (DBE)",
-        "[rank3]: [E ProcessGroupNCCL.cpp:616] Watchdog caught collective operation timeout",
-        "[rank3]: RuntimeError: CUDA error: uncorrectable ECC error encountered",
+        "2026-03-03T04:22:03Z node-21 trainer[9]: [rank9]: Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600011 milliseconds before timing out.",
+        "2026-03-03T04:22:03Z node-22 trainer[9]: node-22:9:12 [1] NCCL WARN Net : Call to recv from 10.4.2.17<51234> failed : Connection reset by peer",
+        "2026-03-03T04:22:04Z node-22 trainer[9]: [rank12]: torch.distributed.DistBackendError: NCCL communicator was aborted on rank 12.",
+        "2026-03-03T04:22:05Z node-23 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down",
+        "2026-03-03T04:12:01Z node-17 kernel: NVRM: Xid (PCI:0000:86:00): 79, pid=1902, name=python, GPU has fallen off the bus.",
     ])
     v = classify(text)
-    assert v.category == "gpu_hbm3_memory" and v.component == "gpu" and set(v.xids) == {13, 48}
+    assert (v.category, v.hosts[0]) == ("faulty_gpu", "node-17"), v.explanation
+    assert v.cordon
 
 
-def test_no_signature_is_unknown_and_bare_hang_is_watchdog() -> None:
+def test_link_down_then_nccl_errors_is_the_network() -> None:
+    text = ("Mar 14 02:00:01 node-17 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n"
+            "Mar 14 02:00:09 node-18 trainer[3]: node-18:3:8 [2] NCCL WARN NET/IB : Got completion from peer 10.4.2.17<41234> with status=12 opcode=0 len=0 vendor err 129 (Send)\n"
+            "Mar 14 02:10:11 node-18 trainer[3]: [rank10]: Watchdog caught collective operation timeout: WorkNCCL(SeqNum=77) ran for 600003 milliseconds before timing out.\n")
+    v = classify(text)
+    assert (v.category, v.hosts[0]) == ("network_switch_cable", "node-17")
+
+
+def test_oom_killed_rank_then_peer_timeouts_is_the_rank() -> None:
+    text = ("Mar 13 04:10:02 node-0412 kernel: Out of memory: Killed process 41213 (python) total-vm:912338112kB\n"
+            "Mar 13 04:20:04 node-0413 trainer[1]: [rank8]: Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1) ran for 600001 milliseconds before timing out.\n")
+    v = classify(text)
+    assert (v.category, v.hosts[0]) == ("software_bug", "node-0412")
+
+
+def test_earlier_cause_on_one_host_beats_later_cause_on_another() -> None:
+    text = ("2026-03-22T01:05:00Z trn-2232 kernel: nvme nvme0: I/O 17 QID 2 timeout, reset controller\n"
+            "2026-03-22T01:02:03Z trn-2231 kernel: mce: [Hardware Error]: CPU 37: Machine Check Exception: 5 Bank 4: bea0000000000108\n")
+    v = classify(text)
+    assert (v.category, v.hosts[0]) == ("cpu", "trn-2231")
+
+
+def test_timeout_before_any_cause_is_the_watchdog() -> None:
+    text = ("2026-03-25T04:00:00Z node-21 trainer[9]: [rank4]: Watchdog caught collective operation timeout: WorkNCCL(SeqNum=812) ran for 600002 milliseconds before timing out.\n"
+            "2026-03-25T04:31:12Z node-30 kernel: nvme nvme0: I/O 17 QID 2 timeout, reset controller\n")
+    assert classify(text).category == "nccl_watchdog_timeout"
+
+
+def test_nothing_named_is_unknown_and_a_bare_hang_is_the_watchdog() -> None:
     assert classify("step 100 loss 2.0\nstep 101 loss 1.9\n").category == "unknown"
+    assert classify("agent: rank 2 process exited (signal 9)\n", exit_signals=["SIGKILL"]).category == "unknown"
     assert classify("step 100 loss 2.0\n", kind="hang").category == "nccl_watchdog_timeout"
 
 
-def test_benign_noise_does_not_match() -> None:
-    noise = "\n".join([
-        "kernel: IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
-        "NCCL INFO Channel 00/32 : 0[0] -> 1[1] via P2P/IPC/read",
-        "kernel: EXT4-fs (md0): mounted filesystem with ordered data mode",
-        "INFO checkpoint step-00001000 committed in 3.2s",
-    ])
-    assert classify(noise).category == "unknown"
+def test_application_xid_alone_is_software_but_not_with_hardware_evidence() -> None:
+    app = "kernel: NVRM: Xid (PCI:0000:3b:00): 13, pid=1, Graphics SM Warp Exception on (GPC 3, TPC 1, SM 0): Out Of Range Address\n"
+    assert classify(app).category == "software_bug"
+    v = classify(app + "kernel: NVRM: Xid (PCI:0000:3b:00): 48, pid=1, An uncorrectable double bit error (DBE)\n"
+                       "[rank3]: RuntimeError: CUDA error: an illegal memory access was encountered\n")
+    assert v.category == "gpu_hbm3_memory" and set(v.xids) == {13, 48}
+
+
+def test_machine_check_decoded_as_dimm_is_system_memory() -> None:
+    text = ("Mar 23 02:30:44 gpu-a17 kernel: mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: cc00008000010090\n"
+            "Mar 23 02:30:44 gpu-a17 kernel: EDAC MC0: 1 UE memory read error on CPU_SrcID#0_MC#0_Chan#1_DIMM#0\n")
+    assert classify(text).category == "system_memory"
+
+
+def test_gpus_dropped_with_their_pcie_switch_are_the_io_board() -> None:
+    text = ("Mar 21 09:00:14 node-17 kernel: NVRM: Xid (PCI:0000:18:00): 79, pid=1, GPU has fallen off the bus.\n"
+            "Mar 21 09:00:14 node-17 kernel: pcieport 0000:16:00.0: PCIe switch upstream port (PEX89144) error: link down\n")
+    assert classify(text).category == "io_expansion_board"
+    # A switch fault an hour later on another host is not why this GPU fell off.
+    later = text.replace("Mar 21 09:00:14 node-17 kernel: pcieport", "Mar 21 10:00:14 node-40 kernel: pcieport")
+    assert classify(later).category == "faulty_gpu"
+
+
+def test_several_devices_lost_at_once_on_one_host_is_the_io_board() -> None:
+    one = "Mar 21 09:00:14 node-17 kernel: NVRM: Xid (PCI:0000:18:00): 79, pid=2201, name=python, GPU has fallen off the bus.\n"
+    two = one + "Mar 21 09:00:14 node-17 kernel: NVRM: Xid (PCI:0000:1a:00): 79, pid=2202, name=python, GPU has fallen off the bus.\n"
+    assert classify(one).category == "faulty_gpu"
+    v = classify(two)
+    assert (v.category, v.hosts, v.cordon) == ("io_expansion_board", ("node-17",), False)  # inferred: suspect only
+    elsewhere = one + "Mar 21 09:00:14 node-18 kernel: NVRM: Xid (PCI:0000:1a:00): 79, pid=2202, name=python, GPU has fallen off the bus.\n"
+    assert classify(elsewhere).category == "faulty_gpu"
+
+
+# --- storage seen from the checkpoint path is never a GPU ---------------------------------------------------
+@pytest.mark.parametrize(("category", "text"), [
+    ("dependency", "[rank4]: OSError: [Errno 28] No space left on device: '/mnt/ckpt/step-00050000/__4_0.distcp'\n"),
+    ("dependency", "[rank2]: OSError: [Errno 5] Input/output error: '/mnt/lustre/ckpt/step-00012000/__2_0.distcp'\n"),
+    ("dependency", "controller: resume: checkpoint step-00040000: shard __3_0.distcp checksum mismatch for rank 3 (expected 9c1e, got 41ab)\n"),
+    ("dependency", "controller: resume: no committed checkpoint could be loaded: all 2 checkpoints unreadable\n"),
+    ("ssd", "[rank1]: OSError: [Errno 5] Input/output error: '/local_ssd/shard-0009.bin'\n"
+            "kernel: nvme nvme0: I/O 88 QID 3 timeout, reset controller\n"),
+])
+def test_storage_faults(category: str, text: str) -> None:
+    assert classify(text).category == category
+
+
+# --- silent data corruption needs a replay to be sure ------------------------------------------------------
+def test_replica_disagreement_is_suspect_until_a_replay_confirms_it() -> None:
+    suspect = "sdc-check: replica 5 (host=gpu-b05) parameter checksum 0x6a1f03e2 disagrees with the other replicas at step 100\n"
+    v = classify(suspect)
+    assert (v.category, v.hosts, v.cordon) == ("silent_data_corruption", ("gpu-b05",), False)
+    confirmed = classify(suspect + "sdc-check: replay of step 100 on another host (gpu-b09) agrees with the majority\n")
+    assert confirmed.category == "silent_data_corruption" and confirmed.cordon
+    refuted = classify(suspect + "sdc-check: replay of step 100 on another host (gpu-b09) also disagrees with the majority\n")
+    assert refuted.category != "silent_data_corruption"
+
+
+def test_nan_on_every_replica_is_software_but_on_one_confirmed_replica_is_sdc() -> None:
+    assert classify("[rank0]: ValueError: loss is nan at step 41200 on every replica; rolling back\n").category == "software_bug"
+    one = ("2026-03-12T20:10:00Z [rank14] host=gpu-b05: loss is nan at step 31800 while the other replicas are finite\n"
+           "2026-03-12T20:10:40Z sdc-check: replay of step 31800 on another host (gpu-b09) matches the other replicas\n")
+    v = classify(one)
+    assert (v.category, v.hosts) == ("silent_data_corruption", ("gpu-b05",))
+
+
+# --- DESIGN.md rule 4: hosts only from host fields ---------------------------------------------------------
+XID_ROWS = [(74, "faulty_gpu"), *((c, "faulty_gpu") for c in range(144, 151)), (61, "faulty_gpu"), (62, "faulty_gpu"),
+            (154, "faulty_gpu"), (48, "gpu_hbm3_memory"), (63, "gpu_hbm3_memory"), (64, "gpu_hbm3_memory"),
+            (94, "gpu_hbm3_memory"), (95, "gpu_hbm3_memory"), (140, "gpu_hbm3_memory"), (119, "gpu_system_processor"),
+            (120, "gpu_system_processor"), (13, "software_bug"), (31, "software_bug"), (43, "software_bug"), (92, "unknown")]
+
+
+@pytest.mark.parametrize(("code", "category"), XID_ROWS)
+def test_xid_code_alone(code: int, category: str) -> None:
+    """NVIDIA's Xid catalog, code by code, as a health probe reports it (no description to lean on)."""
+    assert classify(f"gpu-health host=n1: GPU 2 reported Xid {code}\n").category == category
+
+
+def test_same_moment_refinements() -> None:
+    nic = ("Mar 15 06:30:10 n1 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n"
+           "Mar 15 06:30:10 n1 kernel: mlx5_core 0000:0c:00.0: poll_health:801:(pid 0): Fatal error 1 detected\n")
+    assert classify(nic).category == "nic"
+    board = ("Mar 21 09:00:14 n1 kernel: mlx5_core 0000:0c:00.0: firmware fatal error, PCI device removed\n"
+             "Mar 21 09:00:14 n1 kernel: pcieport 0000:0a:00.0: PCIe switch downstream port error: link down\n")
+    assert classify(board).category == "io_expansion_board"
+
+
+@pytest.mark.parametrize(("line", "host"), [
+    ("Mar  3 04:12:01 node-17 kernel: NVRM: Xid (PCI:0000:86:00): 79, pid=0, GPU has fallen off the bus.", "node-17"),
+    ("2026-03-03T04:12:01.123456+00:00 gpu-a17 kernel: mce: [Hardware Error]: CPU 3: Machine Check", "gpu-a17"),
+    ("probe host=trn-2231 gpu=1 ecc.volatile.sram.uncorrected=3", "trn-2231"),
+    ('{"hostname": "h100-r7-n03", "msg": "Xid 79"}', "h100-r7-n03"),
+    ("trn-2233:812:1044 [3] NCCL WARN NET/IB : Got completion from peer with status=12", "trn-2233"),
+    ("(RankWorker pid=1234, ip=10.0.3.7) [rank2]: Watchdog caught collective operation timeout", "10.0.3.7"),
+    ("(raylet, ip=10.0.0.3) [2026-03-03 04:12:01,123 E 1 1] node_manager.cc:1: worker died", "10.0.0.3"),
+    ('{"node_ip_address": "10.1.2.3", "msg": "mlx5 link down"}', "10.1.2.3"),
+    ("kubelet: nodeName: gpu-a17 pod trainer-3 OOMKilled", "gpu-a17"),
+    ("ray: worker died on the node with resources {'node:10.0.0.5': 1.0, 'GPU': 8.0}", "10.0.0.5"),
+    ("kubelet: ray.io/node-name=gpu-a21 pod evicted", "gpu-a21"),
+    ("agent: lost contact with host gpu-b05", None),
+    ("INFO node rebalancing: moving 2 shards to host gpu-b05", None),
+    ("[rank0]:2026-03-26 18:00:00 INFO the host lost its lease on the data loader cache", None),
+    ("2026-03-26 18:00:00 WARNING trainer: step slow", None),
+    ("kernel: nfs: server fs-ckpt-03 not responding, still trying", None),
+])
+def test_host_fields(line: str, host: str | None) -> None:
+    assert host_of(line) == host
+
+
+def test_header_line_names_the_host_of_the_lines_below() -> None:
+    text = ("== host=gpu-b05 source=ipmitool ==\n"
+            "  2e | 03/20/2026 | 04:11:00 | Physical Security #0x73 | General Chassis intrusion | Asserted\n")
+    assert classify(text).hosts == ("gpu-b05",)
+
+
+def test_a_fault_named_without_a_host_field_names_no_host() -> None:
+    v = classify("agent: lost contact with node-0412\nkernel: nvme nvme0: I/O 1 QID 1 timeout, reset controller\n")
+    assert (v.category, v.hosts) == ("ssd", ())
+
+
+# --- confidence: cordon only on a specific signature -------------------------------------------------------
+@pytest.mark.parametrize(("text", "cordon"), [
+    ("Mar 3 04:12:01 n1 kernel: NVRM: Xid (PCI:0000:86:00): 79, pid=0, GPU has fallen off the bus.\n", True),
+    ("  c1 | 03/22/2026 | 13:40:11 | Processor #0x8c | IERR | Asserted\n", True),
+    ("n1:3:8 [2] NCCL WARN NET/IB : Got completion from peer 10.4.2.17<41234> with status=12 opcode=0\n", False),
+    ("sdc-check: replica 5 (host=n1) parameter checksum 0x6a disagrees with the other replicas\n", False),
+    ("nvidia-smi -q: HW Slowdown : Active\n", False),
+    ("[rank3]: Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8) ran for 600011 milliseconds before timing out.\n", False),
+    ("kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n", True),
+])
+def test_cordon_only_when_confident(text: str, cordon: bool) -> None:
+    v = classify(text)
+    assert v.cordon is cordon, (v.category, v.confidence)
+
+
+def test_a_rival_cause_at_the_same_moment_lowers_confidence() -> None:
+    alone = classify("Mar 3 04:12:01 n1 kernel: nvme nvme0: I/O 1 QID 1 timeout, reset controller\n")
+    rival = classify("Mar 3 04:12:01 n1 kernel: nvme nvme0: I/O 1 QID 1 timeout, reset controller\n"
+                     "Mar 3 04:12:01 n1 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n")
+    assert rival.category == "ssd" and rival.confidence < alone.confidence

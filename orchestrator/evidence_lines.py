@@ -1,0 +1,189 @@
+"""Evidence text as lines the classifier can order and attribute: time, host, and what never decides.
+
+Evidence arrives as log excerpts from several sources and hosts (rank logs, dmesg
+or the journal, ipmitool SEL, NVML and DCGM output). The classifier reads them
+in time order, so each line gets the wall-clock time it carries (ISO 8601,
+syslog, glog as PyTorch writes it, ipmitool's `MM/DD/YYYY | HH:MM:SS`), or the
+time of the line before it. Hosts come only from host fields: `host=`/`hostname`
+fields, a syslog line's host prefix, NCCL's `host:pid:tid` prefix, a Ray node
+label or worker prefix, or a header line that names only a host for the lines
+below it. Ordinary words are never read as hosts.
+
+Lines that must never decide a category are marked here (corrected errors,
+single-bit ECC counts, cleared SEL events, a job's own planned stop), and spans
+that say nothing was found or a count is zero ("NVLink errors: 0", "Pending: No",
+"no link down detected") are blanked out. A check that passed, a configuration
+dump or a category's name used as a word ("SDC check passed", "IO expansion
+board status OK") names no fault, and every rule requires one, so none decides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+_MONTHS = {m: i + 1 for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                            "Dec"))}
+_HOSTNAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9]"
+_LEVELS = {"INFO", "WARN", "WARNING", "ERROR", "DEBUG", "CRITICAL", "FATAL", "NOTICE", "TRACE", "ERR", "CRIT"}
+
+ISO_TS = re.compile(r"(?<!\d)(?P<y>\d{4})([-/])(?P<mo>\d{2})\2(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
+                    r"(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?")
+SYSLOG_TS = re.compile(r"^(?:<\d+>)?(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(?P<d>\d{1,2})\s+"
+                       r"(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?P<frac>\.\d+)?\s+(?P<host>\S+)\s+(?P<proc>\S+?:)")
+GLOG_TS = re.compile(r"(?:^|[\s\[:])[IWEF](?P<mo>\d{2})(?P<d>\d{2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
+                     r"(?P<frac>\.\d+)?")
+DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+"
+                     r"(?P<d>\d{1,2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}) (?P<y>\d{4})\]")
+SEL_TS = re.compile(r"\|\s*(?P<mo>\d{2})/(?P<d>\d{2})/(?P<y>\d{4})\s*\|\s*(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})")
+ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{2}}\S*\s+(?P<host>{_HOSTNAME})\s+"
+                      r"[\w.()/@-]+(?:\[\d+\])?:\s")
+
+HOST_FIELDS = [
+    re.compile(rf"\b(?:host|hostname|host_name|node[_-]?name|node)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
+               re.IGNORECASE),
+    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host|node[_-]?name)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})",
+               re.IGNORECASE),
+    re.compile(rf"(?:^|[\s\]:])(?P<host>{_HOSTNAME}):\d+:\d+ \[\d+\] NCCL\b"),  # NCCL's host:pid:tid prefix
+    re.compile(r"\((?:[^()]*?,\s*)?ip=(?P<host>\d{1,3}(?:\.\d{1,3}){3})\)"),  # Ray log prefix: (raylet, ip=...)
+    re.compile(r"\bnode_ip(?:_address)?[\"']?\s*[=:]\s*[\"']?(?P<host>\d{1,3}(?:\.\d{1,3}){3})"),
+    re.compile(r"\bnode:(?P<host>\d{1,3}(?:\.\d{1,3}){3})\b"),  # Ray's node resource label
+]
+HEADER_ONLY = re.compile(r"^[\s#=\-*\[<>]*(?:host|hostname|node)\s*[=:]\s*\S+(?:[\s,;|]+[\w.=/:-]+){0,8}[\s=\-*\]>]*$",
+                         re.IGNORECASE)
+"""A header that names a host (and perhaps its source) for the lines below it: `== host=node-17 source=dmesg ==`."""
+
+# Lines that never decide: cleared SEL events, single-bit (corrected) ECC counts, a job's own planned stop.
+# Configuration dumps (ProcessGroupNCCL's `TIMEOUT(ms): 600000`, NCCL's `NCCL_IB_TIMEOUT` echo) need no filter:
+# every rule names a fault, and the tests hold those lines to `unknown`.
+NEVER_DECIDES = [
+    re.compile(p, re.IGNORECASE) for p in (
+        r"\bDeasserted\b",
+        r"\bsingle[- ]bit\b(?!.{0,60}\b(?:double|uncorrect))",
+        r"\b(?:(?:planned|scheduled|requested) (?:stop|shutdown)|stop requested by|orchestrator stop|"
+        r"(?:cancell?ed|stopped) by (?:user|operator|owner)|scancel)\b",
+    )
+]
+CORRECTED = re.compile(r"(?<![Uu]n)(?<![Nn]on-)\bcorrect(?:ed|able)\b|\b[1-9]\d* CE\b|\bSBEs?\b", re.IGNORECASE)
+UNCORRECTED = re.compile(r"\b(?:uncorrect\w*|non-?correctable|UE|DBE|double[- ]bit|fatal)\b", re.IGNORECASE)
+BLANKED = [
+    re.compile(p, re.IGNORECASE) for p in (
+        r"\b[\w.-]+\s*=\s*(?:no|none|false|inactive)\b",
+        r"\b[\w.-]+\s*=\s*0+(?![.\d])\b", r"^\s*[\w /()-]+?\s*:\s*0+\s*$",
+        r"\bno (?:[\w-]+ ){0,3}?(?:errors?|faults?|failures?|mismatch(?:es)?|miscompares?|issues?|problems?|corruption|"
+        r"events?)"
+        r"(?: (?:found|detected|reported|logged|seen))?\b",
+        r"\bno (?!(?:IB )?devices)(?:[\w-]+ ){0,3}?(?:detected|found|seen|reported)\b",
+        r"\bnone (?:detected|found|seen|reported)\b",
+        r"\b0+ (?:of|/) ?\d+ (?:[\w-]+ ){0,2}(?:failed|errors?|mismatch\w*)",
+        r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|"
+        r"retired pages?)\b",
+        r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
+        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
+        r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
+    )
+]
+RECOVERED = re.compile(r"\b(?:recovered|recovery (?:succeeded|complete[d]?)|back online|restored|resumed normally|"
+                       r"retry succeeded|succeeded (?:on|after) (?:retry|\d+ retr))\b|\bnfs: server \S+ OK\b",
+                       re.IGNORECASE)
+SUBJECT = re.compile(r"\b(?:nvme\d+(?:n\d+)?|mlx5_\d+|ib\d+|eth\d+|en[ops]\w+|sd[a-z]+|"
+                     r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d)\b|(?<=server )[\w.-]+", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One evidence line: where it sits, when it happened, which host said it, and the text the rules read."""
+
+    index: int
+    raw: str
+    text: str  # with passed/zero-count spans blanked; empty when the line never decides
+    time: datetime | None  # the line's own or inherited time (UTC, naive)
+    own_time: bool  # True when the line carries its own timestamp
+    host: str | None
+    recovery: bool  # says an earlier warning was retried and recovered
+
+
+def _year_hint(text: str) -> int:
+    m = ISO_TS.search(text) or SEL_TS.search(text)
+    return int(m.group("y")) if m else 2000
+
+
+def _timestamp(line: str, year: int) -> datetime | None:
+    try:
+        if m := ISO_TS.search(line):
+            t = datetime.fromisoformat(m.group(0).replace("/", "-").replace(" ", "T", 1).replace("Z", "+00:00"))
+            return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+        if m := SYSLOG_TS.search(line):
+            return datetime(year, _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")), int(m.group("mi")),
+                            int(m.group("s")), int(float(m.group("frac") or 0) * 1e6))
+        if m := DMESG_T.search(line):
+            return datetime(int(m.group("y")), _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")),
+                            int(m.group("mi")), int(m.group("s")))
+        if m := SEL_TS.search(line):
+            return datetime(int(m.group("y")), int(m.group("mo")), int(m.group("d")), int(m.group("h")),
+                            int(m.group("mi")), int(m.group("s")))
+        if m := GLOG_TS.search(line):
+            return datetime(year, int(m.group("mo")), int(m.group("d")), int(m.group("h")), int(m.group("mi")),
+                            int(m.group("s")), int(float(m.group("frac") or 0) * 1e6))
+    except ValueError:
+        return None
+    return None
+
+
+def _valid_host(h: str | None) -> str | None:
+    if not h or h.upper() in _LEVELS or h.isdigit() or not re.search(r"[A-Za-z]|\d\.\d", h):
+        return None
+    return h
+
+
+def host_of(line: str) -> str | None:
+    """The host a line names in a host field, or None; never a host taken from ordinary words."""
+    if (m := SYSLOG_TS.search(line)) and (h := _valid_host(m.group("host"))):
+        return h
+    if (m := ISO_HOST.search(line)) and (h := _valid_host(m.group("host"))):
+        return h
+    for rx in HOST_FIELDS:
+        if (m := rx.search(line)) and (h := _valid_host(m.group("host"))):
+            return h
+    return None
+
+
+def never_decides(line: str) -> bool:
+    if any(rx.search(line) for rx in NEVER_DECIDES):
+        return True
+    return bool(CORRECTED.search(line)) and not UNCORRECTED.search(line)
+
+
+def blank_benign(line: str) -> str:
+    for rx in BLANKED:
+        line = rx.sub(" ", line)
+    return line
+
+
+def subjects(line: str) -> set[str]:
+    """Device and server names a line is about (nvme0, mlx5_2, a PCI address, an NFS server)."""
+    return {m.group(0).lower() for m in SUBJECT.finditer(line)}
+
+
+def parse(text: str) -> list[Line]:
+    """Evidence lines with their time (own or inherited from the line before), host and decidable text."""
+    raw_lines = text.splitlines()
+    year = _year_hint(text)
+    stamps = [_timestamp(s, year) for s in raw_lines]
+    first = next((t for t in stamps if t is not None), None)
+    out: list[Line] = []
+    current, header_host = first, None
+    for i, (s, t) in enumerate(zip(raw_lines, stamps, strict=True)):
+        if t is not None:
+            current = t
+        host = host_of(s)
+        if host and HEADER_ONLY.match(s):
+            header_host = host
+            out.append(Line(i, s, "", current, t is not None, host, False))
+            continue
+        benign = never_decides(s)
+        recovery = bool(RECOVERED.search(s))
+        text_ = "" if benign or recovery else blank_benign(s)
+        out.append(Line(i, s, text_, current, t is not None, host or header_host, recovery))
+    return out
