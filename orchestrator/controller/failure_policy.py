@@ -99,7 +99,9 @@ class FailureConfig:
     max_restarts: int
     window_s: float = 86_400.0
     crash_loop_attempts: int = 3
-    cordon_confidence: float = 0.75
+    cordon_confidence: float = 0.8
+    """Calibrated with the classifier (orchestrator/classifier.py CORDON_CONFIDENCE): one specific hardware
+    signature scores 0.85-0.95, an inferred verdict 0.6-0.75."""
     lemon_threshold: int = 2
 
     def __post_init__(self) -> None:
