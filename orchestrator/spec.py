@@ -128,6 +128,13 @@ class ReliabilitySpec(_Section):
     allow_shrink_dp: bool = False
     warm_standby: bool = True
     """Keep one pre-imported trainer process per rank so a restart skips interpreter start-up."""
+    preflight: bool = True
+    """Probe every candidate host and run a short collective before every start and restart."""
+    preflight_collective: bool = True
+    """Include the all-reduce (and, on GPUs, the matmul burn-in) in the preflight."""
+    preflight_timeout_s: float = Field(60.0, gt=0)
+    sdc_check_interval_steps: int = Field(0, ge=0)
+    """Every this many steps data-parallel replicas compare parameter checksums (0: off)."""
 
     @property
     def effective_collective_timeout_s(self) -> float:

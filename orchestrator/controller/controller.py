@@ -23,7 +23,7 @@ from typing import Any
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
 from orchestrator.catalog.repository import Catalog
-from orchestrator.controller import failure_policy, scaling_policy
+from orchestrator.controller import failure_policy, preflight, scaling_policy
 from orchestrator.controller.callbacks import (
     ControllerCallback,
     RankEnd,
@@ -166,6 +166,10 @@ class Controller:
                     layout["swapped_in"] = swapped
                 self._reserve_spares(a.placements)
             self._note_spares()
+            failed = self._preflight(a)
+            if failed is not None:
+                self._end(failed, [])
+                return
             config = trainer_config(self.spec, dp=self.dp)
             pids = self.workers.start(number, config, str(self._write_config(number, config)),
                                       str(self.checkpoint_dir))
@@ -221,6 +225,27 @@ class Controller:
             self.sm.set(ControllerState.STOPPED, self.stop_reason)
             return
         self.sm.set(ControllerState.PLACING)
+
+    def _preflight(self, a: Attempt) -> AttemptOutcome | None:
+        """Check the placed gang's hosts before its ranks start; the outcome that ends the attempt if one fails."""
+        rel = self.spec.reliability
+        if not rel.preflight:
+            return None
+        t0 = self.clock.time()
+        report = self.workers.preflight(str(self.checkpoint_dir), rel.preflight_timeout_s, rel.preflight_collective)
+        pf = preflight.decide(report)
+        a.layout["preflight_s"] = round(self.clock.time() - t0, 3)
+        self.cb.layout_changed(a.number, a.layout)
+        if pf.ok:
+            return None
+        logger.warning("job %s: %s", self.spec.name, pf.detail)
+        now = self.clock.time()
+        hosts = set(pf.bad_hosts)
+        ranks = tuple(sorted(r for r, h in report.rank_hosts.items() if h in hosts))
+        finding = {"kind": "preflight", "ranks": list(ranks), "hosts": list(pf.bad_hosts), "fault_at": t0,
+                   "detected_at": now, "summary": pf.detail, "evidence": {"probes": list(pf.evidence)}}
+        return self._outcome(OutcomeKind.PREFLIGHT, detail=pf.detail, ranks=ranks, hosts=pf.bad_hosts,
+                             finding=finding)
 
     # ---- scaling -------------------------------------------------------------------------
     @property
@@ -289,7 +314,9 @@ class Controller:
         """Classify, decide, record, and move to the state the decision calls for."""
         a = self.attempt
         assert a is not None
-        ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)))
+        probes = self.workers.probe_evidence(list(outcome.culprit_hosts)) if outcome.culprit_hosts else []
+        ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)),
+                             probes)
         if ev.signature:
             outcome = _with_signature(outcome, ev.signature)
         verdict = classify_evidence(outcome.kind, ev)
