@@ -303,14 +303,15 @@ def evaluate(state: GpuState, host: str = "") -> list[ProbeResult]:
     out: list[ProbeResult] = []
     vol, agg = state.ecc_volatile, state.ecc_aggregate
     if vol.get("dram_uncorrected", 0) > 0:
-        out.append(res(Severity.FAIL, f"GPU {g}: uncorrectable ECC error count on DRAM (HBM): "
-                                      f"volatile {vol['dram_uncorrected']}, aggregate {agg.get('dram_uncorrected', 0)}"))
+        out.append(res(Severity.FAIL, f"GPU {g}: uncorrectable ECC error count on DRAM (HBM): volatile "
+                                      f"{vol['dram_uncorrected']}, aggregate {agg.get('dram_uncorrected', 0)}"))
     if vol.get("sram_uncorrected", 0) > 0:
-        out.append(res(Severity.FAIL, f"GPU {g}: uncorrectable SRAM ECC error count: "
-                                      f"volatile {vol['sram_uncorrected']}, aggregate {agg.get('sram_uncorrected', 0)}"))
+        out.append(res(Severity.FAIL, f"GPU {g}: uncorrectable SRAM ECC error count: volatile "
+                                      f"{vol['sram_uncorrected']}, aggregate {agg.get('sram_uncorrected', 0)}"))
     rp, rr = state.retired_pages, state.remapped_rows
     if rr.get("failed"):
-        out.append(res(Severity.FAIL, f"GPU {g}: row remapping failed (uncorrectable rows {rr.get('uncorrectable', 0)})"))
+        out.append(res(Severity.FAIL, f"GPU {g}: row remapping failed (uncorrectable rows "
+                                      f"{rr.get('uncorrectable', 0)})"))
     elif rr.get("pending"):
         out.append(res(Severity.FAIL, f"GPU {g}: row remapping pending: the GPU needs a reset "
                                       f"(uncorrectable rows {rr.get('uncorrectable', 0)})"))

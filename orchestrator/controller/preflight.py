@@ -58,7 +58,8 @@ def decide(report: PreflightReport) -> PreflightDecision:
             host = report.rank_hosts.get(rank, "")
             bad.setdefault(host, []).append({"host": host, "source": "collective", "severity": "fail",
                                              "at": float(c.get("at") or 0.0),
-                                             "message": f"rank {rank}: preflight collective failed: {c.get('message')}"})
+                                             "message": f"rank {rank}: preflight collective failed: "
+                                                        f"{c.get('message')}"})
     if failed and not bad:
         msg = next(iter(failed.values())).get("message", "")
         return PreflightDecision(False, (), f"preflight collective failed on every rank: {msg}")
