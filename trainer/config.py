@@ -56,6 +56,10 @@ class TrainConfig:
     checkpoint_async: bool = True
     checkpoint_keep_last: int = 3
     collective_timeout_s: float = 120.0
+    sdc_check_interval_steps: int = 0
+    """Every this many steps data-parallel replicas compare a checksum of the same computation (0: off)."""
+    loss_spike_factor: float = 0.0
+    """A loss above this multiple of its recent median is rolled back like a NaN (0: only NaN/inf)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
