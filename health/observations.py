@@ -39,6 +39,8 @@ class RankObservation:
     tokens_per_second: float | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
     """Newest committed checkpoint this rank reported: step, path, blocked and save seconds."""
+    rollback: dict[str, Any] = field(default_factory=dict)
+    """The rank's newest loss-guard rollback: count, at_step, to_step, skipped_batches, reason, time."""
 
 
 class FindingKind(enum.StrEnum):
@@ -93,4 +95,5 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         loss=b.get("loss"), tokens_per_second=b.get("tokens_per_second"),
         checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
                                       "checkpoint_seconds") if k in b},
+        rollback=b.get("rollback") or {},
     )

@@ -32,9 +32,11 @@ class FakeClock:
 
 @dataclass
 class Fault:
-    """What ends an attempt: `kind` crash | node_lost | hang | config | exit_early | bad_gpu, at `at_step`.
+    """What ends an attempt: `kind` crash | node_lost | hang | config | exit_early | bad_gpu | sdc, at `at_step`.
 
     bad_gpu: the rank's host agent's probe reports `probe` (a ProbeResult message) as a fail.
+    sdc: the rank exits with the SDC check's code and rank 0 (its peer) with a gloo error at the same time.
+    rollback: every rank rolls back to the newest checkpoint once (a NaN loss) and training goes on.
     """
 
     kind: str
@@ -76,6 +78,7 @@ class FakeWorkerGroup:
     finding: Finding | None = None
     """The agent's crash finding of this attempt: kept once seen, as the real agent does."""
     hang_started: bool = False
+    _last_rollback: dict = field(default_factory=dict)
     preflight_fails: dict[str, list[str]] = field(default_factory=dict)
     """Host -> messages its probes fail with at preflight (every preflight until the test clears it)."""
     preflight_seconds: float = 2.0
@@ -114,7 +117,7 @@ class FakeWorkerGroup:
     def start(self, attempt: int, config: dict, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
         self.calls.append(f"start:{attempt}")
         self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
-        self.finding, self.hang_started = None, False
+        self.finding, self.hang_started, self._last_rollback = None, False, {}
         return {p.rank: 1000 + p.rank for p in self.placements}
 
     def _obs(self, rank: int, host: str, **kw: object) -> RankObservation:
@@ -126,6 +129,16 @@ class FakeWorkerGroup:
 
     def poll(self) -> tuple[list[RankObservation], list[Finding]]:
         fault = self.faults.get(self.attempt)
+        rollback: dict = {}
+        if fault is not None and fault.kind == "rollback":
+            if self.step == fault.at_step and not self.hang_started:
+                self.hang_started = True  # once
+                back = self.checkpoints.committed_step()
+                rollback = {"count": 1, "at_step": self.step, "to_step": back, "skipped_batches": self.step - back,
+                            "reason": "loss is nan (not finite)", "time": self.clock.now}
+                self.step = back
+                self._last_rollback = rollback
+            fault = None
         if fault is None or self.step < fault.at_step:
             self.step = min(self.total_steps, self.step + self.steps_per_poll)
             if self.step % self.interval == 0 and self.step not in self.checkpoints.steps:
@@ -145,11 +158,17 @@ class FakeWorkerGroup:
                               exited_at=self.clock.now)
                 elif fault.kind == "config":
                     kw = dict(alive=False, returncode=78, exited_at=self.clock.now)
+                elif fault.kind == "sdc":
+                    kw = dict(alive=False, returncode=86, exited_at=self.clock.now)
                 elif fault.kind == "node_lost":
                     self.dead.add(p.host)
                     kw = dict(alive=False, worker_alive=False)
                 elif fault.kind == "hang":
                     kw = dict(stopped=True, heartbeat=self.clock.now - 99)
+            elif fault_now and fault.kind == "sdc" and p.rank == 0:
+                kw = dict(alive=False, returncode=1, exited_at=self.clock.now - 1)  # its peer, seen first
+            if self._last_rollback:
+                kw["rollback"] = self._last_rollback  # the beacon keeps the newest rollback
             obs.append(self._obs(p.rank, p.host, **kw))
         if fault_now and fault.kind == "bad_gpu" and self.finding is None:
             host = next(p.host for p in self.placements if p.rank == fault.rank)

@@ -29,7 +29,12 @@ from orchestrator.controller.callbacks import (
     RankEnd,
     RankPlacement,
 )
-from orchestrator.controller.evidence import classify_evidence, gather_evidence, interruption_record
+from orchestrator.controller.evidence import (
+    classify_evidence,
+    gather_evidence,
+    interruption_record,
+    rollback_record,
+)
 from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
 from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
 from orchestrator.controller.monitor import MonitorState, tick
@@ -39,6 +44,7 @@ from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.controller.worker_group import WorkerGroupError
 from orchestrator.spec import JobSpec
+from trainer.integrity import EXIT_SDC
 from trainer.launch import EXIT_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,8 @@ class Attempt:
     placements: list[RankPlacement] | None = None
     recovered: bool = False
     """Left open by a controller that died; closed as lost."""
+    rollbacks: int = 0
+    """Loss rollbacks the ranks reported and the controller recorded."""
 
 
 _FINDING_OUTCOME = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
@@ -200,6 +208,7 @@ class Controller:
             self._heartbeat_at = now
         if res.checkpoint is not None:
             self.cb.checkpoint_committed(a.number, res.checkpoint)
+        self._note_rollbacks(a, obs, now)
         for f in res.stragglers:
             logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
             self.cb.straggler_found(a.number, f, a.monitor.last_step)
@@ -308,7 +317,25 @@ class Controller:
         if kind is OutcomeKind.CRASH and culprit is not None and culprit.returncode == EXIT_CONFIG:
             kind = OutcomeKind.CONFIG_ERROR
         logger.warning("job %s: %s", self.spec.name, f.summary)
+        sdc = next((o for o in obs if o.returncode == EXIT_SDC), None)
+        if kind is OutcomeKind.CRASH and sdc is not None:
+            # The rank the SDC check named, whichever of its peers the crash detector saw first.
+            detail = (f"rank {sdc.rank} on host={sdc.host} exited with code {EXIT_SDC}: silent data corruption: "
+                      f"its replica disagreed with the others and a replay on another host agreed with them")
+            return self._outcome(kind, detail=detail, ranks=(sdc.rank,), hosts=(sdc.host,), finding=f.to_dict())
         return self._outcome(kind, detail=f.summary, ranks=f.ranks, hosts=f.hosts, finding=f.to_dict())
+
+    def _note_rollbacks(self, a: Attempt, obs: list[RankObservation], now: float) -> None:
+        """Record each loss rollback the ranks did in place (they all do it together; rank order picks one)."""
+        o = next((o for o in sorted(obs, key=lambda o: o.rank) if o.rollback), None)
+        if o is None or int(o.rollback.get("count", 0)) <= a.rollbacks:
+            return
+        a.rollbacks = int(o.rollback.get("count", 0))
+        if a.monitor is not None:  # steps since the checkpoint are redone: that is progress, not a hang
+            a.monitor.last_step = min(a.monitor.last_step, int(o.rollback.get("to_step", a.monitor.last_step)))
+            a.monitor.last_progress_at = now
+        logger.warning("job %s: loss rollback: %s", self.spec.name, o.rollback.get("reason"))
+        self.cb.interrupted(rollback_record(self.spec.name, a.number, o.rank, o.host, o.rollback, now))
 
     def _end(self, outcome: AttemptOutcome, ends: list[RankEnd]) -> None:
         """Classify, decide, record, and move to the state the decision calls for."""

@@ -103,3 +103,21 @@ def interruption_record(job: str, attempt: int, o: AttemptOutcome, d: FailureDec
         detected_at=f.get("detected_at") or now, stopped_at=now, step_at_fault=o.step_at_fault,
         resume_step=o.committed_step, steps_lost=max(0, o.step_at_fault - o.committed_step),
         host_actions=tuple(actions))
+
+
+def rollback_record(job: str, attempt: int, rank: int, host: str, rb: dict[str, Any], now: float) -> InterruptionRecord:
+    """A loss rollback done in place by the trainer: its own interruption, classified, never a host's fault."""
+    text = f"loss guard: {rb.get('reason')} at step {rb.get('at_step')} on every replica"
+    v = classify(text)
+    category = v.category if v.component in ("dependency", "unknown") else "software_bug"
+    component = v.component if category == v.category else "dependency"
+    at = float(rb.get("time") or now)
+    skipped = int(rb.get("skipped_batches") or 0)
+    return InterruptionRecord(
+        job=job, attempt=attempt, planned=False, kind="loss_rollback", category=category, component=component,
+        confidence=v.confidence,
+        explanation=f"{text}; rolled back to step {rb.get('to_step')} and skipped {skipped} batches",
+        decision="rolled back in place; no host is at fault (the loss is the same on every replica)",
+        ranks=(rank,), hosts=(), evidence={"rollback": rb, "reported_by": {"rank": rank, "host": host}},
+        evidence_text=text, fault_at=at, detected_at=at, stopped_at=at, step_at_fault=rb.get("at_step"),
+        resume_step=rb.get("to_step"), steps_lost=skipped, resumed_at=now)

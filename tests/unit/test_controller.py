@@ -296,3 +296,22 @@ def test_suspected_hosts_probe_evidence_reaches_the_classifier(tmp_path: Path) -
     assert i.category == "gpu_hbm3_memory" and i.hosts == ["h1"]
     assert "nvme" not in i.evidence_text  # only the suspected host's evidence
     assert rig.catalog.cordoned_hosts() == {"h1"}
+
+
+def test_sdc_exit_names_the_replica_classified_and_cordoned(tmp_path: Path) -> None:
+    # Rank 3 (on h1) is named by the SDC check; rank 0 (h0) dies of the broken collective a moment earlier.
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1, faults={1: Fault("sdc", at_step=5, rank=3, signal=None)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.ranks == [3] and i.hosts == ["h1"] and i.category == "silent_data_corruption"
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    assert rig.layouts()[1]["swapped_in"] == ["h2"]
+
+
+def test_loss_rollback_is_its_own_interruption_and_the_job_goes_on(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, steps=12, faults={1: Fault("rollback", at_step=7)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "loss_rollback" and not i.planned and i.category == "software_bug"
+    assert i.hosts == [] and i.resume_step == 4 and i.steps_lost == 3 and i.resumed_at is not None
+    assert len(rig.catalog.require_job("job").attempts) == 1 and rig.catalog.cordoned_hosts() == set()
