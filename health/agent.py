@@ -15,6 +15,7 @@ evidence the controller attaches for the classifier.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -28,7 +29,8 @@ from health.probes.suite import bad_gpu_finding, host_probes, nvml_adapter
 
 POLL_INTERVAL_S = 0.25
 PROBE_INTERVAL_S = 30.0
-"""How often the probes run while ranks train."""
+"""How often the probes run while ranks train (ORCHESTRATOR_PROBE_INTERVAL_S overrides it, for drills and tests)."""
+ENV_PROBE_INTERVAL = "ORCHESTRATOR_PROBE_INTERVAL_S"
 PROBE_DEADLINE_S = 20.0
 """All probes of one round together (each also has its own, shorter limit)."""
 EVIDENCE_KEEP = 200
@@ -37,10 +39,10 @@ EVIDENCE_KEEP = 200
 class NodeAgent:
     def __init__(self, host: str, poll_interval_s: float = POLL_INTERVAL_S, *, run_dir: str | None = None,
                  checkpoint_dir: str | None = None, probes: Callable[[], list[Probe]] | None = None,
-                 probe_interval_s: float = PROBE_INTERVAL_S, since: float | None = None) -> None:
+                 probe_interval_s: float | None = None, since: float | None = None) -> None:
         self.host = host
         self.poll_interval_s = poll_interval_s
-        self.probe_interval_s = probe_interval_s
+        self.probe_interval_s = probe_interval_s or float(os.environ.get(ENV_PROBE_INTERVAL) or PROBE_INTERVAL_S)
         self.since = time.time() if since is None else since
         self._make_probes = probes or self._default_probes(run_dir, checkpoint_dir)
         self._probe_set: list[Probe] | None = None
