@@ -27,7 +27,7 @@ def test_injected_xid_79_is_classified_cordoned_and_replaced_by_a_spare(
     env = ray_env()
     env["ORCHESTRATOR_HOME"] = str(state_dir)
     job = write_job(tmp_path / "job.yaml", small_job(
-        "xid", dp=4, steps=40, interval=5, reliability={"max_restarts": 3, "spares": 1}))
+        "xid", dp=4, steps=60, interval=5, reliability={"max_restarts": 3, "spares": 1, "hang_timeout_s": 120}))
     with ray_cluster([("node-a", 2), ("node-b", 2), ("node-c", 2)]) as address:
         proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
         cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
@@ -35,9 +35,9 @@ def test_injected_xid_79_is_classified_cordoned_and_replaced_by_a_spare(
             def running() -> dict | None:
                 r = orch(["status", "xid", "--json"], env)
                 st = json.loads(r.stdout) if r.returncode == 0 else {}
-                return st if st.get("spares") and st.get("step", 0) >= 6 else None
+                return st if st.get("spares") and st.get("step", 0) >= 3 else None
 
-            st = wait_for(running, 300, "step 6 with a spare held", interval_s=1.0)
+            st = wait_for(running, 300, "step 3 with a spare held", interval_s=1.0)
             host3 = next(r["host"] for r in st["ranks"] if r["rank"] == 3)
             [spare] = st["spares"]
             r = orch(["chaos", "xid", "xid", "--rank", "3", "--code", "79"], env)
@@ -48,12 +48,13 @@ def test_injected_xid_79_is_classified_cordoned_and_replaced_by_a_spare(
                 proc.kill()
         [i] = [i for i in cat.interruptions("xid") if i.kind != "straggler"]
         assert (i.kind, i.category, i.hosts) == ("bad_gpu", "faulty_gpu", [host3])
+        assert i.step_at_fault < 60, "the Xid must interrupt training, not land after it"
         [probe] = [p for p in i.evidence["probes"] if ": 79," in p["message"]]
         assert probe["host"] == host3 and probe["source"] == "nvml" and probe["gpu"] == 0
         assert f"host={host3} gpu=0 source=nvml severity=fail: NVRM: Xid" in i.evidence_text
         assert host3 in cat.cordoned_hosts()
         job_row = cat.require_job("xid")
-        assert job_row.state == "succeeded" and job_row.last_step == 40
+        assert job_row.state == "succeeded" and job_row.last_step == 60
         first, last = job_row.attempts[0], job_row.attempts[-1]
         assert last.layout["swapped_in"] == [spare] and host3 not in {r.host for r in last.ranks}
         assert all(a.layout.get("preflight_s", 0) > 0 for a in (first, last))
