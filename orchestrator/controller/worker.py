@@ -261,25 +261,16 @@ class RankWorker:
         return inject_xid(folder, code, gpu, pci=f"0000:{0x18 + gpu:02x}:00")
 
     def preflight(self, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-        """This rank's part of the preflight collective (`trainer.preflight` in a child process)."""
-        full_env = self._base_env()
-        full_env.update(env)
-        full_env["PREFLIGHT_TIMEOUT_S"] = str(max(1.0, timeout_s - 5.0))
-        iface = full_env.get(ENV_INTERFACE) or interface_of(ray.util.get_node_ip_address())
+        """This rank's part of the preflight collective, run in this supervisor's process (torch is imported
+        once per supervisor; the process group is made for the check and dropped after it)."""
+        from trainer.preflight import run_check
+
+        iface = env.get(ENV_INTERFACE) or interface_of(ray.util.get_node_ip_address())
         if iface:
-            full_env.setdefault("GLOO_SOCKET_IFNAME", iface)
-            full_env.setdefault("NCCL_SOCKET_IFNAME", iface)
-        try:
-            done = subprocess.run([sys.executable, "-m", "trainer.preflight"], env=full_env, capture_output=True,
-                                  text=True, timeout=timeout_s, start_new_session=True)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "message": f"preflight collective did not finish within {timeout_s:g} s",
-                    "at": time.time()}
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            return {"ok": False, "message": f"preflight exited {done.returncode}: {done.stderr.strip()[-300:]}",
-                    "at": time.time()}
-        return json.loads(lines[-1])
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
+        return run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
+                         max(1.0, timeout_s - 2.0), use_cuda=bool(ray.get_gpu_ids()))
 
     def stop(self, grace_s: float = 5.0) -> dict[str, Any]:
         """SIGTERM, then SIGKILL after the grace period (a stopped process is continued first)."""

@@ -39,3 +39,21 @@ def test_nan_batch_is_rolled_back_and_skipped(tmp_path: Path) -> None:
     log = Path(r.logs[1]).read_text()
     assert "rolled back to checkpoint step 4 and skipping the 3 batches" in log
     assert not any("SDC check" in Path(lg).read_text() for lg in r.logs)
+
+
+def test_preflight_collective_over_gloo_processes(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainer.local_run import free_port
+
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "trainer.preflight"], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, RANK=str(r), WORLD_SIZE="3", MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="", PREFLIGHT_TIMEOUT_S="60"))
+             for r in range(3)]
+    answers = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert [a["ok"] for a in answers] == [True, True, True], answers
+    assert answers[0]["message"] == "all-reduce over 3 ranks agreed"
