@@ -315,3 +315,7 @@ def test_loss_rollback_is_its_own_interruption_and_the_job_goes_on(tmp_path: Pat
     assert i.kind == "loss_rollback" and not i.planned and i.category == "software_bug"
     assert i.hosts == [] and i.resume_step == 4 and i.steps_lost == 3 and i.resumed_at is not None
     assert len(rig.catalog.require_job("job").attempts) == 1 and rig.catalog.cordoned_hosts() == set()
+    from orchestrator.controller.recovery import history_from_catalog
+
+    rebuilt = history_from_catalog(rig.catalog, rig.catalog.require_job("job"))
+    assert [o.kind.value for o in rebuilt.outcomes] == ["succeeded"]  # a rollback does not end an attempt
