@@ -61,4 +61,4 @@ def test_injected_xid_79_is_classified_cordoned_and_replaced_by_a_spare(
         assert host3 not in {r.host for a in job_row.attempts[1:] for r in a.ranks}
         assert all(a.layout.get("preflight_s", 0) > 0 for a in (first, last))
         report = json.loads(orch(["report", "xid", "--json"], env).stdout)
-        assert report["time_lost_seconds"]["preflight"] > 0
+        assert report["per_job"][0]["time_lost_seconds"]["preflight"] > 0
