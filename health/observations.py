@@ -42,6 +42,8 @@ class RankObservation:
     saves (count, last error, step, consecutive failures)."""
     error: str | None = None
     """The one-line reason a rank gave for exiting with an error (e.g. no committed checkpoint loads)."""
+    rollback: dict[str, Any] = field(default_factory=dict)
+    """The rank's newest loss-guard rollback: count, at_step, to_step, skipped_batches, reason, time."""
 
 
 class FindingKind(enum.StrEnum):
@@ -98,4 +100,5 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
                                       "checkpoint_seconds", "checkpoint_failures", "checkpoint_error",
                                       "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
         error=b.get("error") if b.get("phase") == "failed" else None,
+        rollback=b.get("rollback") or {},
     )

@@ -6,7 +6,9 @@ by a later attempt counts once, in its last version; earlier versions are lost
 work. The rest of the wall clock is attributed to causes (DESIGN.md): detection
 (fault to Finding), restart (Finding to the first step after resume, teardown
 included), lost work, checkpoint stall (time the loop waited on saves),
-startup (first launch until the first step), and what remains unattributed.
+startup (first launch until the first step), preflight (the checks before
+each start and restart, carved out of startup and restart, where they fall),
+and what remains unattributed.
 Pure functions over plain rows, so the simulation can use them too.
 """
 
@@ -22,7 +24,7 @@ from typing import Any
 from orchestrator.taxonomy import CATEGORIES, COMPONENT_OF
 from trainer.files import read_jsonl
 
-CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed")
+CAUSES = ("detection", "restart", "lost_work", "checkpoint_stall", "startup", "preflight", "unattributed")
 NON_INTERRUPTING_KINDS = frozenset({"straggler", "checkpoint_failed"})
 """Events recorded while training went on: they cost no restart and no lost steps."""
 
@@ -65,8 +67,15 @@ def ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
+def preflight_seconds(layouts: list[dict[str, Any] | None]) -> list[float]:
+    """Each attempt's preflight time (its layout's `preflight_s`), in attempt order."""
+    return [float((lay or {}).get("preflight_s") or 0.0) for lay in layouts]
+
+
 def goodput(started_at: float, ended_at: float, rows: list[dict[str, Any]],
-            interruptions: list[InterruptionView]) -> dict[str, Any]:
+            interruptions: list[InterruptionView], preflight_s: list[float] | None = None) -> dict[str, Any]:
+    """`preflight_s`: each attempt's preflight time in attempt order (the first falls in startup, later ones
+    in the restart after an interruption)."""
     wall = max(0.0, ended_at - started_at)
     alive, redone = split_rows(rows)
     stall = sum(r.get("checkpoint_blocked_seconds", 0.0) for r in alive)
@@ -84,8 +93,11 @@ def goodput(started_at: float, ended_at: float, rows: list[dict[str, Any]],
     if rows:
         first = rows[0]
         startup = max(0.0, first["time"] - first["step_seconds"] - started_at)
-    causes = {"detection": detection, "restart": restart, "lost_work": lost, "checkpoint_stall": stall,
-              "startup": startup}
+    pf = list(preflight_s or [])
+    first_pf = min(pf[0], startup) if pf else 0.0
+    later_pf = min(sum(pf[1:]), restart)
+    causes = {"detection": detection, "restart": restart - later_pf, "lost_work": lost, "checkpoint_stall": stall,
+              "startup": startup - first_pf, "preflight": first_pf + later_pf}
     causes["unattributed"] = max(0.0, wall - productive - sum(causes.values()))
     return {"wall_seconds": wall, "productive_seconds": productive,
             "ettr": productive / wall if wall > 0 else None, "time_lost_seconds": causes,

@@ -167,6 +167,15 @@ class ReliabilitySpec(_Section):
     allow_shrink_dp: bool = False
     warm_standby: bool = True
     """Keep one pre-imported trainer process per rank so a restart skips interpreter start-up."""
+    preflight: bool = True
+    """Probe every candidate host and run a short collective before every start and restart."""
+    preflight_collective: bool = True
+    """Include the all-reduce (and, on GPUs, the matmul burn-in) in the preflight."""
+    preflight_timeout_s: float = Field(60.0, gt=0)
+    sdc_check_interval_steps: int = Field(0, ge=0)
+    """Every this many steps data-parallel replicas compare a checksum of the same computation (0: off)."""
+    loss_spike_factor: float = Field(0.0, ge=0)
+    """A loss above this multiple of its recent median is rolled back like a NaN one (0: only NaN/inf)."""
 
     @property
     def effective_collective_timeout_s(self) -> float:

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 
 from health.detectors import detect_crash
 from health.observations import Finding, FindingKind, RankObservation
+from health.probes.base import ProbeResult, Severity
+from health.probes.suite import bad_gpu_finding
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.placement import NodeView
+from orchestrator.controller.preflight import PreflightReport
 from orchestrator.controller.scaling_policy import GangView
 
 
@@ -29,13 +32,19 @@ class FakeClock:
 
 @dataclass
 class Fault:
-    """What ends an attempt: `kind` crash | node_lost | hang | config | exit_early, at `at_step`."""
+    """What ends an attempt: `kind` crash | node_lost | hang | config | exit_early | bad_gpu | sdc, at `at_step`.
+
+    bad_gpu: the rank's host agent's probe reports `probe` (a ProbeResult message) as a fail.
+    sdc: the rank exits with the SDC check's code and rank 0 (its peer) with a gloo error at the same time.
+    rollback: every rank rolls back to the newest checkpoint once (a NaN loss) and training goes on.
+    """
 
     kind: str
     at_step: int
     rank: int = 0
     log: str = ""
     signal: str | None = "SIGKILL"
+    probe: str = ""
 
 
 class FakeCheckpoints:
@@ -69,6 +78,15 @@ class FakeWorkerGroup:
     finding: Finding | None = None
     """The agent's crash finding of this attempt: kept once seen, as the real agent does."""
     hang_started: bool = False
+    _last_rollback: dict = field(default_factory=dict)
+    preflight_fails: dict[str, list[str]] = field(default_factory=dict)
+    """Host -> messages its probes fail with at preflight (every preflight until the test clears it)."""
+    preflight_seconds: float = 2.0
+    """Fake time one preflight takes."""
+    preflights: list[list[str]] = field(default_factory=list)
+    """The hosts of each preflight, in order."""
+    probes_seen: dict[str, list[dict]] = field(default_factory=dict)
+    """Host -> warn/fail results its agent has kept (what probe_evidence returns)."""
 
     def nodes(self) -> list[NodeView]:
         return [NodeView(f"node-{h}", h, f"10.0.0.{i}", h not in self.dead, float(self.slots_per_host), 0.0)
@@ -100,7 +118,7 @@ class FakeWorkerGroup:
         self.calls.append(f"start:{attempt}")
         self.interval = int(config.get("checkpoint_interval_steps", self.interval))
         self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
-        self.finding, self.hang_started = None, False
+        self.finding, self.hang_started, self._last_rollback = None, False, {}
         return {p.rank: 1000 + p.rank for p in self.placements}
 
     def _obs(self, rank: int, host: str, **kw: object) -> RankObservation:
@@ -116,6 +134,16 @@ class FakeWorkerGroup:
 
     def poll(self) -> tuple[list[RankObservation], list[Finding]]:
         fault = self.faults.get(self.attempt)
+        rollback: dict = {}
+        if fault is not None and fault.kind == "rollback":
+            if self.step == fault.at_step and not self.hang_started:
+                self.hang_started = True  # once
+                back = self.checkpoints.committed_step()
+                rollback = {"count": 1, "at_step": self.step, "to_step": back, "skipped_batches": self.step - back,
+                            "reason": "loss is nan (not finite)", "time": self.clock.now}
+                self.step = back
+                self._last_rollback = rollback
+            fault = None
         if fault is None or self.step < fault.at_step:
             self.step = min(self.total_steps, self.step + self.steps_per_poll)
             if self.step % self.interval == 0 and self.step not in self.checkpoints.steps:
@@ -135,15 +163,44 @@ class FakeWorkerGroup:
                               exited_at=self.clock.now)
                 elif fault.kind == "config":
                     kw = dict(alive=False, returncode=78, exited_at=self.clock.now)
+                elif fault.kind == "sdc":
+                    kw = dict(alive=False, returncode=86, exited_at=self.clock.now)
                 elif fault.kind == "node_lost":
                     self.dead.add(p.host)
                     kw = dict(alive=False, worker_alive=False)
                 elif fault.kind == "hang":
                     kw = dict(stopped=True, heartbeat=self.clock.now - 99)
+            elif fault_now and fault.kind == "sdc" and p.rank == 0:
+                kw = dict(alive=False, returncode=1, exited_at=self.clock.now - 1)  # its peer, seen first
+            if self._last_rollback:
+                kw["rollback"] = self._last_rollback  # the beacon keeps the newest rollback
             obs.append(self._obs(p.rank, p.host, **kw))
+        if fault_now and fault.kind == "bad_gpu" and self.finding is None:
+            host = next(p.host for p in self.placements if p.rank == fault.rank)
+            result = ProbeResult("gpu", Severity.FAIL, fault.probe, host, 0, "nvml", self.clock.now)
+            self.probes_seen.setdefault(host, []).append(result.to_dict())
+            ranks = tuple(p.rank for p in self.placements if p.host == host)
+            self.finding = bad_gpu_finding([result], host, self.clock.now, ranks)
         if self.finding is None:
             self.finding = detect_crash(obs, self.clock.now)
         return obs, [self.finding] if self.finding is not None else []
+
+    def preflight(self, checkpoint_dir: str, timeout_s: float, collective: bool = True) -> PreflightReport:
+        hosts = sorted({p.host for p in self.placements})
+        self.preflights.append(hosts)
+        self.calls.append("preflight")
+        self.clock.now += self.preflight_seconds
+        probes: dict[str, list[dict]] = {}
+        for h in hosts:
+            fails = [ProbeResult("gpu", Severity.FAIL, m, h, 0, "nvml", self.clock.now).to_dict()
+                     for m in self.preflight_fails.get(h, [])]
+            probes[h] = fails or [ProbeResult("gpu", Severity.OK, "GPU 0: healthy", h, 0, "nvml").to_dict()]
+            self.probes_seen.setdefault(h, []).extend(fails)
+        coll = {p.rank: {"ok": True, "message": "all-reduce agreed"} for p in self.placements} if collective else {}
+        return PreflightReport(probes, {}, coll, {p.rank: p.host for p in self.placements})
+
+    def probe_evidence(self, hosts: list[str], since: float = 0.0) -> list[dict]:
+        return sorted((r for h in hosts for r in self.probes_seen.get(h, [])), key=lambda r: r["at"])
 
     def kill(self) -> None:
         self.calls.append("kill")

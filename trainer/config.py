@@ -58,6 +58,10 @@ class TrainConfig:
     collective_timeout_s: float = 120.0
     init_from: str | None = None
     """Hugging Face Llama folder whose weights replace the seeded init when no checkpoint exists yet."""
+    sdc_check_interval_steps: int = 0
+    """Every this many steps data-parallel replicas compare a checksum of the same computation (0: off)."""
+    loss_spike_factor: float = 0.0
+    """A loss above this multiple of its recent median is rolled back like a NaN (0: only NaN/inf)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

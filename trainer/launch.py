@@ -70,8 +70,16 @@ class ControlFile:
         self.step_delay_s = 0.0
         self.exit_at_step: int | None = None
         self.exit_code = 1
+        self._requests: dict[str, object] = {}
+        """Fault kind -> the newest injection token seen in the file."""
+        self._used: dict[str, object] = {}
+        """Fault kind -> the token already acted on (each injection fires once)."""
+        self._at: dict[str, int] = {}
+        """Fault kind -> the first step it may fire at (`<kind>_at_step`; default: at once)."""
+        self._step = 0
 
     def before_step(self, step: int) -> None:
+        self._step = step
         if self.path is not None:
             try:
                 mtime = self.path.stat().st_mtime
@@ -81,6 +89,8 @@ class ControlFile:
                     self.step_delay_s = float(req.get("step_delay_s", 0.0))
                     self.exit_at_step = req.get("exit_at_step")
                     self.exit_code = int(req.get("exit_code", 1))
+                    self._requests = {k: req[k] for k in ("sdc", "nan") if req.get(k) is not None}
+                    self._at = {k: int(req[f"{k}_at_step"]) for k in ("sdc", "nan") if req.get(f"{k}_at_step")}
             except (OSError, ValueError):
                 pass
         if self.exit_at_step is not None and step >= int(self.exit_at_step):
@@ -89,6 +99,16 @@ class ControlFile:
             os._exit(self.exit_code)
         if self.step_delay_s > 0:
             time.sleep(self.step_delay_s)
+
+
+    def injected(self, kind: str) -> bool:
+        """True once per new injection of `kind` ("sdc", "nan") written to the control file."""
+        token = self._requests.get(kind)
+        if token is None or self._used.get(kind) == token or self._step < self._at.get(kind, 0):
+            return False
+        self._used[kind] = token
+        logging.getLogger(__name__).warning("injected fault: %s", kind)
+        return True
 
 
 STANDBY_FLAG = "--standby"
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir=Path(os.environ.get(ENV_RUN_DIR, ".")),
         checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR, "checkpoints")),
         attempt=int(os.environ.get(ENV_ATTEMPT, "1")), device=device,
-        beacon=beacon, stop=stop, before_step=control.before_step,
+        beacon=beacon, stop=stop, before_step=control.before_step, injected=control.injected,
         sample_log=Path(os.environ[ENV_SAMPLE_LOG]) / f"samples-rank{rank:05d}.jsonl"
         if os.environ.get(ENV_SAMPLE_LOG) else None,
     )

@@ -29,6 +29,7 @@ from trainer.context_parallel import gathered_indices, zigzag_indices
 from trainer.data import Batch, DataPosition, SampleOrder, load_token_stream, rank_samples
 from trainer.grad import clip_grad_norm
 from trainer.hf import load_hf_into
+from trainer.integrity import EXIT_SDC, MAX_ROLLBACKS, LossGuard, check_replicas
 from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import parallelize_model
@@ -60,6 +61,9 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     before_step: Callable[[int], None] | None = None
     """Called before each step (fault injection hooks in here)."""
+    injected: Callable[[str], bool] | None = None
+    """Fault injection: True once for each new request of a kind ("sdc": this rank's next check result is
+    perturbed; "nan": this rank's next batch is poisoned)."""
     sample_log: Path | None = None
     """If set, ranks at tp=cp=pp=0 append the sample ids of every step here (audits)."""
 
@@ -177,8 +181,11 @@ def local_batch(batch: Batch, dims: ParallelDims, cp_rank: int, device: torch.de
                       kv_idx.to(device))
 
 
-def forward_backward(parts: ModelParts, b: LocalBatch, micro_batch_size: int) -> torch.Tensor:
-    """Run forward and backward over the local batch; returns this rank's mean loss (0 off the last stage)."""
+def forward_backward(parts: ModelParts, b: LocalBatch, micro_batch_size: int,
+                     poison: bool = False) -> torch.Tensor:
+    """Run forward and backward over the local batch; returns this rank's mean loss (0 off the last stage).
+
+    `poison`: the batch's loss (and so its gradients) turns NaN, as a corrupt sample would make it."""
     if parts.schedule is None:
         n_micro = b.inputs.shape[0] // micro_batch_size
         total = torch.zeros((), device=b.inputs.device)
@@ -186,6 +193,8 @@ def forward_backward(parts: ModelParts, b: LocalBatch, micro_batch_size: int) ->
             sl = slice(mb * micro_batch_size, (mb + 1) * micro_batch_size)
             logits = parts.model(b.inputs[sl], b.docs[sl], b.positions, b.kv_docs[sl], b.kv_positions)
             loss = lm_loss(logits, b.targets[sl]) / n_micro
+            if poison:
+                loss = loss * float("nan")
             loss.backward()
             total += loss.detach()
         return total
@@ -198,8 +207,20 @@ def forward_backward(parts: ModelParts, b: LocalBatch, micro_batch_size: int) ->
     target = b.targets if parts.has_last_stage else None
     parts.schedule.step(*args, target=target, losses=losses if parts.has_last_stage else None, **kwargs)
     if parts.has_last_stage:
-        return torch.stack([x.detach() for x in losses]).mean()
+        out = torch.stack([x.detach() for x in losses]).mean()
+        return out * float("nan") if poison else out
     return torch.zeros((), device=b.inputs.device)
+
+
+def check_checksum(parts: ModelParts, b: LocalBatch, micro_batch_size: int, perturb: bool = False) -> float:
+    """A float64 checksum of the logits of a fixed batch: the same on every replica of a healthy job."""
+    sl = slice(0, micro_batch_size)
+    with torch.no_grad():
+        logits = parts.model(b.inputs[sl], b.docs[sl], b.positions, b.kv_docs[sl], b.kv_positions).double()
+    if perturb:  # injected: this rank's arithmetic goes wrong once, as a faulty GPU's would
+        logits = logits + 1e-3 * logits.abs().mean()
+    weights = torch.arange(1, logits.shape[-1] + 1, dtype=torch.float64, device=logits.device)
+    return float((logits * weights).sum())
 
 
 class MetricsWriter:
@@ -263,6 +284,18 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     readiness = StepReadiness()
     stopped = False
     step = start
+    guard = LossGuard(cfg.loss_spike_factor)
+    rollbacks = 0
+    sdc_every = cfg.sdc_check_interval_steps if dims.dp > 1 and dims.pp == 1 else 0
+    if cfg.sdc_check_interval_steps and not sdc_every and ctx.rank == 0:
+        logger.warning("SDC check off: it needs dp > 1 and pp == 1 (dp=%d, pp=%d)", dims.dp, dims.pp)
+    check_batch = local_batch(order.batch(list(range(cfg.micro_batch_size))), dims, coords["cp"], ctx.device) \
+        if sdc_every else None
+    dp_group = mesh["dp"].get_group() if sdc_every else None
+
+    def injected(kind: str) -> bool:
+        return ctx.injected is not None and ctx.injected(kind)
+
     while step < cfg.steps:
         if ctx.stop.is_set():
             stopped = True
@@ -280,7 +313,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             with open(ctx.sample_log, "a") as f:
                 f.write(json.dumps({"step": step + 1, "attempt": ctx.attempt, "dp_rank": coords["dp"],
                                     "samples": samples}) + "\n")
-        local_loss = forward_backward(parts, batch, cfg.micro_batch_size)
+        local_loss = forward_backward(parts, batch, cfg.micro_batch_size, poison=injected("nan"))
         grad_norm = clip_grad_norm(model.parameters(), cfg.optim.grad_clip_norm, dp_cp=dims.dp * dims.cp,
                                    tp=dims.tp, device=ctx.device)
         ckpt.wait_staging()  # an async save may still be copying the parameters
@@ -289,6 +322,21 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         step += 1
         loss_val = global_loss(local_loss, dims)
         compute_s = time.perf_counter() - t0
+        why = guard.bad(loss_val)
+        if why is not None:
+            rollbacks += 1
+            pos, step = rollback(ckpt, model, optimizer, cfg, step, why, rollbacks, ctx)
+            loss_val = None
+            guard.reset()
+            continue
+        if sdc_every and step % sdc_every == 0:
+            assert check_batch is not None
+            v = check_replicas(lambda: check_checksum(parts, check_batch, cfg.micro_batch_size, injected("sdc")),
+                               dp_group)
+            if not v.ok:
+                stopped = sdc_failed(v, coords["dp"], step, ctx, cfg.collective_timeout_s)
+                if stopped:
+                    break
 
         if step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps:
             extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
@@ -318,6 +366,52 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     return TrainResult(first_step=start + 1, last_step=step,
                        resumed_from=None if info is None else info.step,
                        stopped=stopped, final_loss=loss_val)
+
+
+def rollback(ckpt: Checkpointer, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+             step: int, why: str, count: int, ctx: RunContext) -> tuple[DataPosition, int]:
+    """Back to the newest committed checkpoint, skipping the batches since it (PaLM's remedy for spikes).
+
+    The loss is all-reduced, so every replica sees the same bad value and takes the same decision."""
+    if count > MAX_ROLLBACKS:
+        raise FloatingPointError(f"{why} at step {step}: {count - 1} rollbacks did not help")
+    ckpt.wait()
+    extra: dict[str, Any] = {"step": 0, "sample": 0}
+    info = ckpt.load_latest(model, optimizer, extra)
+    if info is None:
+        raise FloatingPointError(f"{why} at step {step} and there is no committed checkpoint to roll back to")
+    skipped = step - info.step
+    pos = DataPosition(step=info.step, sample=int(extra["sample"]) + skipped * cfg.global_batch_size)
+    logger.error("loss guard: %s at step %d (the same on every replica: not hardware): rolled back to checkpoint "
+                 "step %d and skipping the %d batches since it", why, step, info.step, skipped)
+    ctx.beacon({"phase": "rollback", "step": info.step,
+                "rollback": {"count": count, "at_step": step, "to_step": info.step, "skipped_batches": skipped,
+                             "reason": why, "time": time.time()}})
+    return pos, info.step
+
+
+def sdc_failed(v: Any, dp_rank: int, step: int, ctx: RunContext, wait_s: float) -> bool:
+    """Act on a failed SDC check: the named replica exits with EXIT_SDC; the others wait to be stopped."""
+    if not v.culprits:
+        logger.warning("SDC check at step %d inconclusive: %s (checksums %s, replay %s)", step, v.message,
+                       v.values, v.replay)
+        return False
+    agreed = next(x for i, x in enumerate(v.replay) if i not in v.culprits)
+    if dp_rank in v.culprits:
+        line = (f"silent data corruption detected at step {step}: replica dp={dp_rank} (rank {ctx.rank}) disagrees "
+                f"with the other replicas on the check computation over the gathered parameters (checksum "
+                f"{v.values[dp_rank]!r} vs {agreed!r}), and a replay on the other replicas' hosts agrees with them")
+        logger.error(line)
+        ctx.beacon({"phase": "sdc", "step": step, "sdc": {"replica": dp_rank, "rank": ctx.rank, "step": step,
+                                                          "values": list(v.values), "replay": list(v.replay)}})
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os._exit(EXIT_SDC)  # at once: no checkpoint or teardown from a replica that computes wrong results
+    logger.error("SDC check at step %d: replica(s) dp=%s disagree with this one; waiting to be stopped", step,
+                 list(v.culprits))
+    ctx.beacon({"phase": "sdc", "step": step, "sdc": {"replica": list(v.culprits), "step": step}})
+    ctx.stop.wait(wait_s)
+    return True
 
 
 def max_rss_mb() -> float:

@@ -1,15 +1,19 @@
 """`orchestrator chaos`: inject real faults into a running job (tests, demos, drills).
 
 kill sends SIGKILL to a rank's trainer process, hang sends SIGSTOP, slow makes
-the rank sleep before each step (a real delay inside the rank). Nothing here
-talks to the controller's decision logic: the faults must be noticed the way
-real ones are.
+the rank sleep before each step (a real delay inside the rank). Hardware faults
+that cannot be caused here go through the same adapters the probes and the
+trainer read: xid makes the (fake) NVML of the rank's host report an Xid, sdc
+perturbs the rank's result of its next SDC check, nan poisons one batch.
+Nothing here talks to the controller's decision logic: the faults must be
+noticed the way real ones are.
 """
 
 from __future__ import annotations
 
 import math
 import signal
+import time
 from typing import Annotated, Any
 
 import typer
@@ -86,3 +90,55 @@ def slow(job: JobArg, rank: RankOpt,
     finally:
         disconnect()
     console.print(f"rank {rank} of job {job} now sleeps {delay_s:g} s before each step")
+
+
+def _call(job: str, rank: int, state_dir: Any, db: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
+    w = _worker(job, rank, state_dir, db)
+    import ray
+
+    try:
+        return ray.get(getattr(w, method).remote(*args, **kwargs), timeout=30)
+    finally:
+        disconnect()
+
+
+def _job_reliability(job: str, state_dir: Any, db: str | None) -> dict[str, Any]:
+    row = open_catalog(state_dir, db, must_exist=True).get_job(job)
+    if row is None:
+        fail(f"no job named {job!r} in the catalog", EXIT_USAGE)
+    return dict((row.spec or {}).get("reliability") or {})
+
+
+@app.command()
+def xid(job: JobArg, rank: RankOpt,
+        code: Annotated[int, typer.Option("--code", help="Xid number, e.g. 79 (fallen off the bus), 48 (DBE)")],
+        gpu: Annotated[int, typer.Option("--gpu", help="GPU index on the rank's host")] = 0,
+        db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Make the fake NVML of a rank's host report an Xid (the GPU probe picks it up)."""
+    if not 1 <= code <= 999:
+        fail(f"--code must be an Xid number between 1 and 999, not {code}", EXIT_USAGE)
+    if gpu < 0:
+        fail(f"--gpu must be a GPU index >= 0, not {gpu}", EXIT_USAGE)
+    event = _call(job, rank, state_dir_opt, db, "inject_xid", code, gpu)
+    if event is None:
+        fail(f"rank {rank}'s host reads a real NVML (ORCHESTRATOR_FAKE_NVML is not 1 where job {job!r} runs): "
+             f"an Xid cannot be injected there")
+    console.print(f"Xid {code} on GPU {gpu} of rank {rank}'s host (job {job})")
+
+
+@app.command()
+def sdc(job: JobArg, rank: RankOpt, db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Perturb a rank's result of its next SDC check (as a GPU computing wrong values would)."""
+    every = int(_job_reliability(job, state_dir_opt, db).get("sdc_check_interval_steps") or 0)
+    if every <= 0:
+        fail(f"job {job!r} runs no SDC check (reliability.sdc_check_interval_steps is 0)", EXIT_USAGE)
+    _call(job, rank, state_dir_opt, db, "control", sdc=time.time())
+    console.print(f"rank {rank} of job {job} computes a wrong result at its next SDC check (every {every} steps)")
+
+
+@app.command()
+def nan(job: JobArg, rank: Annotated[int, typer.Option("--rank", "-r", help="Global rank whose batch to poison")] = 0,
+        db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Poison the next batch of a rank: its loss turns NaN on every replica (the loss is all-reduced)."""
+    _call(job, rank, state_dir_opt, db, "control", nan=time.time())
+    console.print(f"the next batch of rank {rank} of job {job} is poisoned")

@@ -34,6 +34,7 @@ from orchestrator.goodput import (
     ettr_series,
     goodput,
     merge_table5,
+    preflight_seconds,
     read_metrics,
     table5,
     ts,
@@ -52,7 +53,8 @@ def job_report(cat: Catalog, job: Job) -> dict[str, Any]:
     views = [_view(i) for i in cat.interruptions(job.name)]
     started = ts(as_utc(job.started_at)) or (rows[0]["time"] - rows[0]["step_seconds"] if rows else time.time())
     ended = ts(as_utc(job.ended_at)) or time.time()
-    g = goodput(started, ended, rows, views)
+    attempts = (cat.get_job(job.name) or job).attempts  # a listed job comes without its attempts
+    g = goodput(started, ended, rows, views, preflight_seconds([a.layout for a in attempts]))
     return {"job": job.name, "state": job.state, "started_at": started, "ended_at": ended, **g,
             "table5": table5(views, rows, g["wall_seconds"]),
             "_series": ettr_series(started, rows), "_views": views, "_rows": rows,

@@ -72,6 +72,8 @@ class InterruptionRecord:
     resume_step: int | None = None
     steps_lost: int | None = None
     host_actions: tuple[HostAction, ...] = ()
+    resumed_at: float | None = None
+    """Set for an interruption handled in place (a loss rollback): it is over when recorded."""
 
 
 class ControllerCallback:

@@ -131,5 +131,7 @@ class CatalogWriter(ControllerCallback):
             steps_lost=record.steps_lost,
             host_states=[(a.host, a.state, a.reason) for a in record.host_actions],
         )
-        if not record.planned:
+        if record.resumed_at is not None:
+            self.catalog.update_interruption(iid, resumed_at=utc(record.resumed_at))
+        elif not record.planned:
             self.open_interruption = iid

@@ -23,14 +23,20 @@ from typing import Any
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
 from orchestrator.catalog.repository import Catalog
-from orchestrator.controller import failure_policy, scaling_policy
+from orchestrator.controller import failure_policy, preflight, scaling_policy
 from orchestrator.controller.callbacks import (
     ControllerCallback,
     RankEnd,
     RankPlacement,
 )
 from orchestrator.controller.checkpoint_policy import IntervalDecision
-from orchestrator.controller.evidence import classify_error, classify_evidence, gather_evidence, interruption_record
+from orchestrator.controller.evidence import (
+    classify_error,
+    classify_evidence,
+    gather_evidence,
+    interruption_record,
+    rollback_record,
+)
 from orchestrator.controller.failure_policy import AttemptOutcome, FailureAction, JobHistory, OutcomeKind
 from orchestrator.controller.interfaces import Checkpoints, Clock, SparePool, WorkerGroup
 from orchestrator.controller.monitor import MonitorState, tick
@@ -47,6 +53,7 @@ from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
 from orchestrator.controller.worker_group import WorkerGroupError
 from orchestrator.spec import JobSpec
+from trainer.integrity import EXIT_SDC
 from trainer.launch import EXIT_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -67,6 +74,8 @@ class Attempt:
     placements: list[RankPlacement] | None = None
     recovered: bool = False
     """Left open by a controller that died; closed as lost."""
+    rollbacks: int = 0
+    """Loss rollbacks the ranks reported and the controller recorded."""
 
 
 _FINDING_OUTCOME = {FindingKind.CRASH: OutcomeKind.CRASH, FindingKind.NODE_LOST: OutcomeKind.NODE_LOST,
@@ -181,6 +190,10 @@ class Controller:
                     layout["swapped_in"] = swapped
                 self._reserve_spares(a.placements)
             self._note_spares()
+            failed = self._preflight(a)
+            if failed is not None:
+                self._end(failed, [])
+                return
             config = trainer_config(self.spec, dp=self.dp,
                                     checkpoint_interval_steps=interval.steps if interval else None)
             pids = self.workers.start(number, config, str(write_trainer_config(self.run_dir, number, config)),
@@ -217,6 +230,7 @@ class Controller:
                            res.save_failure["consecutive"], res.save_failure["error"])
             verdict = classify_error(res.save_failure["error"])
             self.cb.checkpoint_failed(a.number, {**res.save_failure, "verdict": verdict.to_dict()})
+        self._note_rollbacks(a, obs, now)
         for f in res.stragglers:
             logger.warning("job %s: straggler: %s", self.spec.name, f.summary)
             self.cb.straggler_found(a.number, f, a.monitor.last_step)
@@ -242,6 +256,27 @@ class Controller:
             self.sm.set(ControllerState.STOPPED, self.stop_reason)
             return
         self.sm.set(ControllerState.PLACING)
+
+    def _preflight(self, a: Attempt) -> AttemptOutcome | None:
+        """Check the placed gang's hosts before its ranks start; the outcome that ends the attempt if one fails."""
+        rel = self.spec.reliability
+        if not rel.preflight:
+            return None
+        t0 = self.clock.time()
+        report = self.workers.preflight(str(self.checkpoint_dir), rel.preflight_timeout_s, rel.preflight_collective)
+        pf = preflight.decide(report)
+        a.layout["preflight_s"] = round(self.clock.time() - t0, 3)
+        self.cb.layout_changed(a.number, a.layout)
+        if pf.ok:
+            return None
+        logger.warning("job %s: %s", self.spec.name, pf.detail)
+        now = self.clock.time()
+        hosts = set(pf.bad_hosts)
+        ranks = tuple(sorted(r for r, h in report.rank_hosts.items() if h in hosts))
+        finding = {"kind": "preflight", "ranks": list(ranks), "hosts": list(pf.bad_hosts), "fault_at": t0,
+                   "detected_at": now, "summary": pf.detail, "evidence": {"probes": list(pf.evidence)}}
+        return self._outcome(OutcomeKind.PREFLIGHT, detail=pf.detail, ranks=ranks, hosts=pf.bad_hosts,
+                             finding=finding)
 
     # ---- scaling -------------------------------------------------------------------------
     @property
@@ -292,7 +327,25 @@ class Controller:
         if kind is OutcomeKind.CRASH and culprit is not None and culprit.returncode == EXIT_CONFIG:
             kind = OutcomeKind.CONFIG_ERROR
         logger.warning("job %s: %s", self.spec.name, f.summary)
+        sdc = next((o for o in obs if o.returncode == EXIT_SDC), None)
+        if kind is OutcomeKind.CRASH and sdc is not None:
+            # The rank the SDC check named, whichever of its peers the crash detector saw first.
+            detail = (f"rank {sdc.rank} on host={sdc.host} exited with code {EXIT_SDC}: silent data corruption: "
+                      f"its replica disagreed with the others and a replay on another host agreed with them")
+            return self._outcome(kind, detail=detail, ranks=(sdc.rank,), hosts=(sdc.host,), finding=f.to_dict())
         return self._outcome(kind, detail=f.summary, ranks=f.ranks, hosts=f.hosts, finding=f.to_dict())
+
+    def _note_rollbacks(self, a: Attempt, obs: list[RankObservation], now: float) -> None:
+        """Record each loss rollback the ranks did in place (they all do it together; rank order picks one)."""
+        o = next((o for o in sorted(obs, key=lambda o: o.rank) if o.rollback), None)
+        if o is None or int(o.rollback.get("count", 0)) <= a.rollbacks:
+            return
+        a.rollbacks = int(o.rollback.get("count", 0))
+        if a.monitor is not None:  # steps since the checkpoint are redone: that is progress, not a hang
+            a.monitor.last_step = min(a.monitor.last_step, int(o.rollback.get("to_step", a.monitor.last_step)))
+            a.monitor.last_progress_at = now
+        logger.warning("job %s: loss rollback: %s", self.spec.name, o.rollback.get("reason"))
+        self.cb.interrupted(rollback_record(self.spec.name, a.number, o.rank, o.host, o.rollback, now))
 
     def _end(self, outcome: AttemptOutcome, ends: list[RankEnd]) -> None:
         """Classify, decide, record, and move to the state the decision calls for."""
@@ -300,7 +353,9 @@ class Controller:
         assert a is not None
         if a.monitor is not None and a.monitor.step_times:
             self._step_s = statistics.median(a.monitor.step_times)
-        ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)))
+        probes = self.workers.probe_evidence(list(outcome.culprit_hosts)) if outcome.culprit_hosts else []
+        ev = gather_evidence(outcome.detail, outcome.finding, self.workers.log_tails(list(outcome.culprit_ranks)),
+                             probes)
         if ev.signature:
             outcome = replace(outcome, signature=ev.signature)
         verdict = classify_evidence(outcome.kind, ev)

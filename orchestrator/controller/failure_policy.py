@@ -31,6 +31,8 @@ class OutcomeKind(enum.StrEnum):
     CONFIG_ERROR = "config_error"
     CONTROLLER_LOST = "controller_lost"
     PLACEMENT_FAILED = "placement_failed"
+    PREFLIGHT = "preflight"
+    """A candidate host failed the checks before its ranks started."""
     STOPPED = "stopped"
 
     @property
@@ -38,7 +40,7 @@ class OutcomeKind(enum.StrEnum):
         return self not in (OutcomeKind.SUCCEEDED, OutcomeKind.STOPPED)
 
 
-LOST_HOST_KINDS = frozenset({OutcomeKind.NODE_LOST})
+LOST_HOST_KINDS = frozenset({OutcomeKind.NODE_LOST, OutcomeKind.PREFLIGHT})
 """Kinds whose culprit host is gone or broken whatever the classifier says."""
 
 

@@ -23,6 +23,8 @@ from orchestrator.hosts import lemon_hosts
 from orchestrator.spec import JobSpec
 
 _KINDS = {k.value: k for k in OutcomeKind} | {"operator_stop": OutcomeKind.STOPPED}
+IN_PLACE_KINDS = frozenset({"straggler", "loss_rollback"})
+"""Interruptions recorded while the attempt went on: they say nothing of how it ended."""
 
 
 def _ts(dt: datetime | None) -> float:
@@ -39,7 +41,7 @@ def submission_attempts(job: Job) -> list[Attempt]:
 def history_from_catalog(catalog: Catalog, job: Job) -> JobHistory:
     by_attempt: dict[int, Any] = {}
     for i in catalog.interruptions(job.name):
-        if i.kind != "straggler":
+        if i.kind not in IN_PLACE_KINDS:
             by_attempt.setdefault(i.attempt, i)
     history = JobHistory()
     for a in submission_attempts(job):

@@ -31,6 +31,8 @@ def trainer_config(spec: JobSpec, *, dp: int | None = None, checkpoint_interval_
         checkpoint_async=c.async_,
         checkpoint_keep_last=c.keep_last,
         collective_timeout_s=spec.reliability.effective_collective_timeout_s,
+        sdc_check_interval_steps=spec.reliability.sdc_check_interval_steps,
+        loss_spike_factor=spec.reliability.loss_spike_factor,
     )
     return cfg.to_dict()
 

@@ -235,10 +235,42 @@ class RankWorker:
         return True
 
     def set_step_delay(self, seconds: float) -> None:
+        self.control(step_delay_s=seconds)
+
+    def control(self, **request: Any) -> dict[str, Any]:
+        """Merge `request` into the rank's control file (the trainer re-reads it before each step)."""
         self.control_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            current = json.loads(self.control_path.read_text())
+        except (OSError, ValueError):
+            current = {}
+        current.update(request)
         tmp = self.control_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"step_delay_s": seconds}))
+        tmp.write_text(json.dumps(current))
         os.replace(tmp, self.control_path)
+        return current
+
+    def inject_xid(self, code: int, gpu: int = 0) -> dict[str, Any] | None:
+        """Make this host's fake NVML report an Xid; None when the host reads a real NVML instead."""
+        from health.probes.gpu import inject_xid
+        from health.probes.suite import ENV_FAKE_NVML, fake_nvml_dir
+
+        if os.environ.get(ENV_FAKE_NVML) != "1":
+            return None
+        folder = fake_nvml_dir(self.run_dir, ray.get_runtime_context().get_node_id())
+        return inject_xid(folder, code, gpu, pci=f"0000:{0x18 + gpu:02x}:00")
+
+    def preflight(self, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+        """This rank's part of the preflight collective, run in this supervisor's process (torch is imported
+        once per supervisor; the process group is made for the check and dropped after it)."""
+        from trainer.preflight import run_check
+
+        iface = env.get(ENV_INTERFACE) or interface_of(ray.util.get_node_ip_address())
+        if iface:
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
+        return run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
+                         max(1.0, timeout_s - 2.0), use_cuda=bool(ray.get_gpu_ids()))
 
     def stop(self, grace_s: float = 5.0) -> dict[str, Any]:
         """SIGTERM, then SIGKILL after the grace period (a stopped process is continued first)."""

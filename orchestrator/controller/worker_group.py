@@ -25,6 +25,7 @@ from health.observations import Finding, RankObservation
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.fanout import call_all, gather
 from orchestrator.controller.placement import NodeView, exclusion_selector, group_bundles, node_views
+from orchestrator.controller.preflight import PreflightReport
 from orchestrator.controller.scaling_policy import GangView
 from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
 
@@ -62,6 +63,8 @@ class RayWorkerGroup:
         self._agents: dict[str, Any] = {}
         """Node id -> NodeAgent actor, kept across attempts."""
         self._agent_nodes: list[str] = []
+        self.checkpoint_dir: str | None = None
+        """Where the agents' storage probe writes (known once the controller asks for a preflight or a start)."""
 
     # ---- the cluster ---------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -125,6 +128,7 @@ class RayWorkerGroup:
     def start(self, attempt: int, config: dict[str, Any], config_path: str,
               checkpoint_dir: str) -> dict[int, int | None]:
         """Start every rank's trainer for `attempt` (on its warm standby when there is one)."""
+        self.checkpoint_dir = checkpoint_dir
         g = self.gang
         assert g is not None and g.workers
         world = len(g.workers)
@@ -152,8 +156,8 @@ class RayWorkerGroup:
         self._watch()
         return {r: s["pid"] for r, s in started.items()}
 
-    def _watch(self) -> None:
-        """Point one health agent per node at that node's ranks."""
+    def _ensure_agents(self) -> dict[str, dict[int, Any]]:
+        """One health agent per node of the gang (agents of nodes the gang left are ended); node -> its ranks."""
         g = self.gang
         assert g is not None
         by_node: dict[str, dict[int, Any]] = {}
@@ -170,7 +174,54 @@ class RayWorkerGroup:
                 self._agents[node] = ray.remote(NodeAgent).options(
                     num_cpus=0, max_concurrency=4, max_restarts=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                ).remote(host_of[node])
+                ).remote(host_of[node], run_dir=self.run_dir, checkpoint_dir=self.checkpoint_dir)
+        return by_node
+
+    def preflight(self, checkpoint_dir: str, timeout_s: float, collective: bool = True) -> PreflightReport:
+        """Every gang host's probes (through its agent) and a short collective over the gang's ranks,
+        each fan-out under one deadline."""
+        g = self.gang
+        assert g is not None and g.workers
+        self.checkpoint_dir = checkpoint_dir
+        deadline = time.monotonic() + timeout_s
+        by_node = self._ensure_agents()
+        host_of = {p.node_id: p.host for p in g.placements}
+        rank_hosts = {p.rank: p.host for p in g.placements}
+        probe_refs = {n: self._agents[n].probe.remote(max(1.0, timeout_s / 2)) for n in by_node}
+        coll: dict[int, dict[str, Any]] = {}
+        if collective:
+            try:
+                port = ray.get(g.workers[0].free_port.remote(), timeout=CALL_TIMEOUT_S)
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+                raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+            world = len(g.workers)
+            budget = max(1.0, deadline - time.monotonic() - 2.0)
+            refs = {}
+            for rank, w in enumerate(g.workers):
+                env = {"RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": g.placements[0].address,
+                       "MASTER_PORT": str(port)}
+                if self.network_interface:
+                    env[ENV_INTERFACE] = self.network_interface
+                refs[rank] = w.preflight.remote(env, budget)
+            for rank, ans in gather(refs, max(1.0, deadline - time.monotonic())).items():
+                coll[rank] = ans if isinstance(ans, dict) else {"ok": False, "message": f"{ans!r:.200}",
+                                                                "at": time.time()}
+        probed = gather(probe_refs, max(1.0, deadline - time.monotonic()))
+        probes = {host_of[n]: r for n, r in probed.items() if not isinstance(r, BaseException)}
+        unanswered = {host_of[n]: f"{r!r:.200}" for n, r in probed.items() if isinstance(r, BaseException)}
+        return PreflightReport(probes, unanswered, coll, rank_hosts)
+
+    def probe_evidence(self, hosts: list[str], since: float = 0.0) -> list[dict[str, Any]]:
+        """The suspected hosts' probe evidence (warn and fail results) from their agents, with one deadline."""
+        g = self.gang
+        nodes = {p.node_id for p in (g.placements if g else []) if p.host in hosts and p.node_id in self._agents}
+        answers = call_all({n: self._agents[n] for n in nodes}, "evidence", since, timeout_s=CALL_TIMEOUT_S)
+        out = [e for a in answers.values() if isinstance(a, list) for e in a]
+        return sorted(out, key=lambda e: float(e.get("at") or 0.0))
+
+    def _watch(self) -> None:
+        """Point one health agent per node at that node's ranks."""
+        by_node = self._ensure_agents()
         # A node lost now shows up as a missing report on the first poll.
         gather({n: self._agents[n].watch.remote(workers) for n, workers in by_node.items()}, START_TIMEOUT_S)
         self._agent_nodes = list(by_node)

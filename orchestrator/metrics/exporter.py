@@ -36,7 +36,7 @@ from orchestrator.catalog.repository import Catalog
 from orchestrator.controller.callbacks import ControllerCallback, InterruptionRecord, RankEnd, RankPlacement
 from orchestrator.controller.monitor import Progress
 from orchestrator.controller.state import ControllerState
-from orchestrator.goodput import CAUSES, goodput, ts
+from orchestrator.goodput import CAUSES, goodput, preflight_seconds, ts
 from orchestrator.metrics.catalog_source import JsonlTail, interruption_view
 from orchestrator.metrics.ranks import summarize
 
@@ -155,7 +155,8 @@ class MetricsExporter(ControllerCallback):
         started = ts(as_utc(job.started_at)) or (rows[0]["time"] - rows[0]["step_seconds"] if rows else None)
         snap = _Snapshot()
         if started is not None:
-            g = goodput(started, ts(as_utc(job.ended_at)) or now, rows, views)
+            g = goodput(started, ts(as_utc(job.ended_at)) or now, rows, views,
+                        preflight_seconds([a.layout for a in job.attempts]))
             snap.ettr = g["ettr"]
             # A counter may not go down: `unattributed` includes the step in flight until it lands, so it is
             # exported as its highest value so far (it overshoots by at most one step).

@@ -75,6 +75,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("chaos slow negative delay", ["chaos", "slow", RUNNING, "--rank", "0", "--delay-s", "-1"], 2, "--delay-s"),
     ("chaos slow nan delay", ["chaos", "slow", RUNNING, "--rank", "0", "--delay-s", "nan"], 2, "--delay-s"),
     ("chaos slow delay not a number", ["chaos", "slow", RUNNING, "--rank", "0", "--delay-s", "5m"], 2, "--delay-s"),
+    ("chaos xid code out of range", ["chaos", "xid", RUNNING, "--rank", "0", "--code", "0"], 2, "--code"),
+    ("chaos xid unknown job", ["chaos", "xid", "nope", "--rank", "0", "--code", "79"], 2, "nope"),
+    ("chaos sdc with the check off", ["chaos", "sdc", RUNNING, "--rank", "0"], 2, "sdc_check_interval_steps"),
+    ("chaos sdc unknown job", ["chaos", "sdc", "nope", "--rank", "0"], 2, "nope"),
+    ("chaos nan finished job", ["chaos", "nan", DONE], 2, "not running"),
     ("chaos missing state dir", ["chaos", "kill", RUNNING, "-r", "0", "--state-dir", "{root}/absent"], 2,
      "no catalog"),
     # export

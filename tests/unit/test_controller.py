@@ -289,3 +289,88 @@ def test_auto_checkpoint_interval_follows_the_failures_seen(tmp_path: Path) -> N
     # Checkpoints followed: the second crash lost fewer steps than the first.
     lost = [i.steps_lost for i in rig.interruptions()]
     assert lost[1] < lost[0], lost
+
+
+XID79_PROBE = "NVRM: Xid (PCI:0000:18:00): 79, GPU 0: GPU has fallen off the bus"
+
+
+def test_preflight_cordons_a_failing_host_and_a_spare_takes_its_place(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1)
+    rig.workers.preflight_fails = {"h1": [XID79_PROBE]}
+    assert rig.run() is S.SUCCEEDED
+    assert rig.workers.preflights == [["h0", "h1"], ["h0", "h2"]]
+    assert "start:1" not in rig.workers.calls and "start:2" in rig.workers.calls
+    [i] = rig.interruptions()
+    assert i.kind == "preflight" and i.hosts == ["h1"] and i.ranks == [2, 3]
+    assert i.category == "faulty_gpu" and "host=h1 gpu=0 source=nvml" in i.evidence_text
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    first, second = rig.layouts()
+    assert first["preflight_s"] == pytest.approx(2.0) and second["preflight_s"] == pytest.approx(2.0)
+    assert second["scaling"] == "take_spare" and second["swapped_in"] == ["h2"]
+    assert {r.host for r in rig.catalog.require_job("job").attempts[1].ranks} == {"h0", "h2"}
+
+
+def test_a_host_failing_preflight_is_cordoned_whatever_the_category(tmp_path: Path) -> None:
+    # A checkpoint-storage write failure is not a hardware category, yet the host must not start ranks.
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, shrink=True)
+    rig.workers.preflight_fails = {"h1": ["checkpoint storage /ckpt: write check failed: [Errno 5] I/O error"]}
+    assert rig.run() is S.SUCCEEDED
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    assert rig.layouts()[1]["scaling"] == "shrink" and rig.layouts()[1]["dp"] == 2
+
+
+def test_preflight_runs_before_every_restart_too(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, faults={1: Fault("crash", at_step=6, rank=1)})
+    assert rig.run() is S.SUCCEEDED
+    assert rig.workers.calls.count("preflight") == 2
+    assert rig.workers.calls.index("preflight") < rig.workers.calls.index("start:1")
+
+
+def test_bad_gpu_finding_from_a_probe_is_classified_and_cordons_the_host(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1,
+              faults={1: Fault("bad_gpu", at_step=5, rank=3, probe=XID79_PROBE)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "bad_gpu" and i.hosts == ["h1"] and i.category == "faulty_gpu"
+    [p] = i.evidence["probes"]
+    assert (p["host"], p["gpu"], p["source"], p["severity"]) == ("h1", 0, "nvml", "fail")
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    assert rig.layouts()[1]["swapped_in"] == ["h2"]
+
+
+def test_suspected_hosts_probe_evidence_reaches_the_classifier(tmp_path: Path) -> None:
+    # The rank's own log says nothing; the agent of its host kept an Xid 48 seen by the probes.
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1, faults={1: Fault("crash", at_step=5, rank=3)})
+    rig.workers.probes_seen = {
+        "h1": [{"probe": "gpu", "severity": "fail", "host": "h1", "gpu": 1, "source": "nvml", "at": 5.0,
+                "message": "NVRM: Xid (PCI:0000:19:00): 48, GPU 1: double-bit ECC error (DBE)"}],
+        "h0": [{"probe": "kernel_log", "severity": "fail", "host": "h0", "gpu": None, "source": "kernel/nvme",
+                "at": 1.0, "message": "nvme0n1: I/O error"}]}
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.category == "gpu_hbm3_memory" and i.hosts == ["h1"]
+    assert "nvme" not in i.evidence_text  # only the suspected host's evidence
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+
+
+def test_sdc_exit_names_the_replica_classified_and_cordoned(tmp_path: Path) -> None:
+    # Rank 3 (on h1) is named by the SDC check; rank 0 (h0) dies of the broken collective a moment earlier.
+    rig = Rig(tmp_path, hosts=3, slots=2, dp=4, spares=1, faults={1: Fault("sdc", at_step=5, rank=3, signal=None)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.ranks == [3] and i.hosts == ["h1"] and i.category == "silent_data_corruption"
+    assert rig.catalog.cordoned_hosts() == {"h1"}
+    assert rig.layouts()[1]["swapped_in"] == ["h2"]
+
+
+def test_loss_rollback_is_its_own_interruption_and_the_job_goes_on(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, steps=12, faults={1: Fault("rollback", at_step=7)})
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "loss_rollback" and not i.planned and i.category == "software_bug"
+    assert i.hosts == [] and i.resume_step == 4 and i.steps_lost == 3 and i.resumed_at is not None
+    assert len(rig.catalog.require_job("job").attempts) == 1 and rig.catalog.cordoned_hosts() == set()
+    from orchestrator.controller.recovery import history_from_catalog
+
+    rebuilt = history_from_catalog(rig.catalog, rig.catalog.require_job("job"))
+    assert [o.kind.value for o in rebuilt.outcomes] == ["succeeded"]  # a rollback does not end an attempt

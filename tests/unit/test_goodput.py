@@ -65,3 +65,13 @@ def test_ettr_series_drops_rolled_back_steps() -> None:
     s = ettr_series(100.0, _rows())
     assert len(s) == 10
     assert s[6][1] < s[5][1]  # the restart shows as a dip
+
+
+def test_preflight_is_its_own_cause_carved_out_of_startup_and_restart() -> None:
+    # Started at 95: 5 s before the first step (2 s of it preflight); the 10 s restart held a 3 s preflight.
+    g = goodput(95.0, 121.0, _rows(), [_crash()], [2.0, 3.0])
+    lost = g["time_lost_seconds"]
+    assert lost["preflight"] == pytest.approx(5.0)
+    assert lost["startup"] == pytest.approx(3.0) and lost["restart"] == pytest.approx(7.0)
+    assert g["productive_seconds"] + sum(lost.values()) == pytest.approx(g["wall_seconds"])
+    assert goodput(95.0, 121.0, _rows(), [_crash()])["time_lost_seconds"]["preflight"] == 0.0

@@ -90,7 +90,7 @@ def test_a_gpu_fault_as_prometheus_sees_it(run) -> None:
     assert value(m, "orchestrator_failed_attempts_since_checkpoint") == 0
     assert value(m, "orchestrator_checkpoint_step") == 12
     causes = {dict(ls)["cause"] for (n, ls) in m if n == "orchestrator_time_lost_seconds_total"}
-    assert causes == {"detection", "restart", "lost_work", "checkpoint_stall", "startup", "unattributed"}
+    assert causes == {"detection", "restart", "lost_work", "checkpoint_stall", "startup", "preflight", "unattributed"}
     # Two of four ranks (top_ranks=2), one aggregate per host the second attempt ran on, four quantiles.
     assert len([k for k in m if k[0] == "orchestrator_rank_step_seconds"]) == 2
     assert {dict(ls)["host"] for (n, ls) in m if n == "orchestrator_host_step_seconds"} == {"h0", "h2"}
