@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import chaos, dashboard, incidents, jobs, report, validate
+from orchestrator.cli import chaos, dashboard, db, incidents, jobs, report, validate
 from orchestrator.cli.errors import OneLineErrors
 
 app = typer.Typer(cls=OneLineErrors, name="orchestrator", no_args_is_help=True, add_completion=False,
@@ -19,6 +19,7 @@ app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(incidents.hosts_app, name="hosts")
 app.command("report")(report.report)
 app.add_typer(dashboard.app, name="dashboard")
+app.add_typer(db.app, name="db")
 
 
 if __name__ == "__main__":
