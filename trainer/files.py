@@ -26,7 +26,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not p.exists():
         return []
     rows = []
-    for line in p.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line))
+    with p.open() as f:  # line by line: a long run's file is hundreds of megabytes
+        for line in f:
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
     return rows

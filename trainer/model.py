@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 @dataclass(kw_only=True, slots=True)
@@ -181,19 +182,26 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
-        """Deterministic init that does not depend on which layers this rank keeps."""
+        """Deterministic init that does not depend on which layers or shards this rank keeps.
+
+        Each parameter's full value is drawn on the CPU from a generator seeded by
+        its name, then each rank keeps its own shard of it (parameters may be
+        DTensors after tensor parallelism or FSDP), so every layout, and a model
+        materialised from the meta device, starts from the same values. Only one
+        full parameter exists at a time.
+        """
         for name, p in self.named_parameters():
             g = torch.Generator().manual_seed(seed * 1_000_003 + _stable_hash(name))
             if name.endswith("norm.weight") or ".attention_norm." in name or ".ffn_norm." in name:
                 p.fill_(1.0)
             elif name.startswith("tok_embeddings"):
-                p.copy_(torch.randn(p.shape, generator=g))
+                _assign(p, torch.randn(p.shape, generator=g))
             else:
                 fan_in = p.shape[-1]
                 std = 1.0 / math.sqrt(fan_in)
                 if name.endswith(("wo.weight", "w2.weight")):
                     std /= math.sqrt(2 * self.args.n_layers)
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                _assign(p, torch.randn(p.shape, generator=g) * std)
 
     def forward(self, h: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor,
                 kv_docs: torch.Tensor | None = None, kv_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,6 +220,15 @@ class Transformer(nn.Module):
         if self.output is not None:
             h = self.output(h).float()
         return h
+
+
+def _assign(p: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy `full` (the whole parameter) into `p`, or into this rank's shard of it when `p` is a DTensor."""
+    if isinstance(p, DTensor):
+        # src_data_rank=None: every rank holds the same `full`, so each keeps its shard without communication.
+        p.copy_(distribute_tensor(full.to(p.device), p.device_mesh, p.placements, src_data_rank=None))
+    else:
+        p.copy_(full)
 
 
 def _stable_hash(s: str) -> int:

@@ -7,6 +7,7 @@ caller provides the rank and the rendezvous through the environment
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -103,18 +104,30 @@ class ModelParts:
     has_last_stage: bool = True
 
 
-def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device) -> ModelParts:
-    """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule."""
-    model = Transformer(cfg.model)
+def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device, *,
+                meta_init: bool = True) -> ModelParts:
+    """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule.
+
+    With `meta_init` the model is built on the meta device and only this rank's
+    shards (of its stage's layers) are allocated, after parallelising; without it
+    the whole model (or stage) is built and initialised on the CPU first, as before
+    (kept for the memory benchmark). Both start from the same values.
+    """
+    with torch.device("meta") if meta_init else contextlib.nullcontext():
+        model = Transformer(cfg.model)
     p = cfg.parallel
     n_stages = dims.pp * p.stages_per_rank
     stage_ids = local_stages(dims.coords(dist.get_rank())["pp"], dims.pp, p.stages_per_rank) if dims.pp > 1 else [0]
     layer_ids = trim_to_stages(model, stage_ids, n_stages) if dims.pp > 1 else None
-    # Initialise after trimming: weights depend only on the parameter name and seed.
-    model.init_weights(cfg.seed)
-    model.to(device)
     param_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
+    if meta_init:
+        parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
+        materialize(model, device, cfg.seed)
+    else:
+        # Initialise after trimming: weights depend only on the parameter name and seed.
+        model.init_weights(cfg.seed)
+        model.to(device)
+        parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
     parts = ModelParts(model)
     if dims.pp > 1:
         assert layer_ids is not None
@@ -124,6 +137,12 @@ def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.d
         parts.has_first_stage = 0 in stage_ids
         parts.has_last_stage = n_stages - 1 in stage_ids
     return parts
+
+
+def materialize(model: Transformer, device: torch.device, seed: int) -> None:
+    """Allocate a meta-device model's (already parallelised) parameters on `device` and initialise them."""
+    model.to_empty(device=device)
+    model.init_weights(seed)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
