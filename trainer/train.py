@@ -31,7 +31,7 @@ from trainer.data import Batch, DataPosition, SampleOrder, load_token_stream, ra
 from trainer.grad import clip_grad_norm
 from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
-from trainer.parallelize import parallelize_model
+from trainer.parallelize import assign_shard, parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
 from trainer.progress import StepReadiness
 
@@ -142,7 +142,7 @@ def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.d
 def materialize(model: Transformer, device: torch.device, seed: int) -> None:
     """Allocate a meta-device model's (already parallelised) parameters on `device` and initialise them."""
     model.to_empty(device=device)
-    model.init_weights(seed)
+    model.init_weights(seed, assign=assign_shard)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
