@@ -113,7 +113,9 @@ def main() -> None:
                   f"(build +{row['eager']['build_cost_mb_max_rank_median']:.0f}), meta "
                   f"{row['meta']['peak_rss_mb_max_rank_median']:.0f} MiB "
                   f"(build +{row['meta']['build_cost_mb_max_rank_median']:.0f})")
-    print(f"saved {save('init_memory', {'ranks': args.ranks, 'repeats': args.repeats, 'example_params': base_params, 'runs': results})}")
+    out = {"load_average_at_end": os.getloadavg(), "ranks": args.ranks, "repeats": args.repeats,
+           "example_params": base_params, "runs": results}
+    print(f"saved {save('init_memory', out)}")
 
 
 if __name__ == "__main__":

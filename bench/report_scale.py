@@ -144,11 +144,13 @@ def main() -> None:
         ettr_series(START, big_rows)
         series_big = time.perf_counter() - t0
         imports, _ = time_cli(url, root, ["report", "--help"])
-    result = {"steps": args.steps, "rows": n_rows, "metrics_mib": size_mb, "restarts": args.restarts,
+    result = {"load_average_at_end": os.getloadavg(), "steps": args.steps, "rows": n_rows, "metrics_mib": size_mb,
+              "restarts": args.restarts,
               "report_json_seconds": runs, "report_json_median_s": median(runs), "cli_help_seconds": imports,
               "ettr_series_seconds_at_steps": series_big, "steps_completed": job["steps_completed"],
               "steps_redone": job["steps_redone"], "ettr": job["ettr"], "ettr_series_vs_baseline": series}
-    print(f"report --json over {n_rows:,} rows: median {median(runs):.1f} s (runs {', '.join(f'{x:.1f}' for x in runs)});"
+    listed = ", ".join(f"{x:.1f}" for x in runs)
+    print(f"report --json over {n_rows:,} rows: median {median(runs):.1f} s (runs {listed});"
           f" ettr_series alone {series_big:.2f} s; CLI start-up {imports:.1f} s")
     print(f"saved {save('report_scale', result)}")
 
