@@ -161,15 +161,28 @@ def merge_table5(tables: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
 
 
 def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(time, ETTR so far) after each written step, lost work counted as it is discovered."""
+    """(time, ETTR so far) after each written step, lost work counted as it is discovered.
+
+    Linear in the rows: the surviving steps form a stack ordered by step, since a
+    written step rolls back every step beyond it (a restart) and replaces its own
+    earlier version; the productive total is kept as a running sum.
+    """
     out = []
-    best: dict[int, float] = {}
+    steps: list[int] = []
+    values: list[float] = []
+    total = 0.0
     for r in rows:
-        best[r["step"]] = r["step_seconds"] - r.get("checkpoint_blocked_seconds", 0.0)
-        # Steps beyond the one just written were rolled back by a restart.
-        for s in [s for s in best if s > r["step"]]:
-            del best[s]
+        step = r["step"]
+        while steps and steps[-1] >= step:
+            steps.pop()
+            total -= values.pop()
+        value = r["step_seconds"] - r.get("checkpoint_blocked_seconds", 0.0)
+        steps.append(step)
+        values.append(value)
+        total += value
+        if len(steps) == 1:
+            total = value  # an emptied stack resets the running sum's rounding
         elapsed = r["time"] - started_at
         if elapsed > 0:
-            out.append((r["time"], sum(best.values()) / elapsed))
+            out.append((r["time"], total / elapsed))
     return out

@@ -14,7 +14,7 @@ import torch
 from torch.distributed import ProcessGroup
 from torch.distributed._functional_collectives import all_gather_single_autograd
 
-from trainer.model import sdpa_attention
+from trainer.model import Mask, sdpa_attention
 
 
 def zigzag_indices(seq_len: int, cp: int, cp_rank: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ class AllGatherKVAttention:
     def __init__(self, group: ProcessGroup) -> None:
         self.group = group
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
         # (batch, heads, seq, head_dim): gather along the sequence.
         k_all = all_gather_single_autograd(k.contiguous(), 2, self.group)
         v_all = all_gather_single_autograd(v.contiguous(), 2, self.group)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 def resolve_files(patterns: list[str]) -> list[str]:
@@ -26,7 +27,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not p.exists():
         return []
     rows = []
-    for line in p.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line))
+    with p.open("rb") as f:  # line by line: a long run's file is hundreds of megabytes
+        for line in f:
+            with contextlib.suppress(ValueError):  # orjson.JSONDecodeError is a ValueError
+                rows.append(orjson.loads(line))
     return rows

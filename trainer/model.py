@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 
 @dataclass(kw_only=True, slots=True)
@@ -59,7 +60,9 @@ class ModelArgs:
         return self.n_layers * per_layer + 2 * self.vocab_size * d + d
 
 
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Mask = torch.Tensor | BlockMask
+"""A dense boolean (batch, 1, q, k) mask, or a FlexAttention block mask of the same meaning."""
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Mask], torch.Tensor]
 
 
 def rope_tables(head_dim: int, positions: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +94,41 @@ def document_causal_mask(q_docs: torch.Tensor, k_docs: torch.Tensor,
     return (same_doc & causal[None])[:, None]
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Reference attention: q/k/v are (batch, heads, seq, head_dim)."""
+def document_block_mask(q_docs: torch.Tensor, k_docs: torch.Tensor,
+                        q_pos: torch.Tensor, k_pos: torch.Tensor) -> BlockMask:
+    """The same mask as `document_causal_mask`, as a FlexAttention block mask.
+
+    Blocks wholly outside every document-causal span are skipped, so attention
+    cost follows the documents' sizes instead of the sequence length squared.
+    """
+
+    def allowed(b: torch.Tensor, _h: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor) -> torch.Tensor:
+        return (q_docs[b, qi] == k_docs[b, ki]) & (q_pos[qi] >= k_pos[ki])
+
+    return create_block_mask(allowed, q_docs.shape[0], None, q_docs.shape[1], k_docs.shape[1],
+                             device=q_docs.device)
+
+
+def uses_block_mask(device: torch.device) -> bool:
+    """FlexAttention where it is fused: CUDA. On the CPU the dense path is used (see BENCHMARKS.md:
+    eager FlexAttention materialises the scores and is far slower; compiled it only ties with dense)."""
+    return device.type == "cuda"
+
+
+_compiled_flex: Callable[..., torch.Tensor] | None = None
+
+
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """Reference attention: q/k/v are (batch, heads, seq, head_dim); a dense boolean mask or a block mask."""
+    if isinstance(mask, BlockMask):
+        return flex(q, k, v, mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -119,7 +155,7 @@ class Attention(nn.Module):
         self.attention_fn: AttentionFn = sdpa_attention
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: Mask) -> torch.Tensor:
         bsz, seq, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds a slice of the heads.
         q = self.wq(x).view(bsz, seq, -1, self.head_dim)
@@ -154,7 +190,7 @@ class TransformerBlock(nn.Module):
         self.feed_forward = FeedForward(args)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: Mask) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -180,20 +216,28 @@ class Transformer(nn.Module):
         self.output: nn.Linear | None = nn.Linear(args.dim, args.vocab_size, bias=False)
 
     @torch.no_grad()
-    def init_weights(self, seed: int) -> None:
-        """Deterministic init that does not depend on which layers this rank keeps."""
+    def init_weights(self, seed: int, assign: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
+        """Deterministic init that does not depend on which layers or shards this rank keeps.
+
+        Each parameter's full value is drawn on the CPU from a generator seeded by
+        its name (one full parameter at a time); `assign(param, full)` stores it,
+        by default a plain copy. A parallelised model passes one that keeps only
+        the rank's shard (`parallelize.assign_shard`), so every layout, and a
+        model materialised from the meta device, starts from the same values.
+        """
+        assign = assign or _copy
         for name, p in self.named_parameters():
             g = torch.Generator().manual_seed(seed * 1_000_003 + _stable_hash(name))
             if name.endswith("norm.weight") or ".attention_norm." in name or ".ffn_norm." in name:
                 p.fill_(1.0)
             elif name.startswith("tok_embeddings"):
-                p.copy_(torch.randn(p.shape, generator=g))
+                assign(p, torch.randn(p.shape, generator=g))
             else:
                 fan_in = p.shape[-1]
                 std = 1.0 / math.sqrt(fan_in)
                 if name.endswith(("wo.weight", "w2.weight")):
                     std /= math.sqrt(2 * self.args.n_layers)
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                assign(p, torch.randn(p.shape, generator=g) * std)
 
     def forward(self, h: torch.Tensor, docs: torch.Tensor, positions: torch.Tensor,
                 kv_docs: torch.Tensor | None = None, kv_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,7 +248,8 @@ class Transformer(nn.Module):
         if self.tok_embeddings is not None:
             h = self.tok_embeddings(h)
         cos, sin = rope_tables(self.args.head_dim, positions, self.args.rope_theta)
-        mask = document_causal_mask(docs, kv_docs, positions, kv_positions)
+        mask_fn = document_block_mask if uses_block_mask(docs.device) else document_causal_mask
+        mask = mask_fn(docs, kv_docs, positions, kv_positions)
         for layer in self.layers.values():
             h = layer(h, cos, sin, mask)
         if self.norm is not None:
@@ -212,6 +257,10 @@ class Transformer(nn.Module):
         if self.output is not None:
             h = self.output(h).float()
         return h
+
+
+def _copy(p: torch.Tensor, full: torch.Tensor) -> None:
+    p.copy_(full)
 
 
 def _stable_hash(s: str) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from trainer.context_parallel import AllGatherKVAttention
@@ -69,6 +70,15 @@ def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, *, param_dtype: torch.dt
     for unit in units:
         fully_shard(unit, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     logger.info("Applied FSDP over %d ranks", dp_mesh.size())
+
+
+def assign_shard(p: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy `full` (a whole parameter's value) into `p`, or into this rank's shard of it when `p` is a DTensor
+    (tensor-parallel, FSDP or both); every rank holds the same `full`, so no communication is needed."""
+    if isinstance(p, DTensor):
+        p.copy_(distribute_tensor(full.to(p.device), p.device_mesh, p.placements, src_data_rank=None))
+    else:
+        p.copy_(full)
 
 
 def parallelize_model(model: Transformer, mesh: object, *, param_dtype: torch.dtype,

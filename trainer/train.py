@@ -7,6 +7,7 @@ caller provides the rank and the rendezvous through the environment
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ from trainer.hf import load_hf_into
 from trainer.integrity import EXIT_SDC, MAX_ROLLBACKS, LossGuard, check_replicas
 from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
-from trainer.parallelize import parallelize_model
+from trainer.parallelize import assign_shard, parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
 from trainer.progress import StepReadiness
 
@@ -109,25 +110,35 @@ class ModelParts:
 
 
 def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device,
-                init_from: Path | None = None) -> ModelParts:
+                init_from: Path | None = None, *, meta_init: bool = True) -> ModelParts:
     """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule.
 
-    `init_from` (a Hugging Face Llama folder) replaces the seeded weights before
-    parallelising, so every layout reads the same full tensors it then shards.
+    With `meta_init` the model is built on the meta device and only this rank's
+    shards (of its stage's layers) are allocated, after parallelising; without it
+    the whole model (or stage) is built and initialised on the CPU first, as before
+    (kept for the memory benchmark). Both start from the same values. `init_from`
+    (a Hugging Face Llama folder) replaces the seeded weights before parallelising,
+    so every layout reads the same full tensors it then shards: it takes the full build.
     """
-    model = Transformer(cfg.model)
+    meta_init = meta_init and init_from is None
+    with torch.device("meta") if meta_init else contextlib.nullcontext():
+        model = Transformer(cfg.model)
     p = cfg.parallel
     n_stages = dims.pp * p.stages_per_rank
     stage_ids = local_stages(dims.coords(dist.get_rank())["pp"], dims.pp, p.stages_per_rank) if dims.pp > 1 else [0]
     layer_ids = trim_to_stages(model, stage_ids, n_stages) if dims.pp > 1 else None
-    # Initialise after trimming: weights depend only on the parameter name and seed.
-    model.init_weights(cfg.seed)
-    if init_from is not None:
-        n = load_hf_into(model, init_from)
-        logger.info("rank %d: %d tensors from %s", dist.get_rank(), n, init_from)
-    model.to(device)
     param_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
+    if meta_init:
+        parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
+        materialize(model, device, cfg.seed)
+    else:
+        # Initialise after trimming: weights depend only on the parameter name and seed.
+        model.init_weights(cfg.seed)
+        if init_from is not None:
+            n = load_hf_into(model, init_from)
+            logger.info("rank %d: %d tensors from %s", dist.get_rank(), n, init_from)
+        model.to(device)
+        parallelize_model(model, mesh, param_dtype=param_dtype, pipelined=dims.pp > 1)
     parts = ModelParts(model)
     if dims.pp > 1:
         assert layer_ids is not None
@@ -150,6 +161,12 @@ def start_weights(cfg: TrainConfig, ctx: RunContext) -> Path | None:
     if dist.get_world_size() > 1:
         dist.broadcast_object_list(box, src=0)
     return None if box[0] else Path(cfg.init_from)
+
+
+def materialize(model: Transformer, device: torch.device, seed: int) -> None:
+    """Allocate a meta-device model's (already parallelised) parameters on `device` and initialise them."""
+    model.to_empty(device=device)
+    model.init_weights(seed, assign=assign_shard)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

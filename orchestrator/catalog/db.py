@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -19,6 +22,10 @@ ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 
 class CatalogError(RuntimeError):
     """The catalog cannot be used (unreachable, unreadable, wrong schema)."""
+
+
+class SchemaBehindError(CatalogError):
+    """The catalog's schema is older (or newer) than this version's; `orchestrator db upgrade` fixes older."""
 
 
 class CatalogURLError(CatalogError):
@@ -81,30 +88,93 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision (no-op when already there)."""
-    cfg = _alembic_config()
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-            if current == head:
-                return
-        with engine.connect() as conn:
-            sqlite = conn.dialect.name == "sqlite"
+def head_revision() -> str:
+    """The schema revision this version of the code needs."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None for an empty database."""
+    with _db_errors(engine), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a catalog whose schema is not this version's, without changing it (read-only commands)."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaBehindError(f"the catalog at {redact(str(engine.url))} is at revision {current or 'none (empty)'}, "
+                                f"this version needs {head}: run `orchestrator db upgrade`")
+
+
+def upgrade_schema(engine: Engine) -> bool:
+    """Bring the schema to the newest revision; True when it had to change anything.
+
+    Holds a lock across the check and the upgrade, so two clients opening a new
+    database at once do not both try to create it: a file lock beside an SQLite
+    database, a session-level advisory lock on PostgreSQL.
+    """
+    head = head_revision()
+    if current_revision(engine) == head:
+        return False
+    with _db_errors(engine), _migration_lock(engine), engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return False  # another client upgraded it while this one waited for the lock
+        conn.rollback()
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations copy tables; with foreign keys on, dropping the old copy would
+            # cascade-delete the rows that refer to it. The pragma only works outside a transaction.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg = _alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
             if sqlite:
-                # Batch migrations copy tables; with foreign keys on, dropping the old copy would
-                # cascade-delete the rows that refer to it. The pragma only works outside a transaction.
-                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 conn.commit()
+    return True
+
+
+MIGRATION_LOCK_KEY = 0x6F72636865737472
+"""pg_advisory_lock key of schema upgrades (any fixed 64-bit number; this one spells 'orchestr')."""
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
             try:
-                with conn.begin():
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
+                yield
             finally:
-                if sqlite:
-                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-                    conn.commit()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                conn.commit()
+        return
+    db = engine.url.database if dialect == "sqlite" else None
+    if not db or db == ":memory:":
+        yield
+        return
+    with open(f"{db}.migrate.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _db_errors(engine: Engine) -> Iterator[None]:
+    """Database failures as one-line CatalogErrors naming the database."""
+    try:
+        yield
     except OperationalError as e:
         raise CatalogError(f"cannot reach database {redact(str(engine.url))}: {_first_line(e)}") from None
     except SQLAlchemyError as e:

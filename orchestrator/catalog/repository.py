@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, noload, selectinload, sessionmaker
 
-from orchestrator.catalog.db import CatalogError, _first_line, make_engine, redact, upgrade_schema
+from orchestrator.catalog.db import CatalogError, _first_line, check_schema, make_engine, redact, upgrade_schema
 from orchestrator.catalog.models import (
     Attempt,
     CheckpointRecord,
@@ -26,6 +27,15 @@ from orchestrator.catalog.models import (
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "stopped"})
 HOST_STATES = ("healthy", "suspect", "cordoned", "repaired")
 _OPEN_RANK_STATES = ("starting", "placed", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job: Job
+    attempts: list[Attempt]
+    """Every attempt, oldest first, without its ranks."""
+    current_ranks: list[RankRecord]
+    """The ranks of the job's current attempt only."""
 
 
 class NotFoundError(LookupError):
@@ -50,10 +60,20 @@ class Catalog:
     """The catalog of one deployment, on SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
+        """`migrate`: bring the schema up to date (under a lock); otherwise refuse a schema that is
+        not this version's with SchemaBehindError and change nothing (read-only clients)."""
         self.url = url
         self.engine = make_engine(url)
-        if migrate:
-            upgrade_schema(self.engine)
+        self.upgraded = False
+        """True when opening this catalog changed its schema."""
+        try:
+            if migrate:
+                self.upgraded = upgrade_schema(self.engine)
+            else:
+                check_schema(self.engine)
+        except CatalogError:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -81,6 +101,27 @@ class Catalog:
         if job is None:
             raise NotFoundError(f"no job named {name!r} in the catalog")
         return job
+
+    def job_row(self, name: str) -> Job | None:
+        """The job's own row, none of its attempts or ranks (cheap enough to poll)."""
+        with self.session() as s:
+            return s.get(Job, name, options=[noload(Job.attempts)])
+
+    def job_status(self, name: str) -> JobStatus | None:
+        """What `status` shows: the job, its attempts without their ranks, and the current attempt's ranks.
+
+        Three small queries whatever the job's history: ranks of earlier attempts are never read.
+        """
+        with self.session() as s:
+            job = s.get(Job, name, options=[noload(Job.attempts)])
+            if job is None:
+                return None
+            attempts = s.scalars(select(Attempt).options(noload(Attempt.ranks)).where(Attempt.job_name == name)
+                                 .order_by(Attempt.number)).all()
+            ranks = s.scalars(select(RankRecord).join(Attempt, RankRecord.attempt_id == Attempt.id)
+                              .where(Attempt.job_name == name, Attempt.number == job.current_attempt)
+                              .order_by(RankRecord.rank)).all()
+            return JobStatus(job, list(attempts), list(ranks))
 
     def list_jobs(self) -> Sequence[Job]:
         with self.session() as s:

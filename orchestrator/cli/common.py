@@ -48,8 +48,12 @@ def no_conflict(json_out: bool, wide: bool) -> None:
         fail("--json and --wide cannot be used together (--json already prints every field)", EXIT_USAGE)
 
 
-def open_catalog(state: Path | None, db: str | None, *, must_exist: bool = False) -> Catalog:
-    """The catalog; `must_exist` for commands that only read or act on what is there."""
+def open_catalog(state: Path | None, db: str | None, *, must_exist: bool = False, migrate: bool = False) -> Catalog:
+    """The catalog; `must_exist` for commands that only read or act on what is there.
+
+    Only `migrate=True` (`submit`, `db upgrade`) changes the schema; every other command
+    refuses, in one line, a catalog whose schema is not this version's.
+    """
     sd = state_dir(state)
     url = db_url(sd, db)
     sqlite_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
@@ -65,7 +69,7 @@ def open_catalog(state: Path | None, db: str | None, *, must_exist: bool = False
         if sqlite_file is not None and not sqlite_file.exists():
             _writable_folder(sqlite_file.parent, "--db")
     try:
-        return Catalog(url)
+        return Catalog(url, migrate=migrate)
     except CatalogURLError as e:
         fail(str(e), EXIT_USAGE)
     except CatalogError as e:

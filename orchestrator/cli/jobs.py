@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestrator.catalog.db import CatalogError, as_utc
 from orchestrator.catalog.models import Job
-from orchestrator.catalog.repository import TERMINAL_JOB_STATES, Catalog
+from orchestrator.catalog.repository import TERMINAL_JOB_STATES, Catalog, JobStatus, NotFoundError
 from orchestrator.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -82,8 +82,8 @@ def submit(
              "the embedded cluster ends with it", EXIT_USAGE)
     _check_local_resources(spec, addr)
     sd = state_dir(state_dir_opt)
-    catalog = open_catalog(state_dir_opt, db)
-    existing = catalog.get_job(spec.name)
+    catalog = open_catalog(state_dir_opt, db, migrate=True)
+    existing = catalog.job_row(spec.name)
     if existing is not None and existing.state not in TERMINAL_JOB_STATES and _controller_alive(existing):
         fail(f"job {spec.name!r} is already {existing.state} (attempt {existing.current_attempt}); "
              f"stop it first with 'orchestrator stop {spec.name}'", EXIT_USAGE)
@@ -189,7 +189,7 @@ def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
                       disable=json_out, transient=False) as bar:
             task = bar.add_task(spec.name, total=spec.training.steps, info="starting")
             while True:
-                job = catalog.require_job(spec.name)
+                job = _require_row(catalog, spec.name)
                 loss = f"loss {job.last_loss:.4f}" if job.last_loss is not None else ""
                 tps = f"{job.tokens_per_second:,.0f} tok/s" if job.tokens_per_second else ""
                 info = "  ".join(x for x in (job.state, f"attempt {job.current_attempt}", loss, tps) if x)
@@ -205,7 +205,15 @@ def _follow(catalog: Catalog, spec: JobSpec, ctrl: Any, json_out: bool) -> int:
         except Exception as e:  # the cluster may already be going down
             console.print(f"could not stop cleanly: {e}", markup=False)
         return 130
-    return _report_end(catalog.require_job(spec.name), json_out)
+    return _report_end(_require_row(catalog, spec.name), json_out)
+
+
+def _require_row(catalog: Catalog, name: str) -> Job:
+    """The job's own row (no attempts, no ranks): what the follow loop polls twice a second."""
+    job = catalog.job_row(name)
+    if job is None:
+        raise NotFoundError(f"no job named {name!r} in the catalog")
+    return job
 
 
 def _report_end(job: Job, json_out: bool) -> int:
@@ -220,7 +228,8 @@ def _report_end(job: Job, json_out: bool) -> int:
     return 0 if job.state == "succeeded" else EXIT_FAILED
 
 
-def job_summary(job: Job, *, with_ranks: bool = False) -> dict[str, Any]:
+def job_summary(job: Job, status: JobStatus | None = None) -> dict[str, Any]:
+    """The job as JSON; with `status` (from `Catalog.job_status`) also its attempts and current ranks."""
     out: dict[str, Any] = {
         "job": job.name, "state": job.state, "step": job.last_step, "steps": job.steps_total,
         "loss": job.last_loss, "tokens_per_second": job.tokens_per_second, "attempt": job.current_attempt,
@@ -230,19 +239,19 @@ def job_summary(job: Job, *, with_ranks: bool = False) -> dict[str, Any]:
         "run_dir": job.run_dir,
     }
     out["metrics_url"] = job.metrics_url if out["controller_alive"] else None
-    if with_ranks:
+    if status is not None:
         out["attempts"] = [
             {"attempt": a.number, "state": a.state, "start_step": a.start_step, "end_step": a.end_step,
              "started_at": as_utc(a.started_at), "ended_at": as_utc(a.ended_at), "reason": a.reason,
              "layout": a.layout}
-            for a in job.attempts
+            for a in status.attempts
         ]
-        current = next((a for a in job.attempts if a.number == job.current_attempt), None)
+        current = next((a for a in status.attempts if a.number == job.current_attempt), None)
         out["spares"] = [] if current is None else list((current.layout or {}).get("spares", []))
         out["ranks"] = [] if current is None else [
             {"rank": r.rank, "host": r.host, "pid": r.pid, "state": r.state, "step": r.step,
              "exit_code": r.exit_code, "signal": r.signal, "log": r.log_path}
-            for r in current.ranks
+            for r in status.current_ranks
         ]
     return out
 
@@ -260,8 +269,9 @@ def status(
     if job is None:
         jobs(db=db, state_dir_opt=state_dir_opt, json_out=json_out, wide=wide)
         return
-    row = _get_job(catalog, job)
-    summary = job_summary(row, with_ranks=True)
+    st = _job_status(catalog, job)
+    row = st.job
+    summary = job_summary(row, st)
     if json_out:
         print_json(summary)
         return
@@ -277,9 +287,19 @@ def status(
     print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)
 
 
+def _job_status(catalog: Catalog, name: str) -> JobStatus:
+    try:
+        st = catalog.job_status(name)
+    except CatalogError as e:
+        fail(str(e))
+    if st is None:
+        fail(f"no job named {name!r} in the catalog", EXIT_USAGE)
+    return st
+
+
 def _get_job(catalog: Catalog, name: str) -> Job:
     try:
-        row = catalog.get_job(name)
+        row = catalog.job_row(name)
     except CatalogError as e:
         fail(str(e))
     if row is None:
@@ -319,4 +339,4 @@ def stop(
         fail(f"cannot reach the controller of job {job!r} at {row.ray_address}: {str(e).splitlines()[0]}")
     finally:
         disconnect()
-    console.print(f"job {job} {catalog.require_job(job).state}")
+    console.print(f"job {job} {_require_row(catalog, job).state}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import chaos, dashboard, export, incidents, jobs, report, sim, validate
+from orchestrator.cli import chaos, dashboard, db, export, incidents, jobs, report, sim, validate
 from orchestrator.cli.errors import OneLineErrors
 
 app = typer.Typer(cls=OneLineErrors, name="orchestrator", no_args_is_help=True, add_completion=False,
@@ -21,6 +21,7 @@ app.command("report")(report.report)
 app.add_typer(dashboard.app, name="dashboard")
 app.command("export")(export.export)
 app.command("sim")(sim.sim)
+app.add_typer(db.app, name="db")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def report(
     if html_path is not None:
         _check_html_path(html_path)
     cat = open_catalog(state_dir_opt, db, must_exist=True)
-    jobs = cat.list_jobs() if job is None else [cat.get_job(job)]
+    jobs = cat.list_jobs() if job is None else [cat.job_row(job)]
     if jobs == [None]:
         fail(f"no job named {job!r} in the catalog", EXIT_USAGE)
     reports = [job_report(cat, j) for j in jobs if j is not None]

@@ -92,6 +92,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("dashboard push bad url", ["dashboard", "push", "--url", "grafana:3000", "--token-env", "PATH"], 2, "--url"),
     ("dashboard push no token", ["dashboard", "push", "--url", "http://127.0.0.1:1",
                                  "--token-env", "NO_SUCH_TOKEN_VARIABLE"], 2, "token"),
+    # db
+    ("db upgrade bad db url", ["db", "upgrade", "--db", "notaurl"], 2, "notaurl"),
     # incidents
     ("incidents list unknown job", ["incidents", "list", "--job", "nope"], 2, "nope"),
     ("incidents list bad duration", ["incidents", "list", "--since", "5x"], 2, "--since"),

@@ -75,3 +75,33 @@ def test_preflight_is_its_own_cause_carved_out_of_startup_and_restart() -> None:
     assert lost["startup"] == pytest.approx(3.0) and lost["restart"] == pytest.approx(7.0)
     assert g["productive_seconds"] + sum(lost.values()) == pytest.approx(g["wall_seconds"])
     assert goodput(95.0, 121.0, _rows(), [_crash()])["time_lost_seconds"]["preflight"] == 0.0
+
+
+def _ettr_series_by_definition(started_at: float, rows: list[dict]) -> list[tuple[float, float]]:
+    """The series as DESIGN.md defines it, recomputed from scratch after every row (quadratic)."""
+    out = []
+    for n, r in enumerate(rows, start=1):
+        kept: dict[int, float] = {}
+        for x in rows[:n]:
+            kept = {s: v for s, v in kept.items() if s < x["step"]}
+            kept[x["step"]] = x["step_seconds"] - x.get("checkpoint_blocked_seconds", 0.0)
+        if r["time"] > started_at:
+            out.append((r["time"], sum(kept.values()) / (r["time"] - started_at)))
+    return out
+
+
+def test_ettr_series_matches_its_definition_over_many_restarts() -> None:
+    import random
+
+    rng = random.Random(7)
+    rows, step, t = [], 0, 100.0
+    for _ in range(250):
+        if rng.random() < 0.05:
+            step = max(0, step - rng.randint(1, 30))  # a restart rolls back to an earlier checkpoint
+        step += 1
+        t += rng.uniform(0.5, 2.0)
+        rows.append({"step": step, "step_seconds": rng.uniform(0.4, 1.5), "time": t,
+                     "checkpoint_blocked_seconds": rng.choice([0.0, 0.0, 0.1])})
+    got, want = ettr_series(99.0, rows), _ettr_series_by_definition(99.0, rows)
+    assert [x for x, _ in got] == [x for x, _ in want]
+    assert [e for _, e in got] == pytest.approx([e for _, e in want], rel=1e-9)

@@ -88,3 +88,28 @@ def test_trainer_does_not_import_ray_or_orchestrator() -> None:
                 names = [a.name for a in node.names]
             for n in names:
                 assert not n.startswith(("ray", "orchestrator", "health")), f"{f.name} imports {n}"
+
+
+def test_block_mask_attention_matches_the_dense_mask() -> None:
+    """The FlexAttention block mask (CUDA's path) admits exactly what the dense mask does, here for a
+    context-parallel rank's queries (a zigzag subset) over every key; eager FlexAttention runs on the CPU."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from trainer.context_parallel import gathered_indices, zigzag_indices
+    from trainer.model import document_block_mask, sdpa_attention
+
+    g = torch.Generator().manual_seed(5)
+    seq, heads, hd = 32, 2, 8
+    docs = torch.cumsum((torch.rand(2, seq, generator=g) < 0.15).long(), 1)
+    q_idx, kv_idx = zigzag_indices(seq, 2, 1), gathered_indices(seq, 2)
+    q = torch.randn(2, heads, len(q_idx), hd, generator=g)
+    k, v = (torch.randn(2, heads, seq, hd, generator=g) for _ in range(2))
+    dense = sdpa_attention(q, k, v, document_causal_mask(docs[:, q_idx], docs[:, kv_idx], q_idx, kv_idx))
+    block = flex_attention(q, k, v, block_mask=document_block_mask(docs[:, q_idx], docs[:, kv_idx], q_idx, kv_idx))
+    torch.testing.assert_close(block, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_uses_the_dense_mask() -> None:
+    from trainer.model import uses_block_mask
+
+    assert not uses_block_mask(torch.device("cpu")) and uses_block_mask(torch.device("cuda"))
