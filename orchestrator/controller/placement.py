@@ -117,3 +117,14 @@ def controller_node(nodes: list[dict[str, Any]], driver_node_id: str) -> str:
         if HEAD_RESOURCE in n.get("Resources", {}) and n.get("NodeManagerAddress") == driver.get("NodeManagerAddress"):
             return n["NodeID"]
     return driver_node_id
+
+
+def controller_scheduling(preferred_node: str) -> dict[str, Any]:
+    """Actor options that put the controller on `preferred_node` while it lives, else on any node.
+
+    A label selector on the node id with a fallback selector (Ray 2.60 honours both for a
+    zero-resource actor; a soft NodeAffinity does not: measured, it lands on any node). A
+    controller restarted after its node died thus comes back elsewhere instead of waiting forever.
+    """
+    return {"label_selector": {NODE_ID_LABEL: preferred_node},
+            "fallback_strategy": [{"label_selector": {NODE_ID_LABEL: f"!in({preferred_node})"}}]}

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -21,8 +21,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from health.agent import NodeAgent
 from health.detectors import detect_crash
-from health.observations import Finding, RankObservation
+from health.observations import Finding, RankObservation, retimed
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
+from orchestrator.controller.clocks import ClockOffsets
 from orchestrator.controller.fanout import call_all, gather
 from orchestrator.controller.placement import NodeView, exclusion_selector, group_bundles, node_views
 from orchestrator.controller.scaling_policy import GangView
@@ -62,6 +63,8 @@ class RayWorkerGroup:
         self._agents: dict[str, Any] = {}
         """Node id -> NodeAgent actor, kept across attempts."""
         self._agent_nodes: list[str] = []
+        self.clocks = ClockOffsets()
+        """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
 
     # ---- the cluster ---------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -179,8 +182,9 @@ class RayWorkerGroup:
         """One report per node agent; an agent that does not answer in time means its node is gone."""
         g = self.gang
         assert g is not None
-        now = time.time()
+        sent = time.time()
         reports = call_all({n: self._agents[n] for n in self._agent_nodes}, "report", timeout_s=POLL_TIMEOUT_S)
+        now = time.time()
         obs: list[RankObservation] = []
         findings: list[Finding] = []
         for node, rep in reports.items():
@@ -192,8 +196,10 @@ class RayWorkerGroup:
                 if crash is not None:
                     findings.append(crash)
                 continue
-            obs.extend(rep["observations"])
-            findings.extend(rep["findings"])
+            offset = self.clocks.add(node, sent, now, rep["time"])
+            obs.extend(retimed(o, offset) for o in rep["observations"])
+            findings.extend(replace(f, fault_at=f.fault_at - offset, detected_at=f.detected_at - offset)
+                            for f in rep["findings"])
         g.gone |= {o.rank for o in obs if not o.worker_alive}
         return obs, findings
 
@@ -210,11 +216,14 @@ class RayWorkerGroup:
             return []
         ends = call_all({r: w for r, w in enumerate(g.workers) if r not in g.gone}, "stop", grace_s,
                         timeout_s=grace_s + CALL_TIMEOUT_S)
+        now = time.time()
         out = []
         for rank, end in ends.items():
             if isinstance(end, BaseException) or end.get("returncode") is None:
                 continue
-            out.append(RankEnd(rank, end["returncode"], end.get("signal"), end.get("exited_at") or time.time()))
+            # The exit time as an age on the rank's own host, then on our clock.
+            age = max(0.0, end["time"] - end["exited_at"]) if end.get("exited_at") and end.get("time") else 0.0
+            out.append(RankEnd(rank, end["returncode"], end.get("signal"), now - age))
         return out
 
     def log_tails(self, ranks: list[int], max_bytes: int = 3000) -> dict[int, str]:

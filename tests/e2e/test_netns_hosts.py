@@ -1,0 +1,118 @@
+"""Hosts that share nothing but checkpoint storage: three network + mount namespaces, a Ray node in each.
+
+One cluster serves every test of the module (starting it costs ~30 s); the
+partition test runs last because the partitioned host's Ray node does not
+come back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.catalog.repository import Catalog
+from tests.cli import ORCH, wait_for
+from tests.conftest import small_job, write_job
+from tests.netns import NetnsCluster, available, netns_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+              pytest.mark.skipif(available() is not None, reason=f"namespace cluster: {available()}")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    with netns_cluster([("h1", 2), ("h2", 2), ("h3", 2)]) as c:
+        yield c
+
+
+def _job(c: NetnsCluster, name: str, **kw: Any) -> Path:
+    job = small_job(name, **kw)
+    job["checkpoint"]["folder"] = str(c.checkpoints / name)
+    path = c.state_dir.parent / f"{name}.yaml"
+    return write_job(path, job)
+
+
+def _status(c: NetnsCluster, job: str) -> dict[str, Any]:
+    r = c.run(c.head, [ORCH, "status", job, "--json"], timeout_s=60)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def _wait_end(c: NetnsCluster, job: str, timeout_s: float) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        st = _status(c, job)
+        return st if st.get("state") in ("succeeded", "failed", "stopped") else None
+
+    return wait_for(ended, timeout_s, f"job {job} to end", interval_s=2.0)
+
+
+def _catalog(c: NetnsCluster) -> Catalog:
+    return Catalog(f"sqlite:///{c.state_dir / 'catalog.db'}")
+
+
+def _files_on(c: NetnsCluster, host: str, folder: Path) -> list[str]:
+    r = c.run(c.host(host), ["find", str(folder), "-type", "f"], timeout_s=30)
+    return sorted(r.stdout.split())
+
+
+def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folder(cluster: NetnsCluster) -> None:
+    """Six ranks (tp=2) over three hosts; h3's cable is pulled at step 6: the host is found, recorded and
+    cordoned, and the job finishes with dp shrunk onto h1 and h2. No host but the head sees the state folder."""
+    c = cluster
+    job = _job(c, "part", dp=3, tp=2, steps=24, interval=4,
+               reliability={"allow_shrink_dp": True, "max_restarts": 3, "hang_timeout_s": 60})
+    r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
+    assert r.returncode == 0, r.stderr
+
+    def running_at_6() -> dict[str, Any] | None:
+        st = _status(c, "part")
+        assert st.get("state") not in ("failed", "stopped", "succeeded"), st
+        return st if st.get("step", 0) >= 6 else None
+
+    st = wait_for(running_at_6, 300, "step 6", interval_s=2.0)
+    hosts = {x["rank"]: x["host"] for x in st["ranks"]}
+    assert set(hosts.values()) == {"h1", "h2", "h3"}, hosts
+    c.link(c.host("h3"), up=False)
+    st = _wait_end(c, "part", 400)
+    assert st["state"] == "succeeded" and st["step"] == 24, st
+
+    cat = _catalog(c)
+    [lost] = [i for i in cat.interruptions("part") if i.kind != "straggler"]
+    assert lost.kind == "node_lost" and lost.hosts == ["h3"], (lost.kind, lost.hosts, lost.explanation)
+    assert "h3" in cat.cordoned_hosts()
+    last = cat.require_job("part").attempts[-1]
+    assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 3, last.layout
+    assert {x.host for x in last.ranks} == {"h1", "h2"}
+
+    # Only the head holds the controller's folder; every rank's log is on its own host.
+    h2_files = _files_on(c, "h2", c.state_dir)
+    assert not any(f.endswith("catalog.db") or "/attempts/" in f for f in h2_files), h2_files
+    first_logs = {Path(f).name for f in h2_files if "/logs/attempt-001/" in f}
+    assert first_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h2"}
+    head_logs = {p.name for p in (c.state_dir / "runs" / "part" / "logs" / "attempt-001").glob("rank-*.log")}
+    assert head_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h1"}
+    assert any((c.checkpoints / "part").iterdir()), "checkpoints go to the one shared folder"
+
+
+def test_a_throttled_link_is_found_with_its_host_named(cluster: NetnsCluster) -> None:
+    """After the partition h3 is gone: four ranks on h1 and h2, then h2's link crawls (tc tbf)."""
+    c = cluster
+    job = _job(c, "slow", dp=2, tp=2, steps=400, interval=50,
+               reliability={"max_restarts": 1, "hang_timeout_s": 20})
+    r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: _status(c, "slow").get("step", 0) >= 6, 300, "step 6", interval_s=2.0)
+    t0 = time.time()
+    c.throttle(c.host("h2"), "64kbit")
+    cat = _catalog(c)
+    found = wait_for(lambda: cat.interruptions("slow"), 120, "a finding about the slow link", interval_s=2.0)
+    took = time.time() - t0
+    c.throttle(c.host("h2"), None)
+    first = found[0]
+    assert first.kind in ("straggler", "hang", "node_lost"), (first.kind, first.explanation)
+    assert first.hosts == ["h2"], (first.kind, first.hosts, first.explanation)
+    print(f"slow link on h2 found as {first.kind} after {took:.1f} s: {first.explanation}")
+    c.run(c.head, [ORCH, "stop", "slow"], timeout_s=120)
