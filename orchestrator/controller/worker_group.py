@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -31,6 +33,8 @@ from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
 
 logger = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.jsonl"
+MARKER_FILE = ".controller"
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
 CALL_TIMEOUT_S = 30.0
@@ -64,6 +68,8 @@ class RayWorkerGroup:
         """Node id -> NodeAgent actor, kept across attempts."""
         self._agent_nodes: list[str] = []
         self.clocks = ClockOffsets()
+        self._metrics_offset: int | None = None
+        """How far rank 0's metrics.jsonl on its own host has been copied into ours (None: rank 0 is here)."""
         """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
 
     # ---- the cluster ---------------------------------------------------------------------
@@ -136,6 +142,7 @@ class RayWorkerGroup:
             master_port = ray.get(g.workers[0].free_port.remote(), timeout=CALL_TIMEOUT_S)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+        self._metrics_offset = self._metrics_start(g.workers[0])
         local: dict[str, int] = {}
         refs = {}
         for rank, w in enumerate(g.workers):
@@ -201,7 +208,38 @@ class RayWorkerGroup:
             findings.extend(replace(f, fault_at=f.fault_at - offset, detected_at=f.detected_at - offset)
                             for f in rep["findings"])
         g.gone |= {o.rank for o in obs if not o.worker_alive}
+        self._copy_metrics()  # after the reports: a rank seen to have exited has written its last row
         return obs, findings
+
+    def _metrics_start(self, rank0: Any) -> int | None:
+        """Where this attempt's rows will start in rank 0's metrics.jsonl, or None when rank 0 writes into our
+        folder already (same host, or a folder the hosts share)."""
+        token = secrets.token_hex(8)
+        marker = Path(self.run_dir) / MARKER_FILE
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(token)
+            if ray.get(rank0.sees.remote(MARKER_FILE, token), timeout=CALL_TIMEOUT_S):
+                return None
+            return int(ray.get(rank0.read_from.remote(METRICS_FILE, None), timeout=CALL_TIMEOUT_S)[1])
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+            raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+
+    def _copy_metrics(self) -> None:
+        """Rank 0 writes metrics.jsonl on its own host; the controller's folder gets the new rows."""
+        g = self.gang
+        if g is None or self._metrics_offset is None or 0 in g.gone:
+            return
+        try:
+            text, self._metrics_offset = ray.get(g.workers[0].read_from.remote(METRICS_FILE, self._metrics_offset),
+                                                 timeout=POLL_TIMEOUT_S)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return
+        if text:
+            path = Path(self.run_dir) / METRICS_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(text)
 
     def kill(self) -> None:
         """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""

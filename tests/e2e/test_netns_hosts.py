@@ -67,12 +67,7 @@ def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folde
     r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
     assert r.returncode == 0, r.stderr
 
-    def running_at_6() -> dict[str, Any] | None:
-        st = _status(c, "part")
-        assert st.get("state") not in ("failed", "stopped", "succeeded"), st
-        return st if st.get("step", 0) >= 6 else None
-
-    st = wait_for(running_at_6, 300, "step 6", interval_s=2.0)
+    st = wait_for(lambda: _at_step(c, "part", 6), 300, "step 6", interval_s=2.0)
     hosts = {x["rank"]: x["host"] for x in st["ranks"]}
     assert set(hosts.values()) == {"h1", "h2", "h3"}, hosts
     c.link(c.host("h3"), up=False)
@@ -89,30 +84,103 @@ def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folde
 
     # Only the head holds the controller's folder; every rank's log is on its own host.
     h2_files = _files_on(c, "h2", c.state_dir)
-    assert not any(f.endswith("catalog.db") or "/attempts/" in f for f in h2_files), h2_files
+    assert not any(f.endswith(("catalog.db", "/.controller")) for f in h2_files), h2_files
     first_logs = {Path(f).name for f in h2_files if "/logs/attempt-001/" in f}
     assert first_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h2"}
     head_logs = {p.name for p in (c.state_dir / "runs" / "part" / "logs" / "attempt-001").glob("rank-*.log")}
     assert head_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h1"}
     assert any((c.checkpoints / "part").iterdir()), "checkpoints go to the one shared folder"
+    # Rank 0 wrote its step rows on its own host; the controller's folder has them all.
+    rows = [json.loads(x) for x in (c.state_dir / "runs" / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rows} == set(range(1, 25)), sorted(r["step"] for r in rows)
+    rank0_hosts = {hosts[0], next(x.host for x in last.ranks if x.rank == 0)}
+    assert rank0_hosts != {"h1"}, "rank 0 never ran off the head: nothing was copied"
+
+
+def _at_step(c: NetnsCluster, job: str, step: int) -> dict[str, Any] | None:
+    st = _status(c, job)
+    assert st.get("state") not in ("failed", "stopped", "succeeded"), st
+    return st if st.get("step", 0) >= step else None
 
 
 def test_a_throttled_link_is_found_with_its_host_named(cluster: NetnsCluster) -> None:
-    """After the partition h3 is gone: four ranks on h1 and h2, then h2's link crawls (tc tbf)."""
+    """Four ranks (after the partition: on h1 and h2); then the link of a host other than the head crawls."""
     c = cluster
     job = _job(c, "slow", dp=2, tp=2, steps=400, interval=50,
-               reliability={"max_restarts": 1, "hang_timeout_s": 20})
+               reliability={"max_restarts": 1, "hang_timeout_s": 90})
     r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: _status(c, "slow").get("step", 0) >= 6, 300, "step 6", interval_s=2.0)
+    st = wait_for(lambda: _at_step(c, "slow", 6), 300, "step 6", interval_s=2.0)
+    victim = sorted({x["host"] for x in st["ranks"]} - {"h1"})[0]
     t0 = time.time()
-    c.throttle(c.host("h2"), "64kbit")
+    c.throttle(c.host(victim), "64kbit")
     cat = _catalog(c)
     found = wait_for(lambda: cat.interruptions("slow"), 120, "a finding about the slow link", interval_s=2.0)
     took = time.time() - t0
-    c.throttle(c.host("h2"), None)
+    c.throttle(c.host(victim), None)
     first = found[0]
     assert first.kind in ("straggler", "hang", "node_lost"), (first.kind, first.explanation)
-    assert first.hosts == ["h2"], (first.kind, first.hosts, first.explanation)
-    print(f"slow link on h2 found as {first.kind} after {took:.1f} s: {first.explanation}")
+    assert first.hosts == [victim], (first.kind, first.hosts, first.explanation)
+    print(f"slow link on {victim} found as {first.kind} after {took:.1f} s: {first.explanation}")
     c.run(c.head, [ORCH, "stop", "slow"], timeout_s=120)
+
+
+PROBE = """
+import json, os, sys, time, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from orchestrator.controller.placement import controller_scheduling, node_views
+ray.init(address="auto", namespace="netns-probe")
+host_of = {v.node_id: v.host for v in node_views(ray.nodes()) if v.alive}
+node = {h: n for n, h in host_of.items()}[sys.argv[1]]
+
+class Where:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+out = {}
+for kind in ("label", "soft"):
+    opts = (controller_scheduling(node) if kind == "label"
+            else {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)})
+    hosts = [host_of[ray.get(ray.remote(Where).options(num_cpus=0, **opts).remote().node.remote())] for _ in range(6)]
+    out[kind] = hosts
+a = ray.remote(Where).options(name="where", lifetime="detached", num_cpus=0, max_restarts=2,
+                              **controller_scheduling(node)).remote()
+out["before"] = host_of[ray.get(a.node.remote())]
+print(json.dumps(out), flush=True)
+sys.stdin.readline()  # the raylet of the preferred node is killed meanwhile
+deadline = time.time() + 90
+while time.time() < deadline:
+    try:
+        out["after"] = host_of.get(ray.get(a.node.remote(), timeout=10), "?")
+        break
+    except Exception as e:
+        out["error"] = repr(e)[:200]
+        time.sleep(1)
+ray.kill(a)
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_the_controller_prefers_its_node_and_comes_back_elsewhere_when_it_dies(cluster: NetnsCluster) -> None:
+    """The controller's scheduling options (label selector with a fallback), on a detached actor like it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    c = cluster
+    p = subprocess.Popen([*c.enter(c.head), sys.executable, "-c", PROBE, "h2"], env=c.env(c.head),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        first = json.loads(p.stdout.readline())
+        print(f"label selector + fallback: {first['label']}; soft NodeAffinity: {first['soft']}")
+        assert first["label"] == ["h2"] * 6 and first["before"] == "h2", first
+        os.kill(c.raylet_pid(c.host("h2")), signal.SIGKILL)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        after = json.loads(p.stdout.readline())
+        assert after.get("after") in ("h1", "h3"), after
+    finally:
+        if p.poll() is None:
+            p.kill()
