@@ -163,9 +163,23 @@ class NetnsCluster:
                 "--disable-usage-stats"]
         args += (["--head", f"--port={GCS_PORT}", "--include-dashboard=false"] if head
                  else [f"--address={self.address}"])
-        r = self.run(h, args, timeout_s=180)
-        if r.returncode != 0:
-            raise RuntimeError(f"ray start on {h.name} failed: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+        for tries_left in (1, 0):
+            r = self.run(h, args, timeout_s=180)
+            if r.returncode == 0:
+                return
+            # Ray gives a node 30 s to register (not configurable); a loaded machine can miss that.
+            if tries_left:
+                self._kill_all_but_holder(h)
+        raise RuntimeError(f"ray start on {h.name} failed: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+
+    def _kill_all_but_holder(self, h: Host) -> None:
+        pids = [p for p in self.pids(h) if h.holder is None or p != h.holder.pid]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.2)
 
     # ---- looking up ----------------------------------------------------------------------
     @property
