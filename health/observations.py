@@ -7,7 +7,7 @@ the controller, the simulation and the tests all drive the same code.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -102,3 +102,17 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         error=b.get("error") if b.get("phase") == "failed" else None,
         rollback=b.get("rollback") or {},
     )
+
+
+def retimed(o: RankObservation, offset_s: float) -> RankObservation:
+    """`o` with every time its host wrote moved onto another clock: that clock = the host's - `offset_s`.
+
+    Hosts have their own clocks; the controller compares times only after this.
+    Durations (step seconds, checkpoint seconds) need no change.
+    """
+    if not offset_s:
+        return o
+    return replace(o, observed_at=o.observed_at - offset_s,
+                   exited_at=None if o.exited_at is None else o.exited_at - offset_s,
+                   heartbeat=None if o.heartbeat is None else o.heartbeat - offset_s,
+                   ready=tuple((s, t - offset_s) for s, t in o.ready))

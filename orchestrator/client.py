@@ -20,10 +20,9 @@ def controller_name(job: str) -> str:
 def start(spec: Any, db_url: str, run_dir: Path) -> Any:
     """Start the job's controller (a detached actor), replacing a dead one of the same name."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from orchestrator.controller.actor import JobController
-    from orchestrator.controller.placement import controller_node
+    from orchestrator.controller.placement import controller_node, controller_scheduling
 
     name = controller_name(spec.name)
     try:
@@ -33,9 +32,7 @@ def start(spec: Any, db_url: str, run_dir: Path) -> Any:
     here = controller_node(ray.nodes(), ray.get_runtime_context().get_node_id())
     actor = ray.remote(JobController).options(
         name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_concurrency=16,
-        # Hard affinity: Ray 2.60 does not honour a soft one for a zero-resource actor (measured:
-        # it lands on any node), and the controller must not share a worker node's fate.
-        max_restarts=3, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+        max_restarts=3, **controller_scheduling(here),
     )
     return actor.remote(spec.model_dump(mode="json", by_alias=True), db_url, str(run_dir))
 

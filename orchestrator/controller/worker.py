@@ -295,5 +295,31 @@ class RankWorker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
 
+    def sees(self, name: str, token: str) -> bool:
+        """Whether run_dir/`name` on this host holds `token`: does this host share the controller's folder?"""
+        try:
+            return (self.run_dir / name).read_text() == token
+        except OSError:
+            return False
+
+    def read_from(self, name: str, offset: int | None, max_bytes: int = 1 << 20) -> tuple[str, int]:
+        """Whole lines of run_dir/`name` on this host from byte `offset` (None: from its end now), and the next offset.
+
+        How a file a rank writes on its own host (rank 0's metrics.jsonl) reaches the controller's folder.
+        """
+        path = self.run_dir / name
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                if offset is None or offset > size:
+                    return "", size
+                f.seek(offset)
+                data = f.read(max_bytes)
+        except OSError:
+            return "", 0 if offset is None else offset
+        whole = data[: data.rfind(b"\n") + 1]
+        return whole.decode(errors="replace"), offset + len(whole)
+
     def log_tail(self, max_bytes: int = 4096) -> str:
         return tail(self.log_path, max_bytes)

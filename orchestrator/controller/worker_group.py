@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -21,8 +23,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from health.agent import NodeAgent
 from health.detectors import detect_crash
-from health.observations import Finding, RankObservation
+from health.observations import Finding, RankObservation, retimed
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
+from orchestrator.controller.clocks import ClockOffsets
 from orchestrator.controller.fanout import call_all, gather
 from orchestrator.controller.placement import NodeView, exclusion_selector, group_bundles, node_views
 from orchestrator.controller.preflight import PreflightReport
@@ -31,6 +34,8 @@ from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
 
 logger = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.jsonl"
+MARKER_FILE = ".controller"
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
 CALL_TIMEOUT_S = 30.0
@@ -65,6 +70,10 @@ class RayWorkerGroup:
         self._agent_nodes: list[str] = []
         self.checkpoint_dir: str | None = None
         """Where the agents' storage probe writes (known once the controller asks for a preflight or a start)."""
+        self.clocks = ClockOffsets()
+        """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
+        self._metrics_offset: int | None = None
+        """How far rank 0's metrics.jsonl on its own host has been copied into ours (None: rank 0 is here)."""
 
     # ---- the cluster ---------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -137,6 +146,7 @@ class RayWorkerGroup:
             master_port = ray.get(g.workers[0].free_port.remote(), timeout=CALL_TIMEOUT_S)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+        self._metrics_offset = self._metrics_start(g.workers[0])
         local: dict[str, int] = {}
         refs = {}
         for rank, w in enumerate(g.workers):
@@ -230,8 +240,9 @@ class RayWorkerGroup:
         """One report per node agent; an agent that does not answer in time means its node is gone."""
         g = self.gang
         assert g is not None
-        now = time.time()
+        sent = time.time()
         reports = call_all({n: self._agents[n] for n in self._agent_nodes}, "report", timeout_s=POLL_TIMEOUT_S)
+        now = time.time()
         obs: list[RankObservation] = []
         findings: list[Finding] = []
         for node, rep in reports.items():
@@ -243,10 +254,43 @@ class RayWorkerGroup:
                 if crash is not None:
                     findings.append(crash)
                 continue
-            obs.extend(rep["observations"])
-            findings.extend(rep["findings"])
+            offset = self.clocks.add(node, sent, now, rep["time"])
+            obs.extend(retimed(o, offset) for o in rep["observations"])
+            findings.extend(replace(f, fault_at=f.fault_at - offset, detected_at=f.detected_at - offset)
+                            for f in rep["findings"])
         g.gone |= {o.rank for o in obs if not o.worker_alive}
+        self._copy_metrics()  # after the reports: a rank seen to have exited has written its last row
         return obs, findings
+
+    def _metrics_start(self, rank0: Any) -> int | None:
+        """Where this attempt's rows will start in rank 0's metrics.jsonl, or None when rank 0 writes into our
+        folder already (same host, or a folder the hosts share)."""
+        token = secrets.token_hex(8)
+        marker = Path(self.run_dir) / MARKER_FILE
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(token)
+            if ray.get(rank0.sees.remote(MARKER_FILE, token), timeout=CALL_TIMEOUT_S):
+                return None
+            return int(ray.get(rank0.read_from.remote(METRICS_FILE, None), timeout=CALL_TIMEOUT_S)[1])
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+            raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
+
+    def _copy_metrics(self) -> None:
+        """Rank 0 writes metrics.jsonl on its own host; the controller's folder gets the new rows."""
+        g = self.gang
+        if g is None or self._metrics_offset is None or 0 in g.gone:
+            return
+        try:
+            text, self._metrics_offset = ray.get(g.workers[0].read_from.remote(METRICS_FILE, self._metrics_offset),
+                                                 timeout=POLL_TIMEOUT_S)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return
+        if text:
+            path = Path(self.run_dir) / METRICS_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(text)
 
     def kill(self) -> None:
         """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
@@ -261,11 +305,14 @@ class RayWorkerGroup:
             return []
         ends = call_all({r: w for r, w in enumerate(g.workers) if r not in g.gone}, "stop", grace_s,
                         timeout_s=grace_s + CALL_TIMEOUT_S)
+        now = time.time()
         out = []
         for rank, end in ends.items():
             if isinstance(end, BaseException) or end.get("returncode") is None:
                 continue
-            out.append(RankEnd(rank, end["returncode"], end.get("signal"), end.get("exited_at") or time.time()))
+            # The exit time as an age on the rank's own host, then on our clock.
+            age = max(0.0, end["time"] - end["exited_at"]) if end.get("exited_at") and end.get("time") else 0.0
+            out.append(RankEnd(rank, end["returncode"], end.get("signal"), now - age))
         return out
 
     def log_tails(self, ranks: list[int], max_bytes: int = 3000) -> dict[int, str]:

@@ -1,0 +1,195 @@
+"""Hosts that share nothing but checkpoint storage: three network + mount namespaces, a Ray node in each.
+
+One cluster serves every test of the module (starting it costs ~30 s); the
+partition test runs last because the partitioned host's Ray node does not
+come back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.catalog.repository import Catalog
+from tests.cli import ORCH, wait_for
+from tests.conftest import small_job, write_job
+from tests.netns import NetnsCluster, available, netns_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+              pytest.mark.skipif(available() is not None, reason=f"namespace cluster: {available()}")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    with netns_cluster([("h1", 2), ("h2", 2), ("h3", 2)]) as c:
+        yield c
+
+
+def _job(c: NetnsCluster, name: str, **kw: Any) -> Path:
+    job = small_job(name, **kw)
+    job["checkpoint"]["folder"] = str(c.checkpoints / name)
+    path = c.state_dir.parent / f"{name}.yaml"
+    return write_job(path, job)
+
+
+def _status(c: NetnsCluster, job: str) -> dict[str, Any]:
+    r = c.run(c.head, [ORCH, "status", job, "--json"], timeout_s=60)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def _wait_end(c: NetnsCluster, job: str, timeout_s: float) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        st = _status(c, job)
+        return st if st.get("state") in ("succeeded", "failed", "stopped") else None
+
+    return wait_for(ended, timeout_s, f"job {job} to end", interval_s=2.0)
+
+
+def _catalog(c: NetnsCluster) -> Catalog:
+    return Catalog(f"sqlite:///{c.state_dir / 'catalog.db'}")
+
+
+def _files_on(c: NetnsCluster, host: str, folder: Path) -> list[str]:
+    r = c.run(c.host(host), ["find", str(folder), "-type", "f"], timeout_s=30)
+    return sorted(r.stdout.split())
+
+
+def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folder(cluster: NetnsCluster) -> None:
+    """Six ranks (tp=2) over three hosts; h3's cable is pulled at step 6: the host is found, recorded and
+    cordoned, and the job finishes with dp shrunk onto h1 and h2. No host but the head sees the state folder."""
+    c = cluster
+    job = _job(c, "part", dp=3, tp=2, steps=24, interval=4,
+               reliability={"allow_shrink_dp": True, "max_restarts": 3, "hang_timeout_s": 60})
+    r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
+    assert r.returncode == 0, r.stderr
+
+    st = wait_for(lambda: _at_step(c, "part", 6), 300, "step 6", interval_s=2.0)
+    hosts = {x["rank"]: x["host"] for x in st["ranks"]}
+    assert set(hosts.values()) == {"h1", "h2", "h3"}, hosts
+    c.link(c.host("h3"), up=False)
+    st = _wait_end(c, "part", 400)
+    assert st["state"] == "succeeded" and st["step"] == 24, st
+
+    cat = _catalog(c)
+    [lost] = [i for i in cat.interruptions("part") if i.kind != "straggler"]
+    assert lost.kind == "node_lost" and lost.hosts == ["h3"], (lost.kind, lost.hosts, lost.explanation)
+    assert "h3" in cat.cordoned_hosts()
+    last = cat.require_job("part").attempts[-1]
+    assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 3, last.layout
+    assert {x.host for x in last.ranks} == {"h1", "h2"}
+
+    # Only the head holds the controller's folder; every rank's log is on its own host.
+    h2_files = _files_on(c, "h2", c.state_dir)
+    assert not any(f.endswith(("catalog.db", "/.controller")) for f in h2_files), h2_files
+    first_logs = {Path(f).name for f in h2_files if "/logs/attempt-001/" in f}
+    assert first_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h2"}
+    head_logs = {p.name for p in (c.state_dir / "runs" / "part" / "logs" / "attempt-001").glob("rank-*.log")}
+    assert head_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h1"}
+    assert any((c.checkpoints / "part").iterdir()), "checkpoints go to the one shared folder"
+    # Rank 0 wrote its step rows on its own host; the controller's folder has them all.
+    rows = [json.loads(x) for x in (c.state_dir / "runs" / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rows} == set(range(1, 25)), sorted(r["step"] for r in rows)
+    rank0_hosts = {hosts[0], next(x.host for x in last.ranks if x.rank == 0)}
+    assert rank0_hosts != {"h1"}, "rank 0 never ran off the head: nothing was copied"
+
+
+def _at_step(c: NetnsCluster, job: str, step: int) -> dict[str, Any] | None:
+    st = _status(c, job)
+    assert st.get("state") not in ("failed", "stopped", "succeeded"), st
+    return st if st.get("step", 0) >= step else None
+
+
+@pytest.mark.xfail(strict=False, reason="a slow link is found as a hang within seconds, but the hang's culprit "
+                   "(the rank whose collective sequence lags) falls on either host of a ring: named the slow host in "
+                   "one run of two; hang attribution is being reworked in health/detectors.py")
+def test_a_throttled_link_is_found_with_its_host_named(cluster: NetnsCluster) -> None:
+    """Four ranks (after the partition: on h1 and h2); then the link of a host other than the head crawls."""
+    c = cluster
+    job = _job(c, "slow", dp=2, tp=2, steps=400, interval=50,
+               reliability={"max_restarts": 1, "hang_timeout_s": 90})
+    r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    st = wait_for(lambda: _at_step(c, "slow", 6), 300, "step 6", interval_s=2.0)
+    victim = sorted({x["host"] for x in st["ranks"]} - {"h1"})[0]
+    t0 = time.time()
+    c.throttle(c.host(victim), "64kbit")
+    cat = _catalog(c)
+    found = wait_for(lambda: cat.interruptions("slow"), 120, "a finding about the slow link", interval_s=2.0)
+    took = time.time() - t0
+    c.throttle(c.host(victim), None)
+    first = found[0]
+    assert first.kind in ("straggler", "hang", "node_lost"), (first.kind, first.explanation)
+    assert first.hosts == [victim], (first.kind, first.hosts, first.explanation)
+    print(f"slow link on {victim} found as {first.kind} after {took:.1f} s: {first.explanation}")
+    c.run(c.head, [ORCH, "stop", "slow"], timeout_s=120)
+
+
+PROBE = """
+import json, os, sys, time, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from orchestrator.controller.placement import controller_scheduling, node_views
+ray.init(address="auto", namespace="netns-probe")
+host_of = {v.node_id: v.host for v in node_views(ray.nodes()) if v.alive}
+node = {h: n for n, h in host_of.items()}[sys.argv[1]]
+
+class Where:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+out = {}
+for kind in ("label", "soft"):
+    opts = (controller_scheduling(node) if kind == "label"
+            else {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)})
+    hosts = [host_of[ray.get(ray.remote(Where).options(num_cpus=0, **opts).remote().node.remote())] for _ in range(6)]
+    out[kind] = hosts
+a = ray.remote(Where).options(name="where", lifetime="detached", num_cpus=0, max_restarts=2,
+                              **controller_scheduling(node)).remote()
+out["before"] = host_of[ray.get(a.node.remote())]
+print(json.dumps(out), flush=True)
+sys.stdin.readline()  # the preferred node dies meanwhile
+deadline = time.time() + 90
+while time.time() < deadline:
+    try:
+        out["after"] = host_of.get(ray.get(a.node.remote(), timeout=10), "?")
+        break
+    except Exception as e:
+        out["error"] = repr(e)[:200]
+        time.sleep(1)
+ray.kill(a)
+print(json.dumps(out), flush=True)
+"""
+
+
+def _json_line(stream: Any) -> dict[str, Any]:
+    """The next line that is a JSON object (Ray prints its own notices on the driver's stdout too)."""
+    for line in stream:
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError("the probe ended without an answer")
+
+
+def test_the_controller_prefers_its_node_and_comes_back_elsewhere_when_it_dies(cluster: NetnsCluster) -> None:
+    """The controller's scheduling options (label selector with a fallback), on a detached actor like it."""
+    import subprocess
+    import sys
+
+    c = cluster
+    p = subprocess.Popen([*c.enter(c.head), sys.executable, "-c", PROBE, "h2"], env=c.env(c.head),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        first = _json_line(p.stdout)
+        print(f"label selector + fallback: {first['label']}; soft NodeAffinity: {first['soft']}")
+        assert first["label"] == ["h2"] * 6 and first["before"] == "h2", first
+        c.stop_host(c.host("h2"), grace_s=0.5)  # the whole host goes: raylet, actors and all
+        p.stdin.write("\n")
+        p.stdin.flush()
+        after = _json_line(p.stdout)
+        assert after.get("after") in ("h1", "h3"), after
+    finally:
+        if p.poll() is None:
+            p.kill()
