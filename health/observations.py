@@ -39,6 +39,13 @@ class RankObservation:
     tokens_per_second: float | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
     """Newest committed checkpoint this rank reported: step, path, blocked and save seconds."""
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Process group name -> {"dim", "ranks"} for the groups this rank is in."""
+    p2p: tuple[dict[str, Any], ...] = ()
+    """Pipeline channels: {"chan", "role" (send|recv), "peer", "posted", "done"}."""
+    at: str = ""
+    """The rank's last place in its step (step, forward, backward, collective, p2p)."""
+    at_time: float | None = None
 
 
 class FindingKind(enum.StrEnum):
@@ -93,4 +100,6 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         loss=b.get("loss"), tokens_per_second=b.get("tokens_per_second"),
         checkpoint={k: b[k] for k in ("checkpoint_step", "checkpoint_path", "checkpoint_blocked_s",
                                       "checkpoint_seconds") if k in b},
+        groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
+        at_time=b.get("at_time") or None,
     )

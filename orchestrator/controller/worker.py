@@ -201,9 +201,23 @@ class RankWorker:
         return True
 
     def set_step_delay(self, seconds: float) -> None:
+        self.update_control({"step_delay_s": seconds})
+
+    def set_stall(self, where: str | None) -> None:
+        """Make the rank block at `where` of its next step (None releases it); see trainer.launch.ControlFile."""
+        self.update_control({"stall": where})
+
+    def update_control(self, update: dict[str, Any]) -> None:
+        """Merge `update` into the rank's control file (None removes a key), atomically."""
         self.control_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            req = json.loads(self.control_path.read_text())
+        except (OSError, ValueError):
+            req = {}
+        req.update(update)
+        req = {k: v for k, v in req.items() if v is not None}
         tmp = self.control_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"step_delay_s": seconds}))
+        tmp.write_text(json.dumps(req))
         os.replace(tmp, self.control_path)
 
     def stop(self, grace_s: float = 5.0) -> dict[str, Any]:
