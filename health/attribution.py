@@ -149,7 +149,8 @@ def _groups(obs: Sequence[RankObservation], layout: Mapping[str, int] | None) ->
 
 
 def _where(dim: str, members: tuple[int, ...]) -> str:
-    return f"{dim + ' ' if dim else ''}group {list(members)}"
+    ranks = str(list(members)) if len(members) <= 16 else f"of {len(members)} ranks ({members[0]}..{members[-1]})"
+    return f"{dim + ' ' if dim else ''}group {ranks}"
 
 
 def wait_edges(obs: Sequence[RankObservation], layout: Mapping[str, int] | None = None
@@ -159,16 +160,23 @@ def wait_edges(obs: Sequence[RankObservation], layout: Mapping[str, int] | None 
     by_rank = {o.rank: o for o in obs}
     edges: list[Wait] = []
     stuck: dict[int, list[Wait]] = {}
+    wheres: dict[str, str] = {}
+    behind: dict[tuple[str, int], tuple[int, ...]] = {}
+    """(group, seq) -> members whose last enqueued collective there is below seq (one scan per pair)."""
     for o in obs:
         for name, c in o.collectives.items():
             seq, done = int(c.get("enqueued", -1)), int(c.get("completed", -1))
             if seq <= done:
                 continue
             dim, members = groups.by_name.get(name, ("", (o.rank,)))
-            laggards = tuple(m for m in members if m != o.rank and
-                             int((by_rank[m].collectives.get(name) or {}).get("enqueued", -1)
-                                 if m in by_rank else -1) < seq)
-            w = Wait(o.rank, laggards, "collective", _where(dim, members), str(c.get("op") or "a collective"), seq)
+            if (name, seq) not in behind:
+                behind[(name, seq)] = tuple(
+                    m for m in members
+                    if int((by_rank[m].collectives.get(name) or {}).get("enqueued", -1) if m in by_rank else -1) < seq)
+            laggards = tuple(m for m in behind[(name, seq)] if m != o.rank)
+            if name not in wheres:
+                wheres[name] = _where(dim, members)
+            w = Wait(o.rank, laggards, "collective", wheres[name], str(c.get("op") or "a collective"), seq)
             if laggards:
                 edges.append(w)
             else:
@@ -193,29 +201,44 @@ def wait_edges(obs: Sequence[RankObservation], layout: Mapping[str, int] | None 
     return edges, stuck, groups
 
 
-def _reaches(start: int, goal: int, out: dict[int, set[int]]) -> bool:
-    seen, todo = {start}, [start]
-    while todo:
-        n = todo.pop()
-        if n == goal:
-            return True
-        for m in out.get(n, ()):
-            if m not in seen:
-                seen.add(m)
-                todo.append(m)
-    return False
-
-
 def _terminal_sccs(nodes: set[int], out: dict[int, set[int]]) -> list[set[int]]:
-    """Strongly connected components among `nodes` that no edge leaves."""
+    """Strongly connected components among `nodes` that no edge leaves (Tarjan's algorithm, iterative)."""
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[int] = []
     comps: list[set[int]] = []
-    assigned: set[int] = set()
-    for n in sorted(nodes):
-        if n in assigned:
+    for root in sorted(nodes):
+        if root in index:
             continue
-        comp = {m for m in nodes if _reaches(n, m, out) and _reaches(m, n, out)}
-        assigned |= comp
-        comps.append(comp)
+        work = [(root, iter(sorted(out.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            n, it = work[-1]
+            m = next((x for x in it if x in nodes), None)
+            if m is not None:
+                if m not in index:
+                    index[m] = low[m] = len(index)
+                    stack.append(m)
+                    on_stack.add(m)
+                    work.append((m, iter(sorted(out.get(m, ())))))
+                elif m in on_stack:
+                    low[n] = min(low[n], index[m])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[n])
+            if low[n] == index[n]:
+                comp = set()
+                while True:
+                    x = stack.pop()
+                    on_stack.discard(x)
+                    comp.add(x)
+                    if x == n:
+                        break
+                comps.append(comp)
     return [c for c in comps if all(m in c for n in c for m in out.get(n, ()))]
 
 
@@ -228,7 +251,20 @@ def attribute(obs: Sequence[RankObservation], layout: Mapping[str, int] | None =
         if e.strong:
             strong_out.setdefault(e.waiter, set()).update(e.on)
     # A send that the receiver has not matched only counts when the receiver is not itself waiting for the sender.
-    effective = [e for e in edges if e.strong or not _reaches(e.on[0], e.waiter, strong_out)]
+    reach: dict[int, set[int]] = {}
+
+    def reaches(a: int, b: int) -> bool:
+        if a not in reach:
+            seen, todo = {a}, [a]
+            while todo:
+                for m in strong_out.get(todo.pop(), ()):
+                    if m not in seen:
+                        seen.add(m)
+                        todo.append(m)
+            reach[a] = seen
+        return b in reach[a]
+
+    effective = [e for e in edges if e.strong or not reaches(e.on[0], e.waiter)]
     out: dict[int, set[int]] = {}
     for e in effective:
         out.setdefault(e.waiter, set()).update(e.on)

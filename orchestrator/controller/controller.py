@@ -565,7 +565,7 @@ class JobController:
                                       detail="every rank exited early without an error")
             checkpointing = any(o.phase == "checkpoint" for o in obs) or not live.first_step_seen
             limit = hang_limit(list(step_times), hang_cfg, checkpointing=checkpointing)
-            hang = detect_hang(obs, last_progress, now, limit)
+            hang = detect_hang(obs, last_progress, now, limit, layout=live.layout)
             if hang is not None:
                 return self._outcome(live, hang)
             median_step = statistics.median(step_times) if step_times else None

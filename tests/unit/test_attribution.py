@@ -126,3 +126,17 @@ def test_golden_stalls_name_the_victim(path: Path) -> None:
     bare = [observation_from_poll({**p, "beacon": {k: v for k, v in p["beacon"].items() if k != "groups"}},
                                   "h", g["now"]) for p in g["polls"]]
     assert attribute(bare, g["layout"]).culprits == (g["victim"],)
+
+
+def test_a_large_job_is_attributed_quickly() -> None:
+    """2,048 ranks (dp64·pp4·tp8): every rank waits in a world all-reduce that rank 1234 never entered."""
+    import time
+
+    layout = {"dp": 64, "pp": 4, "tp": 8}
+    tp_name = {r: f"t{i}" for i, g in enumerate(mesh_groups(layout)["tp"]) for r in g}
+    obs = [_obs(r, collectives={"0": _coll(50 if r == 1234 else 51, 50, desc="default_pg"),
+                                tp_name[r]: _coll(10, 10)}) for r in range(2048)]
+    t0 = time.perf_counter()
+    a = attribute(obs, layout)
+    assert a.culprits == (1234,) and a.certain
+    assert time.perf_counter() - t0 < 0.5

@@ -80,3 +80,11 @@ def test_unreachable_database(tmp_path: Path, cli_env: dict[str, str]) -> None:
     assert r.returncode == 1
     assert "cannot reach database" in r.stderr and "p@" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_chaos_stall_rejects_an_unknown_point(cli_env: dict[str, str], state_dir: Path) -> None:
+    r = subprocess.run([sys.executable, "-c", PROBE, "chaos", "stall", "j", "--rank", "1", "--where", "lunch"],
+                       capture_output=True, text=True, env=cli_env, timeout=60)
+    assert r.returncode == 2 and "--where" in r.stderr and "p2p" in r.stderr
+    assert len([ln for ln in r.stderr.strip().splitlines() if ln.strip()]) == 1, r.stderr
+    assert not state_dir.exists()
