@@ -8,8 +8,8 @@ cell stalls its victim at a point of its step (`step`, `forward`, `backward`,
 process and its beacon thread stay alive. The hang detector the controller
 runs names a culprit; the cell passes when that is the victim. Detection time
 is from the moment the victim stalled to the finding. Raw results:
-bench/results/hang_matrix.json. With --fixtures, the detector's input of one
-cell per layout is written there as a golden file for tests/unit.
+bench/results/hang_matrix.json. With --fixtures, the detector's input of a
+`forward` and a `p2p` cell per layout is written there as golden files for tests/unit.
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ def main() -> None:
                   f"{'ok ' if ok else 'BAD'} detection {r.detection_s or float('nan'):.1f} s "
                   f"(limit {r.limit_s or float('nan'):.1f} s) {r.error}", flush=True)
         if args.fixtures is not None:
-            pick = next((r for r in results if r.snapshot and r.victim != 0 and r.where in ("p2p", "forward")), None)
-            if pick is not None:
-                args.fixtures.mkdir(parents=True, exist_ok=True)
-                path = args.fixtures / f"{name}-rank{pick.victim}-{pick.where}.json"
-                path.write_text(json.dumps(pick.snapshot, indent=1, sort_keys=True) + "\n")
+            for where in ("forward", "p2p"):
+                pick = next((r for r in results if r.snapshot and r.victim != 0 and r.where == where), None)
+                if pick is not None:
+                    args.fixtures.mkdir(parents=True, exist_ok=True)
+                    path = args.fixtures / f"{name}-rank{pick.victim}-{pick.where}.json"
+                    path.write_text(json.dumps(pick.snapshot, indent=1, sort_keys=True) + "\n")
         print(f"{name}: {len(results)} cells in {time.time() - t0:.0f} s", flush=True)
     ok = sum(r["ok"] for r in rows)
     det = [r["detection_s"] for r in rows if r["detection_s"] is not None]

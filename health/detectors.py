@@ -29,6 +29,10 @@ HEARTBEAT_STALE_S = 5.0
 """A beacon older than this (the beacon thread publishes every second) means the rank is frozen."""
 
 
+FINISHED_PHASES = frozenset({"done", "stopped"})
+"""Beacon phases of a rank whose training loop has returned."""
+
+
 @dataclass(frozen=True, slots=True)
 class HangConfig:
     timeout_s: float
@@ -82,6 +86,8 @@ def detect_hang(obs: Sequence[RankObservation], last_progress_at: float, now: fl
     if now - last_progress_at <= limit_s:
         return None
     live = [o for o in obs if o.worker_alive]
+    if live and all(o.phase in FINISHED_PHASES for o in live):
+        return None  # every rank finished its steps and is on its way out (a slow exit is no hang)
     frozen = [o for o in live if o.stopped or (o.heartbeat is not None and now - o.heartbeat > HEARTBEAT_STALE_S)]
     a = attribute(live, layout, [o.rank for o in frozen])
     by_rank = {o.rank: o for o in live}

@@ -139,4 +139,4 @@ def test_a_large_job_is_attributed_quickly() -> None:
     t0 = time.perf_counter()
     a = attribute(obs, layout)
     assert a.culprits == (1234,) and a.certain
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 2.0, "quadratic or worse in the number of ranks"
