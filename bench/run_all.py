@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["checkpoint_stall.py", "beacon_overhead.py", "layouts.py", "recovery.py", "ray_train_restart.py"]
+BENCHES = ["checkpoint_stall.py", "beacon_overhead.py", "layouts.py", "recovery.py", "ray_train_restart.py",
+           "hang_matrix.py"]
 
 if __name__ == "__main__":
     for b in BENCHES:
