@@ -74,5 +74,8 @@ class ParallelMesh:
             out[world.group_name] = {"dim": "world", "ranks": list(range(dist.get_world_size()))}
         for name in (*MESH_DIM_NAMES, "dp_cp"):
             g = self[name].get_group()
+            if g.group_name in out:  # one group serving several dims (pp=4: the world is the pp group)
+                out[g.group_name]["dim"] = f"{out[g.group_name]['dim']}/{name}"
+                continue
             out[g.group_name] = {"dim": name, "ranks": [int(r) for r in dist.get_process_group_ranks(g)]}
         return out
