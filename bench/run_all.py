@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["checkpoint_stall.py", "beacon_overhead.py", "layouts.py", "recovery.py", "ray_train_restart.py",
-           "metrics_exporter.py", "init_memory.py", "report_scale.py", "flex_attention_cpu.py"]
+           "metrics_exporter.py", "init_memory.py", "report_scale.py", "flex_attention_cpu.py",
+           "hang_matrix.py"]
 
 if __name__ == "__main__":
     for b in BENCHES:

@@ -5,9 +5,11 @@
   dies, its peers fail moments later with "connection closed by peer".
 - hang: no step completed for longer than an adaptive limit, a multiple of
   the recent step time (as NVIDIA's resiliency extension derives its timeouts),
-  capped by the job's hang_timeout_s. The culprit is a rank whose process is
-  stopped or whose beacons stopped, else the rank whose collective sequence
-  lags the others'; the finding names the collective the others wait in.
+  capped by the job's hang_timeout_s. The culprit is found by following who
+  waits for whom within each process group and pipeline channel
+  (`health/attribution.py`); a stopped process or silent beacons only break a
+  tie. The finding names the collective or pipeline transfer the others wait
+  in, or, when no single rank stands out, the smallest group that holds it.
 - straggler: a rank that is ready for its steps' collectives later than its
   peers, as a robust outlier (median / MAD over ranks of each rank's median
   lag over a window). In synchronous training every rank's step takes the same
@@ -17,13 +19,18 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from health.attribution import attribute, describe_chain
 from health.observations import Finding, FindingKind, RankObservation
 
 HEARTBEAT_STALE_S = 5.0
 """A beacon older than this (the beacon thread publishes every second) means the rank is frozen."""
+
+
+FINISHED_PHASES = frozenset({"done", "stopped"})
+"""Beacon phases of a rank whose training loop has returned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,65 +81,55 @@ def _exits(obs: Sequence[RankObservation]) -> list[dict[str, object]]:
              "exited_at": o.exited_at} for o in obs]
 
 
-def _waiting_in(obs: Sequence[RankObservation], culprits: set[int]) -> tuple[str, str | None, int] | None:
-    """(process group, collective kind, sequence) that the other ranks are blocked in."""
-    votes: dict[tuple[str, str | None, int], int] = {}
-    for o in obs:
-        if o.rank in culprits:
-            continue
-        for pg, c in o.collectives.items():
-            if c.get("enqueued", -1) > c.get("completed", -1):
-                key = (pg, c.get("op"), int(c["enqueued"]))
-                votes[key] = votes.get(key, 0) + 1
-    return max(votes, key=lambda k: (votes[k], k[2])) if votes else None
-
-
-def _collective_laggards(obs: Sequence[RankObservation]) -> list[RankObservation]:
-    """Ranks whose last enqueued collective on some group trails the rest of that group."""
-    lag: dict[int, int] = {}
-    groups: dict[str, list[tuple[RankObservation, int]]] = {}
-    for o in obs:
-        for pg, c in o.collectives.items():
-            groups.setdefault(pg, []).append((o, int(c.get("enqueued", -1))))
-    for members in groups.values():
-        top = max(seq for _, seq in members)
-        for o, seq in members:
-            if seq < top:
-                lag[o.rank] = max(lag.get(o.rank, 0), top - seq)
-    by_rank = {o.rank: o for o in obs}
-    return [by_rank[r] for r in sorted(lag, key=lambda r: -lag[r])]
-
-
 def detect_hang(obs: Sequence[RankObservation], last_progress_at: float, now: float,
-                limit_s: float) -> Finding | None:
+                limit_s: float, layout: Mapping[str, int] | None = None) -> Finding | None:
+    """A hang, with the rank it waits for. `layout` (dp, pp, cp, tp) fills in group members beacons lack."""
     if now - last_progress_at <= limit_s:
         return None
     live = [o for o in obs if o.worker_alive]
+    if live and all(o.phase in FINISHED_PHASES for o in live):
+        return None  # every rank finished its steps and is on its way out (a slow exit is no hang)
     frozen = [o for o in live if o.stopped or (o.heartbeat is not None and now - o.heartbeat > HEARTBEAT_STALE_S)]
-    if frozen:
-        culprits, why = frozen, "its process is stopped" if frozen[0].stopped else "its beacons stopped"
-    else:
-        culprits = _collective_laggards(live)[:1]
-        why = "its collective sequence lags the others'"
-        if not culprits:
-            culprits = [min(live, key=lambda o: o.step)] if live else []
-            why = "it is the furthest behind"
-    c = culprits[0] if culprits else None
-    waiting = _waiting_in(live, {x.rank for x in culprits})
+    a = attribute(live, layout, [o.rank for o in frozen])
+    by_rank = {o.rank: o for o in live}
+    culprits = [by_rank[r] for r in a.culprits if r in by_rank]
+    named = culprits if a.certain else [by_rank[r] for r in a.group if r in by_rank] or culprits
+    waiting = a.waiting_in
     where = ""
     if waiting is not None:
-        pg, op, seq = waiting
-        where = f"; the other ranks wait in {op or 'a collective'} #{seq} on process group {pg}"
+        where = f"; the other ranks wait in {waiting.describe()}"
+        others = [f"{e.describe()} (rank {e.waiter})" for e in a.direct
+                  if (e.kind, e.where, e.op, e.seq) != (waiting.kind, waiting.where, waiting.op, waiting.seq)]
+        if others:
+            where += ", and in " + ", ".join(others[:3])
+        if len(a.chain) > 1:
+            where += f" (chain: {describe_chain(a.chain)})"
+    notes = []
+    for c in culprits:
+        if c.rank in {o.rank for o in frozen}:
+            notes.append(f"rank {c.rank}'s process is stopped" if c.stopped else f"rank {c.rank}'s beacons stopped")
+    if a.certain and culprits:
+        c = culprits[0]
+        who = f"rank {c.rank} on host {c.host} is the culprit: {a.reason}"
+    elif culprits:
+        who = f"no single rank stands out: {a.reason}"
+    else:
+        who = f"no rank stands out ({a.reason})"
+    if notes:
+        who += "; " + ", ".join(notes)
     fault_at = last_progress_at
-    if c is not None and c.heartbeat is not None and (c.stopped or now - c.heartbeat > HEARTBEAT_STALE_S):
-        fault_at = min(max(c.heartbeat, last_progress_at), now)
-    summary = (f"no step completed for {now - last_progress_at:.1f} s (limit {limit_s:.1f} s); "
-               + (f"rank {c.rank} on host {c.host} is the culprit: {why}" if c else "no rank stands out") + where)
-    return Finding(FindingKind.HANG, tuple(x.rank for x in culprits), tuple(dict.fromkeys(x.host for x in culprits)),
+    if len(culprits) == 1:
+        c = culprits[0]
+        if c.heartbeat is not None and c.rank in {o.rank for o in frozen}:
+            fault_at = min(max(c.heartbeat, last_progress_at), now)
+        elif c.at_time:
+            fault_at = min(max(c.at_time, last_progress_at), now)
+    summary = f"no step completed for {now - last_progress_at:.1f} s (limit {limit_s:.1f} s); {who}{where}"
+    return Finding(FindingKind.HANG, tuple(x.rank for x in named), tuple(dict.fromkeys(x.host for x in named)),
                    fault_at, now, summary,
-                   evidence={"waiting_in": list(waiting) if waiting else None, "limit_s": limit_s,
-                             "steps": {o.rank: o.step for o in obs},
-                             "frozen": [o.rank for o in frozen]})
+                   evidence={"waiting_in": [waiting.where, waiting.op, waiting.seq] if waiting else None,
+                             "limit_s": limit_s, "steps": {o.rank: o.step for o in obs},
+                             "frozen": [o.rank for o in frozen], "attribution": a.to_dict()})
 
 
 def detect_stragglers(obs: Sequence[RankObservation], step_seconds: float | None, now: float,

@@ -44,6 +44,13 @@ class RankObservation:
     """The one-line reason a rank gave for exiting with an error (e.g. no committed checkpoint loads)."""
     rollback: dict[str, Any] = field(default_factory=dict)
     """The rank's newest loss-guard rollback: count, at_step, to_step, skipped_batches, reason, time."""
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Process group name -> {"dim", "ranks"} for the groups this rank is in."""
+    p2p: tuple[dict[str, Any], ...] = ()
+    """Pipeline channels: {"chan", "role" (send|recv), "peer", "posted", "done"}."""
+    at: str = ""
+    """The rank's last place in its step (step, forward, backward, collective, p2p)."""
+    at_time: float | None = None
 
 
 class FindingKind(enum.StrEnum):
@@ -101,6 +108,8 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
                                       "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
         error=b.get("error") if b.get("phase") == "failed" else None,
         rollback=b.get("rollback") or {},
+        groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
+        at_time=b.get("at_time") or None,
     )
 
 
@@ -115,4 +124,5 @@ def retimed(o: RankObservation, offset_s: float) -> RankObservation:
     return replace(o, observed_at=o.observed_at - offset_s,
                    exited_at=None if o.exited_at is None else o.exited_at - offset_s,
                    heartbeat=None if o.heartbeat is None else o.heartbeat - offset_s,
-                   ready=tuple((s, t - offset_s) for s, t in o.ready))
+                   ready=tuple((s, t - offset_s) for s, t in o.ready),
+                   at_time=None if o.at_time is None else o.at_time - offset_s)

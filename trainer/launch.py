@@ -4,8 +4,10 @@ The rank, world size and rendezvous come from the standard torch.distributed
 environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT); where to write comes from TRAINER_* variables. Beacons are
 written atomically to a small JSON file that the supervisor on the same host
-reads, and a control file (if present) can ask for a per-step delay, which is
-how a slowed rank is injected for real.
+reads, and a control file (if present) can ask for a per-step delay (a slowed
+rank), an exit, or a stall: the rank stops making progress at a named point of
+its step (step, forward, backward, collective, p2p) while its process and its
+beacon thread stay alive, the way a real hang looks.
 """
 
 from __future__ import annotations
@@ -61,38 +63,57 @@ class BeaconFile:
                 write_json_atomic(self.path, self.state)
 
 
-class ControlFile:
-    """Reads fault-injection requests addressed to this rank (re-read on change)."""
+STALL_POINTS = ("step", "forward", "backward", "collective", "p2p")
+STALL_POLL_S = 0.2
 
-    def __init__(self, path: Path | None) -> None:
+
+class ControlFile:
+    """Reads fault-injection requests addressed to this rank (re-read on change).
+
+    Keys: `step_delay_s` (sleep before every step), `exit_at_step` and
+    `exit_code` (exit before that step), `stall` (one of STALL_POINTS: block at
+    that point of the next step until the key is removed), and `sdc` / `nan`
+    tokens (each new token fires once, from `<kind>_at_step` on). When a stall
+    begins, `<control file>.stalled` records where and when, for drills that time
+    the detection; the rank's beacons know nothing of it.
+    """
+
+    def __init__(self, path: Path | None, stop: threading.Event | None = None) -> None:
         self.path = path
+        self.stop = stop or threading.Event()
         self._mtime = 0.0
         self.step_delay_s = 0.0
         self.exit_at_step: int | None = None
         self.exit_code = 1
+        self.stall: str | None = None
+        self.step = 0
         self._requests: dict[str, object] = {}
         """Fault kind -> the newest injection token seen in the file."""
         self._used: dict[str, object] = {}
         """Fault kind -> the token already acted on (each injection fires once)."""
         self._at: dict[str, int] = {}
         """Fault kind -> the first step it may fire at (`<kind>_at_step`; default: at once)."""
-        self._step = 0
+
+    def _reload(self) -> None:
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self._mtime:
+                self._mtime = mtime
+                req = json.loads(self.path.read_text() or "{}")
+                self.step_delay_s = float(req.get("step_delay_s", 0.0))
+                self.exit_at_step = req.get("exit_at_step")
+                self.exit_code = int(req.get("exit_code", 1))
+                self.stall = req.get("stall")
+                self._requests = {k: req[k] for k in ("sdc", "nan") if req.get(k) is not None}
+                self._at = {k: int(req[f"{k}_at_step"]) for k in ("sdc", "nan") if req.get(f"{k}_at_step")}
+        except (OSError, ValueError):
+            pass
 
     def before_step(self, step: int) -> None:
-        self._step = step
-        if self.path is not None:
-            try:
-                mtime = self.path.stat().st_mtime
-                if mtime != self._mtime:
-                    self._mtime = mtime
-                    req = json.loads(self.path.read_text())
-                    self.step_delay_s = float(req.get("step_delay_s", 0.0))
-                    self.exit_at_step = req.get("exit_at_step")
-                    self.exit_code = int(req.get("exit_code", 1))
-                    self._requests = {k: req[k] for k in ("sdc", "nan") if req.get(k) is not None}
-                    self._at = {k: int(req[f"{k}_at_step"]) for k in ("sdc", "nan") if req.get(f"{k}_at_step")}
-            except (OSError, ValueError):
-                pass
+        self.step = step
+        self._reload()
         if self.exit_at_step is not None and step >= int(self.exit_at_step):
             logging.getLogger(__name__).error("injected failure: exiting with code %d before step %d",
                                               self.exit_code, step)
@@ -100,15 +121,28 @@ class ControlFile:
         if self.step_delay_s > 0:
             time.sleep(self.step_delay_s)
 
-
     def injected(self, kind: str) -> bool:
         """True once per new injection of `kind` ("sdc", "nan") written to the control file."""
         token = self._requests.get(kind)
-        if token is None or self._used.get(kind) == token or self._step < self._at.get(kind, 0):
+        if token is None or self._used.get(kind) == token or self.step < self._at.get(kind, 0):
             return False
         self._used[kind] = token
         logging.getLogger(__name__).warning("injected fault: %s", kind)
         return True
+
+    def at(self, point: str) -> None:
+        """Block here while a stall at `point` is requested (the process and its other threads live on)."""
+        if self.stall != point or self.path is None:
+            return
+        log = logging.getLogger(__name__)
+        log.warning("injected stall at %s of step %d", point, self.step)
+        marker = self.path.with_name(self.path.name + ".stalled")
+        record: dict[str, Any] = {"point": point, "step": self.step, "time": time.time(), "pid": os.getpid()}
+        write_json_atomic(marker, record)
+        while self.stall == point and not self.stop.wait(STALL_POLL_S):
+            self._reload()
+        write_json_atomic(marker, {**record, "released": time.time()})
+        log.warning("stall at %s released", point)
 
 
 STANDBY_FLAG = "--standby"
@@ -175,19 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     beacon = BeaconFile(Path(beacon_path) if beacon_path and beacons_on else None, rank)
-    control = ControlFile(Path(control_path) if control_path else None)
+    control = ControlFile(Path(control_path) if control_path else None, stop)
     ctx = RunContext(
         rank=rank, world_size=world, local_rank=local_rank,
         run_dir=Path(os.environ.get(ENV_RUN_DIR, ".")),
         checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR, "checkpoints")),
         attempt=int(os.environ.get(ENV_ATTEMPT, "1")), device=device,
         beacon=beacon, stop=stop, before_step=control.before_step, injected=control.injected,
+        fault_point=control.at if control_path else None,
         sample_log=Path(os.environ[ENV_SAMPLE_LOG]) / f"samples-rank{rank:05d}.jsonl"
         if os.environ.get(ENV_SAMPLE_LOG) else None,
     )
     from trainer.progress import BeaconThread
 
-    beacons = BeaconThread(beacon).start() if beacons_on else None
+    beacons = BeaconThread(beacon, progress=ctx.progress).start() if beacons_on else None
     log = logging.getLogger(__name__)
     try:
         result = train(cfg, ctx)

@@ -37,10 +37,45 @@ class LocalRun:
     wall_s: float
 
 
-def run_local(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = None, attempt: int = 1,
-              control: dict[int, dict[str, Any]] | None = None, timeout_s: float = 600,
-              env_extra: dict[str, str] | None = None) -> LocalRun:
-    """Start every rank, wait for all of them; kills the rest if one outlives the timeout."""
+@dataclass
+class LocalRanks:
+    """Rank processes started by `start_local`, still running."""
+
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[str]
+    run_dir: Path
+    started: float
+
+    def beacon_path(self, rank: int) -> Path:
+        return self.run_dir / f"beacon-{rank}.json"
+
+    def control_path(self, rank: int) -> Path:
+        return self.run_dir / f"control-{rank}.json"
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait()
+
+    def wait(self, timeout_s: float) -> LocalRun:
+        """Wait for every rank; kills the rest if one outlives the timeout."""
+        rcs = []
+        deadline = time.time() + timeout_s
+        for p in self.procs:
+            try:
+                rcs.append(p.wait(timeout=max(1.0, deadline - time.time())))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return LocalRun(rcs, self.logs, time.perf_counter() - self.started)
+
+
+def start_local(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = None, attempt: int = 1,
+                control: dict[int, dict[str, Any]] | None = None,
+                env_extra: dict[str, str] | None = None) -> LocalRanks:
+    """Start every rank as a process and return at once."""
     world = world_size_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / f"trainer-{attempt}.json"
@@ -64,16 +99,15 @@ def run_local(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = Non
         with open(log, "w") as f:
             procs.append(subprocess.Popen([sys.executable, "-m", "trainer.launch", str(cfg_path)], env=env,
                                           stdout=f, stderr=subprocess.STDOUT))
-    rcs = []
-    deadline = time.time() + timeout_s
-    for p in procs:
-        try:
-            rcs.append(p.wait(timeout=max(1.0, deadline - time.time())))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    return LocalRun(rcs, logs, time.perf_counter() - t0)
+    return LocalRanks(procs, logs, run_dir, t0)
+
+
+def run_local(cfg: dict[str, Any], run_dir: Path, *, ckpt_dir: Path | None = None, attempt: int = 1,
+              control: dict[int, dict[str, Any]] | None = None, timeout_s: float = 600,
+              env_extra: dict[str, str] | None = None) -> LocalRun:
+    """Start every rank, wait for all of them; kills the rest if one outlives the timeout."""
+    ranks = start_local(cfg, run_dir, ckpt_dir=ckpt_dir, attempt=attempt, control=control, env_extra=env_extra)
+    return ranks.wait(timeout_s)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

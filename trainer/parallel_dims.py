@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 MESH_DIM_NAMES = ("dp", "pp", "cp", "tp")
@@ -60,3 +61,21 @@ class ParallelMesh:
 
     def __getitem__(self, name: str) -> DeviceMesh:
         return self.dp_cp if name == "dp_cp" else self.world[name]
+
+    def group_members(self) -> dict[str, dict[str, object]]:
+        """Process group name -> its mesh dimension and global member ranks, for the beacon.
+
+        Group names are the ones torch's flight recorder reports, so the health
+        detectors compare collective progress only among members of one group.
+        """
+        out: dict[str, dict[str, object]] = {}
+        world = dist.group.WORLD
+        if world is not None:
+            out[world.group_name] = {"dim": "world", "ranks": list(range(dist.get_world_size()))}
+        for name in (*MESH_DIM_NAMES, "dp_cp"):
+            g = self[name].get_group()
+            if g.group_name in out:  # one group serving several dims (pp=4: the world is the pp group)
+                out[g.group_name]["dim"] = f"{out[g.group_name]['dim']}/{name}"
+                continue
+            out[g.group_name] = {"dim": name, "ranks": [int(r) for r in dist.get_process_group_ranks(g)]}
+        return out

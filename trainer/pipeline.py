@@ -10,6 +10,7 @@ stage that shares those layers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch.distributed.pipelining.schedules import (
 )
 
 from trainer.model import Transformer
+from trainer.progress import RankProgress
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
 
@@ -74,12 +76,72 @@ def trim_to_stages(model: Transformer, stage_ids: list[int], n_stages: int) -> l
     return [per_stage[s] for s in stage_ids]
 
 
+class TracedStage(PipelineStage):
+    """A pipeline stage that reports its point-to-point progress (see `RankProgress`).
+
+    It also offers the `p2p` fault point: just before the stage posts a send,
+    so that a stall there leaves the next (or previous) stage waiting in its receive.
+    """
+
+    def __init__(self, *args: Any, progress: RankProgress | None = None,
+                 fault_point: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress or RankProgress()
+        self.fault_point = fault_point
+
+    def _fwd_chan(self) -> str:
+        return f"fwd {self.stage_index - 1}>{self.stage_index}"
+
+    def _bwd_chan(self) -> str:
+        return f"bwd {self.stage_index + 1}>{self.stage_index}"
+
+    def _posted(self, role: str, chan: str, ops: list[Any]) -> list[Any]:
+        if ops:
+            self.progress.posted(role, chan, int(ops[0].peer))
+        return ops
+
+    def _before_send(self) -> None:
+        self.progress.mark("p2p")
+        if self.fault_point is not None:
+            self.fault_point("p2p")
+
+    def get_fwd_recv_ops(self, fwd_chunk_id: int) -> list[Any]:
+        return self._posted("recv", self._fwd_chan(), super().get_fwd_recv_ops(fwd_chunk_id))
+
+    def get_bwd_recv_ops(self, bwd_chunk_id: int) -> list[Any]:
+        return self._posted("recv", self._bwd_chan(), super().get_bwd_recv_ops(bwd_chunk_id))
+
+    def get_fwd_send_ops(self, fwd_chunk_id: int) -> list[Any]:
+        if not self.is_last:
+            self._before_send()
+        return self._posted("send", f"fwd {self.stage_index}>{self.stage_index + 1}",
+                            super().get_fwd_send_ops(fwd_chunk_id))
+
+    def get_bwd_send_ops(self, bwd_chunk_id: int) -> list[Any]:
+        if not self.is_first:
+            self._before_send()
+        return self._posted("send", f"bwd {self.stage_index}>{self.stage_index - 1}",
+                            super().get_bwd_send_ops(bwd_chunk_id))
+
+    def forward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_first:
+            self.progress.done(self._fwd_chan())
+        return super().forward_one_chunk(*args, **kwargs)
+
+    def backward_one_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_last:
+            self.progress.done(self._bwd_chan())
+        return super().backward_one_chunk(*args, **kwargs)
+
+
 def build_schedule(model: Transformer, stage_ids: list[int], layer_ids: list[list[int]], n_stages: int,
                    *, schedule: str, n_microbatches: int, loss_fn: Callable[..., torch.Tensor],
-                   device: torch.device, group: ProcessGroup) -> PipelineScheduleSingle | PipelineScheduleMulti:
+                   device: torch.device, group: ProcessGroup, progress: RankProgress | None = None,
+                   fault_point: Callable[[str], None] | None = None
+                   ) -> PipelineScheduleSingle | PipelineScheduleMulti:
     stages = [
-        PipelineStage(StageModule(model, ids, first=s == 0, last=s == n_stages - 1), s, n_stages, device,
-                      group=group)
+        TracedStage(StageModule(model, ids, first=s == 0, last=s == n_stages - 1), s, n_stages, device,
+                    group=group, progress=progress, fault_point=fault_point)
         for s, ids in zip(stage_ids, layer_ids, strict=True)
     ]
     if schedule == "interleaved_1f1b":

@@ -35,7 +35,7 @@ from trainer.model import Transformer
 from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import assign_shard, parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
-from trainer.progress import StepReadiness
+from trainer.progress import RankProgress, StepReadiness
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class RunContext:
     injected: Callable[[str], bool] | None = None
     """Fault injection: True once for each new request of a kind ("sdc": this rank's next check result is
     perturbed; "nan": this rank's next batch is poisoned)."""
+    fault_point: Callable[[str], None] | None = None
+    """Called at named points of every step (step, forward, backward, collective, p2p): a stall hooks in here."""
+    progress: RankProgress = field(default_factory=RankProgress)
+    """Pipeline P2P counters and the rank's place in the step, read by the beacon thread."""
     sample_log: Path | None = None
     """If set, ranks at tp=cp=pp=0 append the sample ids of every step here (audits)."""
 
@@ -110,7 +114,9 @@ class ModelParts:
 
 
 def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.device,
-                init_from: Path | None = None, *, meta_init: bool = True) -> ModelParts:
+                init_from: Path | None = None, *, meta_init: bool = True,
+                progress: RankProgress | None = None, fault_point: Callable[[str], None] | None = None
+                ) -> ModelParts:
     """Build, cut into pipeline stages, parallelize, and (for pp) wrap in a schedule.
 
     With `meta_init` the model is built on the meta device and only this rank's
@@ -144,7 +150,8 @@ def build_model(cfg: TrainConfig, dims: ParallelDims, mesh: Any, device: torch.d
         assert layer_ids is not None
         parts.schedule = build_schedule(model, stage_ids, layer_ids, n_stages, schedule=p.schedule,
                                         n_microbatches=p.microbatches or dims.pp, loss_fn=lm_loss,
-                                        device=device, group=mesh["pp"].get_group())
+                                        device=device, group=mesh["pp"].get_group(), progress=progress,
+                                        fault_point=fault_point)
         parts.has_first_stage = 0 in stage_ids
         parts.has_last_stage = n_stages - 1 in stage_ids
     return parts
@@ -167,6 +174,23 @@ def materialize(model: Transformer, device: torch.device, seed: int) -> None:
     """Allocate a meta-device model's (already parallelised) parameters on `device` and initialise them."""
     model.to_empty(device=device)
     model.init_weights(seed, assign=assign_shard)
+
+
+def install_step_points(model: Transformer, point: Callable[[str], None]) -> None:
+    """Call `point("forward")` as the rank's forward starts and `point("backward")` as its backward does."""
+    keys = list(model.layers.keys())
+    if not keys:
+        return
+
+    def on_backward(grad: torch.Tensor) -> None:
+        point("backward")
+
+    def after_last_layer(_mod: Any, _args: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(on_backward)
+
+    model.layers[keys[0]].register_forward_pre_hook(lambda *_: point("forward"))
+    model.layers[keys[-1]].register_forward_hook(after_last_layer)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -264,8 +288,18 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     dims = ParallelDims(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, world_size=dist.get_world_size())
     mesh = dims.build_mesh(ctx.device.type)
     coords = dims.coords(dist.get_rank())
-    parts = build_model(cfg, dims, mesh, ctx.device, init_from=start_weights(cfg, ctx))
+
+    def point(name: str) -> None:
+        ctx.progress.mark(name)
+        if ctx.fault_point is not None:
+            ctx.fault_point(name)
+
+    parts = build_model(cfg, dims, mesh, ctx.device, init_from=start_weights(cfg, ctx),
+                        progress=ctx.progress, fault_point=point)
     model = parts.model
+    install_step_points(model, point)
+    ctx.beacon({"layout": dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True)),
+                "groups": mesh.group_members()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak,
                                   weight_decay=cfg.optim.weight_decay, betas=(0.9, 0.95))
     run_dir = Path(ctx.run_dir)
@@ -319,6 +353,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             break
         if ctx.before_step is not None:
             ctx.before_step(step + 1)
+        point("step")
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
@@ -331,6 +366,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                 f.write(json.dumps({"step": step + 1, "attempt": ctx.attempt, "dp_rank": coords["dp"],
                                     "samples": samples}) + "\n")
         local_loss = forward_backward(parts, batch, cfg.micro_batch_size, poison=injected("nan"))
+        point("collective")
         grad_norm = clip_grad_norm(model.parameters(), cfg.optim.grad_clip_norm, dp_cp=dims.dp * dims.cp,
                                    tp=dims.tp, device=ctx.device)
         ckpt.wait_staging()  # an async save may still be copying the parameters

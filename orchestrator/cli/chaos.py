@@ -1,12 +1,13 @@
 """`orchestrator chaos`: inject real faults into a running job (tests, demos, drills).
 
-kill sends SIGKILL to a rank's trainer process, hang sends SIGSTOP, slow makes
-the rank sleep before each step (a real delay inside the rank). Hardware faults
-that cannot be caused here go through the same adapters the probes and the
-trainer read: xid makes the (fake) NVML of the rank's host report an Xid, sdc
-perturbs the rank's result of its next SDC check, nan poisons one batch.
-Nothing here talks to the controller's decision logic: the faults must be
-noticed the way real ones are.
+kill sends SIGKILL to a rank's trainer process, hang sends SIGSTOP, stall makes
+the rank stop making progress at a point of its step while its process and its
+beacon thread stay alive (how real hangs look), slow makes the rank sleep
+before each step (a real delay inside the rank). Hardware faults that cannot be
+caused here go through the same adapters the probes and the trainer read: xid
+makes the (fake) NVML of the rank's host report an Xid, sdc perturbs the rank's
+result of its next SDC check, nan poisons one batch. Nothing here talks to the
+controller's decision logic: the faults must be noticed the way real ones are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import typer
 from orchestrator.catalog.repository import TERMINAL_JOB_STATES
 from orchestrator.cli.common import EXIT_USAGE, DbOpt, StateDirOpt, console, fail, open_catalog
 from orchestrator.cluster import disconnect, join
+from trainer.launch import STALL_POINTS
 
 app = typer.Typer(no_args_is_help=True, help="Inject real faults into a running job.")
 
@@ -28,7 +30,7 @@ RankOpt = Annotated[int, typer.Option("--rank", "-r", help="Global rank to hit")
 JobArg = Annotated[str, typer.Argument(help="Job name")]
 
 
-def _worker(job: str, rank: int, state_dir: Any, db: str | None) -> Any:
+def _worker(job: str, rank: int, state_dir: Any, db: str | None, where: str | None = None) -> Any:
     catalog = open_catalog(state_dir, db, must_exist=True)
     row = catalog.get_job(job)
     if row is None:
@@ -37,6 +39,8 @@ def _worker(job: str, rank: int, state_dir: Any, db: str | None) -> Any:
         fail(f"job {job!r} is not running (state {row.state})", EXIT_USAGE)
     if not 0 <= rank < row.world_size:
         fail(f"--rank {rank} is out of range: job {job!r} has ranks 0..{row.world_size - 1}", EXIT_USAGE)
+    if where == "p2p" and int((row.spec or {}).get("parallelism", {}).get("pp", 1)) < 2:
+        fail(f"--where p2p needs a pipelined job (pp > 1); job {job!r} has no pipeline", EXIT_USAGE)
     try:
         join(row.ray_address, embedded=row.ray_embedded)
         from orchestrator import client
@@ -142,3 +146,22 @@ def nan(job: JobArg, rank: Annotated[int, typer.Option("--rank", "-r", help="Glo
     """Poison the next batch of a rank: its loss turns NaN on every replica (the loss is all-reduced)."""
     _call(job, rank, state_dir_opt, db, "control", nan=time.time())
     console.print(f"the next batch of rank {rank} of job {job} is poisoned")
+
+
+@app.command()
+def stall(job: JobArg, rank: RankOpt,
+          where: Annotated[str, typer.Option("--where", help=f"Where in its step the rank stops: "
+                                             f"{', '.join(STALL_POINTS)}")] = "step",
+          release: Annotated[bool, typer.Option("--release", help="Let a stalled rank go on")] = False,
+          db: DbOpt = None, state_dir_opt: StateDirOpt = None) -> None:
+    """Make a rank stop making progress at a point of its step, alive (no SIGSTOP): a hang that looks real."""
+    if where not in STALL_POINTS:
+        fail(f"--where {where!r} is not one of {', '.join(STALL_POINTS)}", EXIT_USAGE)
+    w = _worker(job, rank, state_dir_opt, db, None if release else where)
+    import ray
+
+    try:
+        ray.get(w.set_stall.remote(None if release else where), timeout=30)
+    finally:
+        disconnect()
+    console.print(f"rank {rank} of job {job} " + ("released" if release else f"now stalls at its next {where}"))

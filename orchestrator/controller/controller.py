@@ -203,7 +203,7 @@ class Controller:
             return
         logs = {r: str(self.run_dir / "logs" / f"attempt-{number:03d}" / f"rank-{r:05d}.log") for r in pids}
         self.cb.ranks_started(number, pids, logs)
-        a.monitor = MonitorState(start_step=start_step, last_progress_at=self.clock.time(),
+        a.monitor = MonitorState(start_step=start_step, last_progress_at=self.clock.time(), layout=dict(layout),
                                  total_steps=self.spec.training.steps, checkpoint_step=start_step)
         self.sm.set(ControllerState.RUNNING)
 

@@ -25,6 +25,8 @@ class MonitorState:
 
     start_step: int
     last_progress_at: float
+    layout: dict[str, Any] = field(default_factory=dict)
+    """The attempt's dp/tp/pp/cp: hang attribution compares ranks only within their process groups."""
     total_steps: int | None = None
     """Once every rank has done this many steps, the job is saving and shutting down: no step comes."""
     last_step: int = -1
@@ -96,7 +98,7 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
     checkpointing = (any(o.phase in ("checkpoint", "done", "stopped", "failed") for o in obs)
                      or not state.first_step_seen or finishing)
     limit = hang_limit(list(state.step_times), hang, checkpointing=checkpointing)
-    hung = detect_hang(obs, state.last_progress_at, now, limit)
+    hung = detect_hang(obs, state.last_progress_at, now, limit, layout=state.layout)
     if hung is not None:
         return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
                           exited=exited)

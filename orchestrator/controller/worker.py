@@ -237,14 +237,20 @@ class RankWorker:
     def set_step_delay(self, seconds: float) -> None:
         self.control(step_delay_s=seconds)
 
+    def set_stall(self, where: str | None) -> None:
+        """Make the rank block at `where` of its next step (None releases it); see trainer.launch.ControlFile."""
+        self.control(stall=where)
+
     def control(self, **request: Any) -> dict[str, Any]:
-        """Merge `request` into the rank's control file (the trainer re-reads it before each step)."""
+        """Merge `request` into the rank's control file (None removes a key), atomically; the trainer
+        re-reads it before each step."""
         self.control_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             current = json.loads(self.control_path.read_text())
         except (OSError, ValueError):
             current = {}
         current.update(request)
+        current = {k: v for k, v in current.items() if v is not None}
         tmp = self.control_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(current))
         os.replace(tmp, self.control_path)

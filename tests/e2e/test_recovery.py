@@ -1,7 +1,7 @@
 """Real faults injected into a running job; it must finish every step on its own.
 
 Each test submits a small 4-rank job on the embedded Ray, injects one fault with
-`orchestrator chaos` (SIGKILL, SIGSTOP, a per-step delay) or kill -9 of the
+`orchestrator chaos` (SIGKILL, SIGSTOP, a stall of a live rank, a per-step delay) or kill -9 of the
 controller, and checks that the job completes, that the catalog holds one
 interruption for the fault with the culprit rank and host and ordered times, and
 that training resumed from the newest committed checkpoint.
@@ -27,8 +27,8 @@ STEPS = 80
 
 
 def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject,
-                    steps: int = STEPS) -> Catalog:
-    job = write_job(tmp_path / "job.yaml", small_job(name, dp=4, steps=steps, interval=5,
+                    steps: int = STEPS, layout: dict[str, int] | None = None) -> Catalog:
+    job = write_job(tmp_path / "job.yaml", small_job(name, **(layout or {"dp": 4}), steps=steps, interval=5,
                                                        reliability={"hang_timeout_s": 60, "max_restarts": 3}))
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, log=log)
@@ -108,6 +108,37 @@ def test_sigstop_hang_names_the_stopped_rank(tmp_path: Path, cli_env: dict[str, 
     assert fault >= stopped_at[0] - 1.0, "the fault time predates the injection"
     assert detected - fault < 10, f"hang detected {detected - fault:.1f} s after the rank stopped"
     _check_resume(cat, "fault-hang", state_dir / "runs" / "fault-hang")
+
+
+def test_stalled_live_rank_is_named_in_a_pipelined_layout(tmp_path: Path, cli_env: dict[str, str],
+                                                          state_dir: Path) -> None:
+    """tp=2 · pp=2: rank 3 stops in its forward pass, alive (no SIGSTOP); the hang names rank 3, not rank 0.
+
+    Only the detection is checked here (the restart is the other tests' business): with no restart
+    allowed, the job ends as failed once the hang is recorded.
+    """
+    name = "fault-stall"
+    # This layout's steps are short: enough of them that the stall lands before the job ends.
+    job = write_job(tmp_path / "job.yaml", small_job(name, dp=1, tp=2, pp=2, steps=150, interval=5,
+                                                       reliability={"hang_timeout_s": 60, "max_restarts": 0}))
+    proc = start_submit(job, cli_env, log=tmp_path / "submit.log")
+    try:
+        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(state_dir / "runs" / name)), 240, "step 10")
+        cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
+        r = orch(["chaos", "stall", name, "--rank", "3", "--where", "forward"], cli_env)
+        assert r.returncode == 0, r.stderr
+        hangs = wait_for(lambda: [i for i in cat.interruptions(name) if i.kind == "hang"], 180, "a hang")
+        assert proc.wait(timeout=120) != 0, "the job ended without its hang"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [i] = hangs
+    assert i.ranks == [3], i.explanation
+    assert "rank 3" in i.explanation and "stopped" not in i.explanation, "the stalled rank's process was alive"
+    assert "wait in" in i.explanation
+    fault, detected = as_utc(i.fault_at).timestamp(), as_utc(i.detected_at).timestamp()
+    limit = i.evidence["finding"]["evidence"]["limit_s"]
+    assert 0 <= detected - fault <= limit + 2.0, (detected - fault, limit)
 
 
 def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dict[str, str],

@@ -87,6 +87,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     # sim
     ("sim missing scenario", ["sim", "{root}/absent.yaml"], 2, "absent.yaml"),
     ("sim not a scenario", ["sim", "{bad_key}"], 2, "cluster"),
+    ("chaos stall unknown point", ["chaos", "stall", RUNNING, "--rank", "0", "--where", "lunch"], 2, "--where"),
     # dashboard
     ("dashboard export into a file's folder", ["dashboard", "export", "--output", "{file}/d.json"], 2, "--output"),
     ("dashboard push bad url", ["dashboard", "push", "--url", "grafana:3000", "--token-env", "PATH"], 2, "--url"),

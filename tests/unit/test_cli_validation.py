@@ -90,3 +90,11 @@ def test_validate_checks_without_starting_or_writing(tmp_path: Path, cli_env: di
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines() == [f"{good}: valid: job tiny, 4 ranks (dp 2 x tp 2 x pp 1 x cp 1), 12 steps"]
     assert not state_dir.exists(), "validate created the state folder"
+
+
+def test_chaos_stall_rejects_an_unknown_point(cli_env: dict[str, str], state_dir: Path) -> None:
+    r = subprocess.run([sys.executable, "-c", PROBE, "chaos", "stall", "j", "--rank", "1", "--where", "lunch"],
+                       capture_output=True, text=True, env=cli_env, timeout=60)
+    assert r.returncode == 2 and "--where" in r.stderr and "p2p" in r.stderr
+    assert len([ln for ln in r.stderr.strip().splitlines() if ln.strip()]) == 1, r.stderr
+    assert not state_dir.exists()

@@ -99,3 +99,11 @@ def test_first_cause_prefers_root_causes_and_waits_for_them() -> None:
     assert first_cause([peer, lost], NOW) is lost
     killed = detect_crash([_obs(1, alive=False, returncode=-9, signal="SIGKILL", exited_at=NOW - 1)], NOW)
     assert first_cause([peer, killed], NOW) is killed
+
+
+def test_ranks_that_finished_but_exit_slowly_are_no_hang() -> None:
+    obs = [_obs(r, phase="done", step=40, heartbeat=NOW - 9.0) for r in range(4)]
+    assert detect_hang(obs, NOW - 9.0, NOW, 5.0) is None
+    obs[2] = _obs(2, phase="train", step=39, heartbeat=NOW - 0.5)
+    f = detect_hang(obs, NOW - 9.0, NOW, 5.0)
+    assert f is not None
