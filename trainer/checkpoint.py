@@ -175,6 +175,12 @@ SaveFailure = Callable[[int, str, int, int], None]
 """on_failure(step, error line, failures so far, consecutive failures)."""
 
 
+_STATE_OPTIONS = StateDictOptions(full_state_dict=False, flatten_optimizer_state_dict=True)
+"""Sharded state, and the optimizer's keyed by parameter name: with pipeline stages every rank holds other
+parameters, and only the flattened form loads back (unflattened, a pipelined job's resume failed with
+KeyError: 'betas'). It also reshards across layouts."""
+
+
 class Checkpointer:
     """Saves and loads the whole training state on every rank.
 
@@ -502,11 +508,11 @@ class Checkpointer:
     @staticmethod
     def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                extra: dict[str, Any]) -> dict[str, Any]:
-        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=False))
+        msd, osd = get_state_dict(model, optimizer, options=_STATE_OPTIONS)
         return {"model": msd, "optim": osd, "extra": dict(extra)}
 
     @staticmethod
     def _apply(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"],
-                       options=StateDictOptions(full_state_dict=False))
+                       options=_STATE_OPTIONS)
