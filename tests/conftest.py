@@ -23,7 +23,9 @@ def small_job(name: str = "tiny", *, steps: int = 12, dp: int = 2, tp: int = 1, 
                      "seq_len": 32, "lr": {"peak": 0.01, "min_lr": 0.001, "warmup_steps": 2}},
         "data": {"paths": [data or "{stdlib}/json/*.py"], "max_bytes": 200_000},
         "checkpoint": {"interval_steps": interval, "async": True, "keep_last": 3},
-        "reliability": {"hang_timeout_s": 30, "max_restarts": 3},
+        # The preflight's all-reduce imports torch into every rank supervisor (about 20 s a gang here):
+        # its own tests turn it on.
+        "reliability": {"hang_timeout_s": 30, "max_restarts": 3, "preflight_collective": False},
         "resources": {"cpus_per_rank": 1},
     }
     for section, values in overrides.items():

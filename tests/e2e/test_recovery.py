@@ -23,7 +23,7 @@ from tests.conftest import small_job, write_job
 from tests.e2e.test_oncall_cli import check_oncall_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-STEPS = 80
+STEPS = 50
 
 
 def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject,
