@@ -82,7 +82,8 @@ def check_oncall_cli(env: dict[str, str], db: list[str], job_name: str, rank: in
         html = tmp_path / "report.html"
         assert orch(["report", "--html", str(html), *db], env).returncode == 0
         text = html.read_text()
-        assert text.count("data:image/png;base64,") == 2
+        # The ETTR and time-lost plots, then the dashboard's panels drawn from the same data.
+        assert text.count("data:image/png;base64,") >= 3
         png = tmp_path / "report.png"
         _screenshot(html, png)
         assert png.exists() and png.stat().st_size > 20_000, "chromium did not render the report"
