@@ -41,16 +41,3 @@ def lemon_hosts(cat: Catalog, *, threshold: int = LEMON_THRESHOLD, window: timed
             if back is None or when > back:  # a repaired host starts a clean record
                 counts[h] += 1
     return LemonReport(dict(counts), {h for h, n in counts.items() if n >= threshold})
-
-
-def cordon_lemons(cat: Catalog, *, interruption_id: int | None = None) -> list[str]:
-    """Cordon every lemon host that is not cordoned yet; returns those newly cordoned."""
-    report = lemon_hosts(cat)
-    cordoned = cat.cordoned_hosts()
-    newly = []
-    for h in sorted(report.lemons - cordoned):
-        cat.set_host_state(h, "cordoned", reason=f"lemon: {report.counts[h]} hardware interruptions in "
-                           f"{LEMON_WINDOW.days} days", actor="controller", interruption_id=interruption_id,
-                           create=True)
-        newly.append(h)
-    return newly

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.catalog.db import as_utc
-from orchestrator.catalog.models import Interruption, Job
+from orchestrator.catalog.models import Job
 from orchestrator.catalog.repository import Catalog
 from orchestrator.cli.common import (
     EXIT_USAGE,
@@ -30,7 +30,6 @@ from orchestrator.cli.common import (
 from orchestrator.cli.report_panels import panel_data, render_panels
 from orchestrator.cli.tables import Col, print_table
 from orchestrator.goodput import (
-    InterruptionView,
     ettr_series,
     goodput,
     merge_table5,
@@ -39,18 +38,13 @@ from orchestrator.goodput import (
     table5,
     ts,
 )
+from orchestrator.metrics.catalog_source import interruption_view
 from orchestrator.taxonomy import CATEGORIES
-
-
-def _view(i: Interruption) -> InterruptionView:
-    return InterruptionView(i.id, i.kind, i.category, i.component, i.planned, ts(as_utc(i.fault_at)),
-                            ts(as_utc(i.detected_at)), ts(as_utc(i.stopped_at)), ts(as_utc(i.resumed_at)),
-                            i.steps_lost, tuple(i.hosts))
 
 
 def job_report(cat: Catalog, job: Job) -> dict[str, Any]:
     rows = read_metrics(Path(job.run_dir) / "metrics.jsonl")
-    views = [_view(i) for i in cat.interruptions(job.name)]
+    views = [interruption_view(i) for i in cat.interruptions(job.name)]
     started = ts(as_utc(job.started_at)) or (rows[0]["time"] - rows[0]["step_seconds"] if rows else time.time())
     ended = ts(as_utc(job.ended_at)) or time.time()
     attempts = (cat.get_job(job.name) or job).attempts  # a listed job comes without its attempts
