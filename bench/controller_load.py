@@ -30,58 +30,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median, save  # noqa: E402
 from health.detectors import detect_crash  # noqa: E402
 from health.observations import Finding, RankObservation  # noqa: E402
+from health.probes.base import ProbeResult, Severity  # noqa: E402
 from orchestrator.catalog.repository import Catalog  # noqa: E402
 from orchestrator.controller.callbacks import CallbackList, RankEnd, RankPlacement  # noqa: E402
 from orchestrator.controller.catalog_writer import CatalogWriter  # noqa: E402
 from orchestrator.controller.controller import Controller  # noqa: E402
 from orchestrator.controller.placement import NodeView  # noqa: E402
+from orchestrator.controller.preflight import PreflightReport  # noqa: E402
 from orchestrator.controller.scaling_policy import GangView  # noqa: E402
 from orchestrator.controller.state import ControllerState  # noqa: E402
 from orchestrator.spec import JobSpec  # noqa: E402
+from tests.controller_fakes import FakeCheckpoints, FakeClock, FakeSpares  # noqa: E402
 
 HOSTS, GPUS = int(os.environ.get("LOAD_HOSTS", "2048")), 8
 XID79 = ("Mar  3 04:12:01 {host} kernel: NVRM: Xid (PCI:0000:18:00): 79, pid=4242, GPU has fallen off the bus.\n"
          "[rank{rank}]: RuntimeError: CUDA error: unspecified launch failure")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Checkpoints:
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-
-    def committed_step(self) -> int:
-        return self.steps[-1] if self.steps else 0
-
-    def committed(self) -> list[tuple[int, str, int | None]]:
-        return [(s, f"/ckpt/step-{s:08d}", None) for s in self.steps]
-
-
-class Spares:
-    def held(self) -> list[str]:
-        return []
-
-    def reserve(self, per_host: int, exclude_node_ids: set[str]) -> None: ...
-
-    def poll(self) -> bool:
-        return False
-
-    def release_all(self) -> None: ...
-
-
 class AgentReports:
     """2,048 node agents' reports, pickled per node as Ray would carry them; one step further each second."""
 
-    def __init__(self, clock: Clock, checkpoints: Checkpoints) -> None:
+    def __init__(self, clock: FakeClock, checkpoints: FakeCheckpoints) -> None:
         self.clock, self.checkpoints = clock, checkpoints
         self.hosts = [f"node-{i:05d}" for i in range(HOSTS)]
         self.step = 0
@@ -156,6 +125,17 @@ class WorkerGroup:
 
     def kill(self) -> None: ...
 
+    def preflight(self, checkpoint_dir: str, timeout_s: float, collective: bool = True) -> PreflightReport:
+        """Every host's probes pass: the bench measures steady state and one crash, not the preflight."""
+        hosts = self.agents.hosts
+        probes = {h: [ProbeResult("gpu", Severity.OK, "GPUs healthy", h, None, "nvml").to_dict()] for h in hosts}
+        ranks = self.agents.placements
+        coll = {p.rank: {"ok": True, "message": "all-reduce agreed"} for p in ranks} if collective else {}
+        return PreflightReport(probes, {}, coll, {p.rank: p.host for p in ranks})
+
+    def probe_evidence(self, hosts: list[str], since: float = 0.0) -> list[dict]:
+        return []
+
     def stop(self, grace_s: float) -> list[RankEnd]:
         return []
 
@@ -194,10 +174,10 @@ def main() -> None:
     sp = spec()
     catalog = Catalog(f"sqlite:///{tmp / 'catalog.db'}")
     catalog.create_job(sp.name, sp.model_dump(mode="json"), sp.world_size, sp.training.steps, str(tmp / "run"), None)
-    clock, ckpt = Clock(), Checkpoints()
+    clock, ckpt = FakeClock(1_800_000_000.0), FakeCheckpoints()
     agents = AgentReports(clock, ckpt)
     wg = WorkerGroup(agents)
-    ctl = Controller(sp, catalog, tmp / "run", tmp / "ckpt", workers=wg, spares=Spares(), checkpoints=ckpt,
+    ctl = Controller(sp, catalog, tmp / "run", tmp / "ckpt", workers=wg, spares=FakeSpares(), checkpoints=ckpt,
                      clock=clock, callbacks=CallbackList([CatalogWriter(catalog, sp.name, clock)]),
                      poll_interval_s=1.0)
     result: dict[str, Any] = {"hosts": HOSTS, "ranks": HOSTS * GPUS}
