@@ -36,12 +36,14 @@ from orchestrator.paths import db_url, run_dir, state_dir
 from orchestrator.spec import JobFileError, JobSpec, job_checkpoint_dir, load_job_file
 from trainer.checkpoint_files import committed_checkpoints
 
-HEARTBEAT_STALE_S = 30.0
+CONTROLLER_HEARTBEAT_STALE_S = 30.0
+"""A controller whose catalog heartbeat is older than this is taken for dead (it writes one every 2 s while
+running: HEARTBEAT_INTERVAL_S in the controller; the CLI does not import the controller to read it)."""
 
 
 def _controller_alive(job: Job) -> bool:
     hb = as_utc(job.controller_heartbeat_at)
-    return hb is not None and datetime.now(UTC) - hb < timedelta(seconds=HEARTBEAT_STALE_S)
+    return hb is not None and datetime.now(UTC) - hb < timedelta(seconds=CONTROLLER_HEARTBEAT_STALE_S)
 
 
 def _check_local_resources(spec: JobSpec, address: str | None) -> None:
