@@ -23,6 +23,7 @@ from typing import Any
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
 from orchestrator.catalog.repository import Catalog
+from orchestrator.classifier import classify
 from orchestrator.controller import failure_policy, preflight, scaling_policy
 from orchestrator.controller.callbacks import (
     ControllerCallback,
@@ -31,7 +32,6 @@ from orchestrator.controller.callbacks import (
 )
 from orchestrator.controller.checkpoint_policy import IntervalDecision
 from orchestrator.controller.evidence import (
-    classify_error,
     classify_evidence,
     gather_evidence,
     interruption_record,
@@ -228,7 +228,7 @@ class Controller:
         if res.save_failure is not None:
             logger.warning("job %s: checkpoint save failed (%d consecutive), training goes on: %s", self.spec.name,
                            res.save_failure["consecutive"], res.save_failure["error"])
-            verdict = classify_error(res.save_failure["error"])
+            verdict = classify(res.save_failure["error"])
             self.cb.checkpoint_failed(a.number, {**res.save_failure, "verdict": verdict.to_dict()})
         self._note_rollbacks(a, obs, now)
         for f in res.stragglers:

@@ -75,11 +75,6 @@ def gather_evidence(detail: str, finding: dict[str, Any] | None, log_tails: dict
     return Evidence(text, log_tails, sig, signals, tuple(merged))
 
 
-def classify_error(text: str) -> Verdict:
-    """A non-interrupting failure's one error line (a failed checkpoint save), classified."""
-    return classify(text)
-
-
 def classify_evidence(kind: OutcomeKind, ev: Evidence) -> Verdict | None:
     if not kind.failed:
         return None

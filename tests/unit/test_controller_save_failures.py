@@ -8,8 +8,8 @@ from pathlib import Path
 from health.detectors import HangConfig
 from health.observations import observation_from_poll
 from orchestrator.catalog.repository import Catalog
+from orchestrator.classifier import classify
 from orchestrator.controller.catalog_writer import CatalogWriter
-from orchestrator.controller.evidence import classify_error
 from orchestrator.controller.monitor import MonitorState, tick
 from tests.controller_fakes import FakeClock
 
@@ -36,7 +36,7 @@ def test_each_failed_save_in_the_beacon_is_recorded_once(tmp_path: Path) -> None
             writer.checkpoint_committed(1, res.checkpoint)
         if res.save_failure is not None:
             writer.checkpoint_failed(1, {**res.save_failure,
-                                         "verdict": classify_error(res.save_failure["error"]).to_dict()})
+                                         "verdict": classify(res.save_failure["error"]).to_dict()})
     got = cat.interruptions("j")
     assert [(i.kind, i.step_at_fault, i.steps_lost, i.hosts) for i in got] == [
         ("checkpoint_failed", 8, 0, ["h0"]), ("checkpoint_failed", 12, 0, ["h0"])]
