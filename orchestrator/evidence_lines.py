@@ -80,8 +80,16 @@ BLANKED = [
         r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|"
         r"retired pages?)\b",
         r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
-        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
+        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?|parity|SEC-DED|"
+        r"(?:single|double)[- ]bit)"
+        r"(?: \(?(?:volatile|aggregate)\)?)?(?: (?:count|value|total))?\s*[:=.]*\s*0+(?![.\d:xX])\b"
+        r"(?!\s*(?:->|=>|\u2192))",
+        # nvidia-smi -q pads a field's name to a column: `SRAM Uncorrectable Parity     : 0`, also after a log prefix.
+        r"(?<![\w-])(?:[A-Za-z(][\w()/.-]*[ ]){0,4}[A-Za-z(][\w()/.-]*(?:[ ]{2,}|\t+)\s*:\s*0+\s*(?=$|[,;|)\]])",
         r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
+        # A list of what might have happened names no fault (Ray's "There are some potential root causes. (1) ...
+        # killed by SIGKILL by OOM killer ... (3) ... crashed unexpectedly due to SIGSEGV").
+        r"\b(?:potential|possible) (?:root )?causes?\b.*$",
     )
 ]
 RECOVERED = re.compile(r"\b(?:recovered|recovery (?:succeeded|complete[d]?)|back online|restored|resumed normally|"
@@ -182,8 +190,10 @@ def parse(text: str) -> list[Line]:
             header_host = host
             out.append(Line(i, s, "", current, t is not None, host, False))
             continue
-        benign = never_decides(s)
+        # A zero count beside a corrected one ("single-bit 3 (corrected), double-bit 0") is blanked before the
+        # line is judged, so the zero cannot make a corrected line look uncorrected.
+        blanked = blank_benign(s)
         recovery = bool(RECOVERED.search(s))
-        text_ = "" if benign or recovery else blank_benign(s)
+        text_ = "" if never_decides(blanked) or recovery else blanked
         out.append(Line(i, s, text_, current, t is not None, host or header_host, recovery))
     return out
