@@ -169,6 +169,16 @@ def blank_benign(line: str) -> str:
     return line
 
 
+def decidable_text(line: str) -> str:
+    """What the rules read of a line: empty when it never decides, else with passed and zero-count spans blanked.
+
+    Zero counts are blanked before the line is judged, so that "single-bit 3 (corrected), double-bit 0" is the
+    corrected line it is and the zero cannot make it look uncorrected.
+    """
+    blanked = blank_benign(line)
+    return "" if never_decides(blanked) else blanked
+
+
 def subjects(line: str) -> set[str]:
     """Device and server names a line is about (nvme0, mlx5_2, a PCI address, an NFS server)."""
     return {m.group(0).lower() for m in SUBJECT.finditer(line)}
@@ -190,10 +200,7 @@ def parse(text: str) -> list[Line]:
             header_host = host
             out.append(Line(i, s, "", current, t is not None, host, False))
             continue
-        # A zero count beside a corrected one ("single-bit 3 (corrected), double-bit 0") is blanked before the
-        # line is judged, so the zero cannot make a corrected line look uncorrected.
-        blanked = blank_benign(s)
         recovery = bool(RECOVERED.search(s))
-        text_ = "" if never_decides(blanked) or recovery else blanked
+        text_ = "" if recovery else decidable_text(s)
         out.append(Line(i, s, text_, current, t is not None, host or header_host, recovery))
     return out
