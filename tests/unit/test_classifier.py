@@ -552,6 +552,10 @@ ECC_DUMP_ZERO = "\n".join(
     "DRAM Uncorrectable 0\n",
     "2026-06-02T10:00:01Z host=gpu-a17 dcgm: GPU 2 SRAM Uncorrectable SEC-DED (volatile) 0\n",
     "Jun  2 10:00:01 gpu-a17 gpu-health[311]: GPU 2 volatile single-bit ECC count 5 (corrected), double-bit 0\n",
+    "Jun  2 10:00:01 gpu-a17 dcgm[700]: GPU 2 HBM single-bit ECC error count 120 (corrected), double-bit ECC error "
+    "count 0\n",
+    "Jun  2 10:00:01 gpu-a17 gpu-health[311]:             SRAM Threshold Exceeded       : 0\n",
+    "SRAM Threshold Exceeded: 0\n",
     # Ray's stock text after a worker's connection is lost lists what might have happened, not what did.
     "(raylet, ip=10.0.3.7) The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR "
     "Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of file. There are some potential "
