@@ -9,7 +9,8 @@ that host. Signatures that are often consequences (application Xids, CUDA
 illegal addresses, RDMA retry errors, EIO on a path) decide only when nothing
 stronger is present. A timed-out collective decides `nccl_watchdog_timeout`
 only when nothing earlier names a cause; evidence that names no fault is
-`unknown`.
+`unknown`. An Xid 94/95 (an ECC error that names no location) takes its
+location, SRAM or DRAM, from the counters of the same GPU on other lines.
 
 Confidence is the deciding signature's specificity (high for a hardware
 signature that names the cause, lower when inferred), raised a little by

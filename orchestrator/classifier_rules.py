@@ -124,7 +124,6 @@ RULES: list[Rule] = [
         r".{0,40}(?:mismatch|differ\w*|disagree\w*).{0,80}(?:replica|rank|parameter|gradient)",
         r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload|\.pt\b|\.distcp)).*(?:checksum|hash|fingerprint|digest)"
         r"\s*[:=]?\s*(?:0x)?[0-9a-f]{4,}\s*!=",  # one replica's value != the others'
-
         r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload))(?=.*\b(?:replica|rank|data-parallel)s?\b)"
         r"(?=.*(?:disagree|diverge|differ|mismatch|miscompare))"
         r"(?=.*(?:checksum|hash|bitwise|result|gradient|parameter|loss|output|fingerprint|digest))",
