@@ -9,7 +9,8 @@ that host. Signatures that are often consequences (application Xids, CUDA
 illegal addresses, RDMA retry errors, EIO on a path) decide only when nothing
 stronger is present. A timed-out collective decides `nccl_watchdog_timeout`
 only when nothing earlier names a cause; evidence that names no fault is
-`unknown`.
+`unknown`. An Xid 94/95 (an ECC error that names no location) takes its
+location, SRAM or DRAM, from the counters of the same GPU on other lines.
 
 Confidence is the deciding signature's specificity (high for a hardware
 signature that names the cause, lower when inferred), raised a little by
@@ -44,10 +45,14 @@ SDC_NOT_CONFIRMED = re.compile(r"(?:replay\w*|recomput\w*|re-?r[au]n)\b.{0,120}(
                                re.IGNORECASE)
 """A replay elsewhere that reproduces the disagreement: the data or code, not the host, is at fault."""
 SDC_CONFIRMED = "replica disagreement confirmed by a replay"
+DISAGREEMENT = re.compile(r"disagree|diverge|differ|mismatch|miscompar|corrupt|!=", re.IGNORECASE)
 NON_FINITE_LOSS = "loss or gradient became NaN/inf"
 DEVICE_LOST = {"GPU fallen off the bus", "host adapter failure (mlx5/HCA)", "PCIe slot link down",
                "Xid 79 (GPU has fallen off the bus)"}
 PCI_ADDR = re.compile(r"(?:PCI:|\b[0-9a-f]{4}:)(?:[0-9a-f]{4}:)?(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})", re.IGNORECASE)
+PCI_BUS = re.compile(r"(?:PCI:)?\b(?:[0-9a-f]{4}|[0-9a-f]{8}):(?P<bus>[0-9a-f]{2}):[0-9a-f]{2}\b", re.IGNORECASE)
+ECC_UNLOCATED = ("Xid 94 ", "Xid 95 ")
+CUDA_ECC = "CUDA reports an uncorrectable ECC error"
 REFINES = {("cpu", "system_memory"), ("faulty_gpu", "io_expansion_board"), ("nic", "io_expansion_board"),
            ("network_switch_cable", "nic")}
 
@@ -82,6 +87,32 @@ class Hit:
     name: str
     line: Line
     order: int  # position of the line in time order
+
+
+def _pci_buses(raw: str) -> set[str]:
+    return {m.group("bus").lower() for m in PCI_BUS.finditer(raw)}
+
+
+def _ecc_located(hits: list[Hit]) -> list[Hit]:
+    """Xid 94/95 (contained/uncontained ECC error) say nothing of where the error was: DRAM (HBM) or on-chip SRAM.
+
+    NVIDIA's catalog lists both under these codes; the location is in NVML's counters (`nvidia-smi -q -d ECC`:
+    `SRAM Uncorrectable Parity/SEC-DED`, `DRAM Uncorrectable`), a DCGM health report or the driver's own line, often
+    read a little later on another line. An Xid 94/95 takes SRAM when the same host (and the same GPU, where both
+    lines name its PCI address) reports an uncorrectable SRAM error and no uncorrectable DRAM error.
+    """
+    located = [h for h in hits if h.category in ("gpu_sram_memory", "gpu_hbm3_memory")
+               and not h.name.startswith(ECC_UNLOCATED) and h.name != CUDA_ECC]
+    out = []
+    for h in hits:
+        if h.name.startswith(ECC_UNLOCATED) and h.category == "gpu_hbm3_memory":
+            buses = _pci_buses(h.line.raw)
+            near = {o.category for o in located if o.line.host == h.line.host
+                    and not (buses and _pci_buses(o.line.raw) and not buses & _pci_buses(o.line.raw))}
+            if near == {"gpu_sram_memory"}:
+                h = dataclasses.replace(h, category="gpu_sram_memory", strength=0.92, name=h.name + " in SRAM")
+        out.append(h)
+    return out
 
 
 def _xid_hits(line: Line, order: int) -> list[Hit]:
@@ -147,6 +178,11 @@ def _devices_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
     return lost
 
 
+def _replay_report(h: Hit) -> bool:
+    """A replay's own report (it agrees with the majority) comes from the healthy host that ran it, not the culprit."""
+    return h.name == SDC_CONFIRMED and not DISAGREEMENT.search(h.line.text)
+
+
 def _short(s: str) -> str:
     s = s.strip()
     return s if len(s) <= 160 else s[:157] + "..."
@@ -175,7 +211,7 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     for order, ln in enumerate(ordered):
         if ln.text:
             hits += _xid_hits(ln, order) + _rule_hits(ln, order)
-    hits = _cancel_recovered(hits, lines)
+    hits = _ecc_located(_cancel_recovered(hits, lines))
     if any(SDC_NOT_CONFIRMED.search(ln.text) for ln in lines):
         hits = [h for h in hits if h.category != "silent_data_corruption"]
     if any(h.name == SDC_CONFIRMED for h in hits):
@@ -230,8 +266,9 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     if rivals:
         confidence *= 0.85
     confidence = min(0.99, confidence)
-    same = [h for h in hits if h.category == category and h.role != "timeout"]
-    hosts = tuple(dict.fromkeys(([first.line.host] if first.line.host else []) + list(_hosts(same))))
+    same = [h for h in hits if h.category == category and h.role != "timeout" and not _replay_report(h)]
+    hosts = tuple(dict.fromkeys(([first.line.host] if first.line.host and not _replay_report(first) else [])
+                                + list(_hosts(same))))
     return Verdict(category, COMPONENT_OF[category], confidence,
                    f"{first.name}: line {first.line.index + 1}: {_short(first.line.raw)}",
                    hosts, _gpus([first]) or _gpus(decided), xids, signatures)

@@ -78,6 +78,7 @@ RULES: list[Rule] = [
         r"(?:\bnvidia\b|NVIDIA|3D controller|\bGPU\b).{0,120}AER:.{0,60}Uncorrected \(Fatal\)"),
     *_r("faulty_gpu", 0.88, "cause", "GPU burn-in or diagnostic failed",
         r"burn[- ]?in.{0,80}(?:fail|miscompare|mismatch|wrong result)", r"dcgmi diag.{0,120}\bfail",
+        r"(?-i:\bGPU\s*\d+\s*:\s*FAULTY\b)",  # gpu-burn's verdict per GPU: `GPU 5: FAULTY`
         r"DCGM_FR_(?:FAULTY_MEMORY|PCI_REPLAY_RATE|PCIE_\w+|DIAGNOSTIC_\w*FAIL\w*)"),
     *_r("faulty_gpu", 0.8, "cause", "fatal NVSwitch error", r"\bSXid\b.{0,80}(?<!Non-)\bFatal\b"),
     *_r("faulty_gpu", 0.6, "weak", "GPU reset required",
@@ -111,12 +112,18 @@ RULES: list[Rule] = [
         r"\bHW Slowdown\s*:\s*Active", r"GPU temperature.{0,40}(?:exceed\w*|critical|above)",
         r"\bGPU Current Temp\s*:\s*N/A"),
     *_r("silent_data_corruption", 0.93, "cause", "replica disagreement confirmed by a replay",
-        r"(?:replay\w*|recomput\w*|re-?ran|re-?run|re-?execut\w*|repeated).{0,100}(?:another|a different|other|spare|healthy) "
-        r"(?:host|node|GPU|replica).{0,100}(?:agree\w*|match\w*|confirm\w*)(?!.{0,20}\bdisagree)",
+        r"(?:replay\w*|recomput\w*|re-?ran|re-?run|re-?execut\w*|repeated).{0,100}(?:(?:another|a different|other|spare|"
+        r"healthy) (?:host|node|GPU|replica|hardware)|\bon (?:a |the )?spare\b).{0,100}(?:agree\w*|match\w*|confirm\w*)"
+        r"(?!.{0,20}\bdisagree)",
+        # the replay's result agrees with the replicas that did not disagree
+        r"(?:replay\w*|recomput\w*|re-?ran|re-?run|re-?execut\w*).{0,120}(?:agree\w*|consistent|match\w*|==|identical)"
+        r"\s*(?:with|to)?\s*(?:the )?(?:majority|reference|others|other replicas|replicas)\b(?!.{0,20}\bdisagree)",
         r"\b(?:SDC|silent data corruption) confirmed\b"),
     *_r("silent_data_corruption", 0.72, "cause", "replica disagreement (not yet confirmed)",
         r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload|\.pt\b|\.distcp)).*(?:checksum|hash|fingerprint|digest)"
         r".{0,40}(?:mismatch|differ\w*|disagree\w*).{0,80}(?:replica|rank|parameter|gradient)",
+        r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload|\.pt\b|\.distcp)).*(?:checksum|hash|fingerprint|digest)"
+        r"\s*[:=]?\s*(?:0x)?[0-9a-f]{4,}\s*!=",  # one replica's value != the others'
         r"^(?!.*(?:checkpoint|ckpt|shard|file|download|upload))(?=.*\b(?:replica|rank|data-parallel)s?\b)"
         r"(?=.*(?:disagree|diverge|differ|mismatch|miscompare))"
         r"(?=.*(?:checksum|hash|bitwise|result|gradient|parameter|loss|output|fingerprint|digest))",
@@ -159,7 +166,9 @@ RULES: list[Rule] = [
         r"\bFan\w*\b.{0,60}(?:fail\w*|Lower (?:Critical|Non-recoverable)|Redundancy Lost|not present|stopped|fault)",
         r"\bbackplane\b.{0,60}(?:fail\w*|fault\w*|error|critical|lost)",
         r"(?:baseboard|motherboard|system board).{0,60}(?:fail\w*|fault\w*|critical)",
-        r"\bchassis\b(?! power).{0,40}(?:fault\w*|fail\w*|critical)"),
+        r"\bchassis\b(?! power).{0,40}(?:fault\w*|fail\w*|critical)",
+        # ipmitool SEL: a Module / Board sensor (IPMI sensor type 15h) gone critical or non-recoverable
+        r"\bModule ?/ ?Board\b.{0,60}\|\s*(?:Transition to (?:Critical|Non-recoverable)|\w+ (?:Critical|Non-recoverable) going)"),
     *_r("io_expansion_board", 0.9, "cause", "PCIe switch, retimer or riser fault",
         r"(?:PCIe|PCI) ?switch.{0,100}(?:error|fail\w*|down|Uncorrected|fatal|critical)",
         r"\b(?:PEX|PLX)\s?\d*\b.{0,80}(?:error|fail\w*|link down|Uncorrected)",
@@ -197,7 +206,10 @@ RULES: list[Rule] = [
         r"host (?:is )?(?:being )?(?:migrated|rebooted|drained) for maintenance", r"live[- ]migrat\w+",
         r"terminated.{0,40}maintenance", r"unattended-upgrade\w*.{0,60}reboot"),
     *_r("host_maintenance", 0.65, "weak", "host reboot",
-        r"going down for reboot", r"Reached target (?:System )?Reboot", r"reboot: Restarting system", r"System is rebooting"),
+        r"going down for reboot", r"Reached target (?:System )?Reboot", r"reboot: Restarting system", r"System is rebooting",
+        r"System is powering down", r"reboot: Power down",
+        # the kubelet's graceful node shutdown: its NodeShutdown event and the log line of each pod it stops
+        r"Shutdown manager detected shutdown event", r"Shutdown manager killing pod"),
     *_r("dependency", 0.88, "cause", "shared storage or outside service failed",
         r"\bnfs: server .{0,40}not responding", r"LustreError",
         r"Lustre.{0,80}(?:evicted|unavailable|timed out|was lost)", r"GPFS.{0,40}(?:unmount\w*|unavailable|expelled)",
@@ -227,7 +239,8 @@ RULES: list[Rule] = [
         r"NotImplementedError|FloatingPointError|UnboundLocalError|RecursionError|ModuleNotFoundError|ImportError|"
         r"SyntaxError|FileNotFoundError)\b:",
         r"RuntimeError: (?:The size of tensor|shape|mat\d and mat\d|Expected|expected|Error\(s\) in loading|size mismatch)",
-        r"\b(?:invalid|bad|unknown) (?:config\w*|argument|option|hyperparameter)\b",
+        # not strerror(EINVAL) after an errno ("[Errno 22] Invalid argument", c10d's "(errno: 22 - Invalid argument)")
+        r"(?<!\[Errno 22\] )(?<!errno: 22 - )\b(?:invalid|bad|unknown) (?:config\w*|argument|option|hyperparameter)\b",
         r"cannot open shared object file", r"undefined symbol:", r"Driver/library version mismatch",
         r"CUDA driver version is insufficient"),
     *_r("software_bug", 0.8, "cause", "loss or gradient became NaN/inf",

@@ -80,8 +80,16 @@ BLANKED = [
         r"(?<![.:])\b0+ (?:\w+ )?(?:errors?|failures?|mismatch(?:es)?|faults?|events?|UE|CE|DBEs?|SBEs?|"
         r"retired pages?)\b",
         r"\b(?:[\w/-]+ ){0,3}[\w/-]*(?:errors?|counts?|counter|mismatch(?:es)?|failures?|uncorrect\w*|"
-        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?)\s*[:=.]*\s*0+(?![.\d:xX])\b",
+        r"correct(?:ed|able)|UE|CE|DBE|SBE|pending|total|retired|remapped|events?|parity|SEC-DED|"
+        r"(?:single|double)[- ]bit)"
+        r"(?: \(?(?:volatile|aggregate)\)?)?(?: (?:count|value|total))?\s*[:=.]*\s*0+(?![.\d:xX])\b"
+        r"(?!\s*(?:->|=>|\u2192))",
+        # nvidia-smi -q pads a field's name to a column: `SRAM Uncorrectable Parity     : 0`, also after a log prefix.
+        r"(?<![\w-])(?:[A-Za-z(][\w()/.-]*[ ]){0,4}[A-Za-z(][\w()/.-]*(?:[ ]{2,}|\t+)\s*:\s*0+\s*(?=$|[,;|)\]])",
         r"\b[\w ]{1,40}:\s*(?:No|None|Not Active|False|Inactive)\s*(?=$|[,;|)])",
+        # A list of what might have happened names no fault (Ray's "There are some potential root causes. (1) ...
+        # killed by SIGKILL by OOM killer ... (3) ... crashed unexpectedly due to SIGSEGV").
+        r"\b(?:potential|possible) (?:root )?causes?\b.*$",
     )
 ]
 RECOVERED = re.compile(r"\b(?:recovered|recovery (?:succeeded|complete[d]?)|back online|restored|resumed normally|"
@@ -161,6 +169,16 @@ def blank_benign(line: str) -> str:
     return line
 
 
+def decidable_text(line: str) -> str:
+    """What the rules read of a line: empty when it never decides, else with passed and zero-count spans blanked.
+
+    Zero counts are blanked before the line is judged, so that "single-bit 3 (corrected), double-bit 0" is the
+    corrected line it is and the zero cannot make it look uncorrected.
+    """
+    blanked = blank_benign(line)
+    return "" if never_decides(blanked) else blanked
+
+
 def subjects(line: str) -> set[str]:
     """Device and server names a line is about (nvme0, mlx5_2, a PCI address, an NFS server)."""
     return {m.group(0).lower() for m in SUBJECT.finditer(line)}
@@ -182,8 +200,7 @@ def parse(text: str) -> list[Line]:
             header_host = host
             out.append(Line(i, s, "", current, t is not None, host, False))
             continue
-        benign = never_decides(s)
         recovery = bool(RECOVERED.search(s))
-        text_ = "" if benign or recovery else blank_benign(s)
+        text_ = "" if recovery else decidable_text(s)
         out.append(Line(i, s, text_, current, t is not None, host or header_host, recovery))
     return out

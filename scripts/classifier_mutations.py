@@ -106,6 +106,11 @@ def mutations(patterns: bool) -> Iterator[tuple[str, Callable[[], contextlib.Abs
     yield "recovered warnings decide", lambda: _patched(clf, "_cancel_recovered", lambda hits, lines: hits)
     yield "text order instead of time order", lambda: _patched(clf, "_in_time_order", lambda lines: lines)
     yield "replay refutation ignored", lambda: _patched(clf, "SDC_NOT_CONFIRMED", ev.re.compile(r"(?!)"))
+    yield "Xid 94/95 never located in SRAM by another line", lambda: _patched(clf, "_ecc_located", lambda hits: hits)
+    yield "Xid 94/95 located on any GPU of the host", lambda: _patched(clf, "_pci_buses", lambda raw: set())
+    yield "a replay's own report names its host", lambda: _patched(clf, "_replay_report", lambda h: False)
+    yield "lines judged before their zero counts are blanked", lambda: _patched(
+        ev, "decidable_text", lambda line: "" if ev.never_decides(line) else ev.blank_benign(line))
     yield "header lines name no host", lambda: _patched(ev, "HEADER_ONLY", ev.re.compile(r"(?!)"))
     yield "syslog host prefix ignored", lambda: _patched(ev, "SYSLOG_TS", ev.re.compile(r"(?!)"))
     for i in range(len(ev.HOST_FIELDS)):

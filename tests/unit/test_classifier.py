@@ -534,3 +534,165 @@ def test_a_rival_cause_at_the_same_moment_lowers_confidence() -> None:
     rival = classify("Mar 3 04:12:01 n1 kernel: nvme nvme0: I/O 1 QID 1 timeout, reset controller\n"
                      "Mar 3 04:12:01 n1 kernel: mlx5_core 0000:0c:00.0 ibp12s0: Link down\n")
     assert rival.category == "ssd" and rival.confidence < alone.confidence
+
+
+# --- zero counts and possible causes inside longer lines (DESIGN.md rule 3) --------------------------------
+# `nvidia-smi -q -d ECC` pads each field's name to a column; collectors prefix it with syslog or `host=` fields.
+ECC_DUMP_ZERO = "\n".join(
+    f"Jun  2 10:00:01 gpu-a17 gpu-health[311]:             {name:<30}: {value}" for name, value in (
+        ("SRAM Correctable", 0), ("SRAM Uncorrectable Parity", 0), ("SRAM Uncorrectable SEC-DED", 0),
+        ("DRAM Correctable", 4), ("DRAM Uncorrectable", 0), ("SRAM Threshold Exceeded", "No"), ("SRAM L2", 0),
+        ("SRAM SM", 0))) + "\n"
+
+
+@pytest.mark.parametrize("text", [
+    ECC_DUMP_ZERO,
+    "2026-06-02T10:00:01Z host=gpu-a17 epilog:     SRAM Uncorrectable Parity     : 0\n",
+    "2026-06-02T10:00:01Z host=gpu-a17 epilog: GPU 3 SRAM Uncorrectable Parity 0, SRAM Uncorrectable SEC-DED 0, "
+    "DRAM Uncorrectable 0\n",
+    "2026-06-02T10:00:01Z host=gpu-a17 dcgm: GPU 2 SRAM Uncorrectable SEC-DED (volatile) 0\n",
+    "Jun  2 10:00:01 gpu-a17 gpu-health[311]: GPU 2 volatile single-bit ECC count 5 (corrected), double-bit 0\n",
+    "Jun  2 10:00:01 gpu-a17 dcgm[700]: GPU 2 HBM single-bit ECC error count 120 (corrected), double-bit ECC error "
+    "count 0\n",
+    "Jun  2 10:00:01 gpu-a17 gpu-health[311]:             SRAM Threshold Exceeded       : 0\n",
+    "SRAM Threshold Exceeded: 0\n",
+    # Ray's stock text after a worker's connection is lost lists what might have happened, not what did.
+    "(raylet, ip=10.0.3.7) The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR "
+    "Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of file. There are some potential "
+    "root causes. (1) The process is killed by SIGKILL by OOM killer due to high memory usage. (2) ray stop --force is "
+    "called. (3) The worker is crashed unexpectedly due to SIGSEGV or other unexpected errors.\n",
+    # strerror(EINVAL) after an errno is the OS's word for a refused call, not a bad configuration.
+    "[rank0]: torch.distributed.DistNetworkError: The client socket has failed to connect to any network address of "
+    "(rdzv-0.svc, 29400). The client socket has failed to connect to rdzv-0.svc:29400 (errno: 22 - Invalid argument).\n",
+    "[rank0]: OSError: [Errno 22] Invalid argument: '/dev/shm/torch_1234'\n",
+    "Jan  5 06:30:02 n1 kubelet[2001]: Shutdown manager detected shutdown cancellation\n",
+    "Jun 10 17:20:11 n1 ipmi-sel[800]:  77c | 06/10/2026 | 17:25:10 | Module / Board #0x2f | Transition to OK | Asserted\n",
+    "2026-04-11 17:08:15,443 INFO [host=gpu-c07-14] burnin:    GPU 5: OK\n",
+])
+def test_zero_counts_and_possible_causes_never_decide(text: str) -> None:
+    v = classify(text)
+    assert v.category == "unknown", v.explanation
+
+
+def test_a_count_that_rose_from_zero_still_decides() -> None:
+    v = classify("Jun  2 10:00:01 gpu-a17 nvml-watch[1401]: GPU 4 (00000000:9A:00.0): SRAM Uncorrectable SEC-DED "
+                 "volatile 0 -> 2\n")
+    assert (v.category, v.hosts) == ("gpu_sram_memory", ("gpu-a17",))
+
+
+def test_a_zero_sram_count_beside_a_dram_error_does_not_make_it_sram() -> None:
+    text = ECC_DUMP_ZERO.replace("DRAM Uncorrectable            : 0", "DRAM Uncorrectable            : 1")
+    assert text != ECC_DUMP_ZERO
+    assert classify(text).category == "gpu_hbm3_memory"
+
+
+# --- Xid 94/95: where the ECC error was is named on another line (NVIDIA's Xid catalog, NVML counters) -------
+XID94 = "Jun  2 10:00:00 gpu-a17 kernel: NVRM: Xid (PCI:0000:9a:00): 94, pid=5510, name=python, Contained: SM (0x1). " \
+        "RST: No, D-RST: No\n"
+XID95 = "Jun  2 10:00:00 gpu-a17 kernel: NVRM: Xid (PCI:0000:9a:00): 95, pid=5510, name=python, Uncontained: LTC TAG " \
+        "(0x2,0x0). RST: Yes, D-RST: No\n"
+CUDA_ECC = "Jun  2 10:00:00 gpu-a17 python[5510]: RuntimeError: CUDA error: uncorrectable ECC error encountered\n"
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    (XID94 + CUDA_ECC + "Jun  2 10:00:40 gpu-a17 gpu-health[311]: GPU 00000000:9A:00.0 Volatile SRAM Uncorrectable "
+     "SEC-DED : 1\n", "gpu_sram_memory"),
+    (XID95 + ECC_DUMP_ZERO.replace("SRAM Uncorrectable Parity     : 0", "SRAM Uncorrectable Parity     : 1"),
+     "gpu_sram_memory"),
+    (XID94 + "Jun  2 10:00:41 gpu-a17 dcgm[700]: gpu=3 nvmlDeviceGetMemoryErrorCounter(UNCORRECTED, VOLATILE, "
+     "SRAM) = 1\n", "gpu_sram_memory"),
+    # the location is a DRAM row: HBM, whatever else the dump says
+    (XID94 + ECC_DUMP_ZERO.replace("DRAM Uncorrectable            : 0", "DRAM Uncorrectable            : 1"),
+     "gpu_hbm3_memory"),
+    (XID94 + "Jun  2 10:00:00 gpu-a17 kernel: NVRM: Xid (PCI:0000:9a:00): 63, pid=5510, name=python, Row Remapper: "
+     "New row (0x1f0a80) marked for remapping, reset gpu to activate.\n" + ECC_DUMP_ZERO, "gpu_hbm3_memory"),
+    # an SRAM error on another host or on another GPU of this host says nothing about this Xid
+    (XID94 + "Jun  2 10:00:40 gpu-b05 gpu-health[311]: GPU 00000000:9A:00.0 Volatile SRAM Uncorrectable "
+     "SEC-DED : 1\n", "gpu_hbm3_memory"),
+    (XID94 + "Jun  2 10:00:40 gpu-a17 gpu-health[311]: GPU 00000000:1B:00.0 Volatile SRAM Uncorrectable "
+     "SEC-DED : 1\n", "gpu_hbm3_memory"),
+    (XID94 + ECC_DUMP_ZERO, "gpu_hbm3_memory"),
+])
+def test_xid_94_95_take_the_location_named_on_the_same_gpu(text: str, category: str) -> None:
+    v = classify(text)
+    assert (v.category, v.hosts[0]) == (category, "gpu-a17"), v.explanation
+    assert v.cordon
+
+
+# --- real wording of sources the rules did not know ---------------------------------------------------------
+@pytest.mark.parametrize(("category", "line"), [
+    # gpu-burn's summary: `\tGPU %d: %s\n` with FAULTY or OK
+    ("faulty_gpu", "2026-04-11 17:08:15,443 INFO [host=gpu-c07-14] burnin:    GPU 5: FAULTY"),
+    # the kubelet's graceful node shutdown (NodeShutdown event, nodeshutdown_manager log); systemd and the kernel
+    ("host_maintenance", "2026-01-05T06:30:02Z k8s-events Normal  NodeShutdown  node/trn-h4-02  Shutdown manager "
+                         "detected shutdown event"),
+    ("host_maintenance", '2026-01-05T06:30:02Z host=trn-h4-02 kubelet: I0105 06:30:02.118221 2001 '
+                         'nodeshutdown_manager_linux.go:375] "Shutdown manager killing pod with gracePeriod" '
+                         'pod="llm/pretrain-w-18" gracePeriod=30'),
+    ("host_maintenance", "Jan  5 06:30:02 trn-h4-02 systemd-logind[812]: System is powering down."),
+    ("host_maintenance", "Jan  5 06:30:40 trn-h4-02 kernel: reboot: Power down"),
+    # ipmitool SEL: a Module / Board sensor (IPMI sensor type 15h) in a critical state
+    ("server_chassis", " 77a | 06/10/2026 | 17:20:10 | Module / Board #0x2f | Transition to Critical from less "
+                       "severe | Asserted"),
+    ("server_chassis", " 77b | 06/10/2026 | 17:20:10 | Module/Board BP0_TEMP | Upper Non-recoverable going high | "
+                       "Asserted"),
+])
+def test_source_wording(category: str, line: str) -> None:
+    assert classify(line + "\n").category == category
+
+
+def test_a_backplane_sensor_gone_critical_before_its_drives_drop_is_the_chassis() -> None:
+    text = ("Jun 10 17:20:10 hgx-9402 ipmi-sel[800]:  77a | 06/10/2026 | 17:20:10 | Module / Board #0x2f | "
+            "Transition to Non-recoverable from less severe | Asserted\n"
+            "Jun 10 17:20:12 hgx-9402 kernel: nvme nvme0: controller is down; will reset: CSTS=0xffffffff\n"
+            "Jun 10 17:20:12 hgx-9402 kernel: nvme nvme1: controller is down; will reset: CSTS=0xffffffff\n")
+    assert classify(text).category == "server_chassis"
+
+
+def test_a_node_shutdown_is_what_is_left_but_a_power_fault_before_it_wins() -> None:
+    shutdown = "Jan  5 06:30:02 n1 kubelet[2001]: Shutdown manager detected shutdown event\n"
+    v = classify(shutdown)
+    assert (v.category, v.hosts, v.cordon) == ("host_maintenance", ("n1",), False)
+    psu = "  5a | 01/05/2026 | 06:29:58 | Power Supply #0x51 | Power Supply AC lost | Asserted\n"
+    assert classify(psu + shutdown).category == "power_supply"
+
+
+def test_the_dns_failure_after_an_einval_is_the_dependency() -> None:
+    text = ("Dec 20 17:40:05 n1 torchrun[2201]: torch.distributed.DistNetworkError: The client socket has failed to "
+            "connect to rdzv-0.svc:29400 (errno: 22 - Invalid argument).\n"
+            "Dec 20 17:40:06 n2 torchrun[2190]: socket.gaierror: [Errno -3] Temporary failure in name resolution\n")
+    assert classify(text).category == "dependency"
+    assert classify("ValueError: invalid argument --tp-size=3 for 8 GPUs\n").category == "software_bug"
+
+
+# --- a replica's value != the others', and the replay that agrees with them --------------------------------
+DISAGREES = "2026-03-01T10:00:00Z host=gpu-b05 sdc-check: step 4000 dp_rank=5 param checksum 0x9f0e11aa != " \
+            "majority 0x1c2d3e4f\n"
+
+
+def test_a_checksum_unequal_to_the_majority_is_a_suspect_replica() -> None:
+    v = classify(DISAGREES)
+    assert (v.category, v.hosts, v.cordon) == ("silent_data_corruption", ("gpu-b05",), False)
+    ckpt = "controller: checkpoint shard __3_0.distcp sha256 9c1e0a77 != manifest 41ab0c12\n"
+    assert classify(ckpt).category != "silent_data_corruption"
+
+
+@pytest.mark.parametrize("replay", [
+    "2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: step 4000 dp_rank=5 replayed: checksum 0x1c2d3e4f agrees with the "
+    "majority",
+    "2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: recomputed step 4000 of dp_rank=5: loss 1.9874 == reference",
+    "2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: step 4000 of dp_rank=5 re-run on a spare: result matches dp_rank=4",
+    "2026-03-01T10:02:00Z host=gpu-b09 sdc: dp_rank=5 diverged; replay on other hardware agrees with the rest",
+])
+def test_a_replay_that_agrees_confirms_and_names_the_replica_not_the_replay_host(replay: str) -> None:
+    v = classify(DISAGREES + replay + "\n")
+    assert (v.category, v.hosts[0], v.cordon) == ("silent_data_corruption", "gpu-b05", True), v.explanation
+    assert "gpu-b09" not in v.hosts or "diverged" in replay
+
+
+def test_a_replay_report_alone_names_no_host() -> None:
+    v = classify("2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: replay of dp_rank=5 agrees with the majority\n")
+    assert (v.category, v.hosts) == ("silent_data_corruption", ())
+    refuted = classify(DISAGREES + "2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: replay of dp_rank=5 reproduces the "
+                                   "mismatch\n")
+    assert refuted.category != "silent_data_corruption"
