@@ -168,8 +168,9 @@ def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dic
         r = orch(["chaos", "slow", "fault-slow", "--rank", "3", "--delay-s", "0.4"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    # Long enough that most of the detector's window of steps comes after the delay starts.
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject, steps=100)
+    # Long enough that the detector's window (the last 32 steps) is mostly delayed steps well before the end:
+    # the delay starts near step 10-20, and the median lag flips after 17 of them.
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject, steps=75)
     [i] = cat.interruptions("fault-slow")
     assert i.kind == "straggler" and i.ranks == [3] and i.hosts
     assert i.evidence["finding"]["score"] > 6
