@@ -77,3 +77,23 @@ def catalog_url(request, tmp_path: Path) -> str:
     admin = request.getfixturevalue("postgres_admin_url")
     _db_counter[0] += 1
     return create_database(admin, f"catalog_{os.getpid()}_{_db_counter[0]}")
+
+
+_LAYER_ORDER = {"integration": 0, "e2e": 1, "unit": 2}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start processes or Ray (integration, e2e) run one at a time, integration first.
+
+    Under pytest-xdist with `--dist loadgroup` (the Makefile's `test`), they are one group on one worker
+    while the unit tests run on the other; the e2e jobs' timing checks then run with nothing else beside
+    them. Without xdist the marker is inert and only the order applies.
+    """
+    def layer(item: pytest.Item) -> str:
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        return parts[1] if len(parts) > 2 and parts[0] == "tests" else "unit"
+
+    for item in items:
+        if layer(item) in ("integration", "e2e"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+    items.sort(key=lambda i: _LAYER_ORDER.get(layer(i), 2))
