@@ -265,5 +265,5 @@ def read_dump(backend: str) -> dict[str, Any]:
         raise RecorderUnavailable(f"this torch build has no {what} (backend {backend})")
     try:
         return loads_dump(call())
-    except (RuntimeError, ValueError, pickle.UnpicklingError) as e:
+    except (RuntimeError, TypeError, ValueError, pickle.UnpicklingError) as e:
         raise RecorderUnavailable(f"{what} failed: {type(e).__name__}: {e}") from e

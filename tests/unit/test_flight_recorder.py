@@ -64,6 +64,9 @@ def test_gloo_recorded_stall_names_the_rank_that_never_entered_its_tp_all_reduce
     assert "gloo:all_reduce" in f.summary and "flight recorder" not in f.summary
     waits = {(e.waiter, e.where.split(" group")[0]) for e in attribute(obs, {"dp": 2, "tp": 2}).direct}
     assert (2, "tp") in waits, waits
+    # The same dumps with ranks 2 and 3 (one TP group) exchanged: now rank 2 is the one that never came.
+    dumps[2], dumps[3] = dumps[3], dumps[2]
+    assert attribute(_observations(dumps), {"dp": 2, "tp": 2}).culprits == (2,)
 
 
 def test_nccl_json_dump_names_the_rank_behind_in_the_dp_group() -> None:
