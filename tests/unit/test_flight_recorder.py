@@ -155,3 +155,18 @@ def test_a_dump_pickle_with_code_in_it_is_refused() -> None:
 
     with pytest.raises(pickle.UnpicklingError):
         loads_dump(pickle.dumps({"entries": [Evil()]}, protocol=2))
+
+
+def test_beacon_update_reads_gloos_recorder_and_keeps_the_pipelines_own_counts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real gloo dump of this process is read (empty unless an earlier test ran collectives here);
+    on gloo the pipeline's own p2p counts stay in the beacon."""
+    from trainer.progress import BeaconThread, RankProgress
+
+    monkeypatch.delenv("TORCH_FR_BUFFER_SIZE", raising=False)
+    progress = RankProgress()
+    progress.posted("recv", "fwd 0>1", 0)
+    t = BeaconThread(lambda u: None, progress=progress, reader=RecorderReader(backend=lambda: "gloo"))
+    u = t.update()
+    assert u["recorder"]["backend"] == "gloo" and u["recorder"]["state"] in ("empty", "ok"), u["recorder"]
+    assert isinstance(u["collectives"], dict) and u["p2p"] == [progress.snapshot()["p2p"][0]]
