@@ -96,11 +96,6 @@ class RecorderReader:
         return got
 
 
-def collective_progress() -> dict[str, dict[str, Any]]:
-    """Per process group: last enqueued/completed collective sequence number and its kind."""
-    return RecorderReader().read().collectives
-
-
 class RankProgress:
     """Progress the flight recorder does not show: pipeline P2P operations and the rank's place in the step.
 
