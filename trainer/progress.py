@@ -17,6 +17,7 @@ is frozen or dead.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trainer.flight_recorder import (
+    BUFFER_ENV,
     EMPTY,
     OFF,
     UNREADABLE,
@@ -79,12 +81,12 @@ class RecorderReader:
         if not backend:
             return RecorderProgress(recorder={"backend": "", "state": EMPTY, "entries": 0,
                                               "detail": "no process group yet"})
-        size = buffer_size()
-        if size <= 0:
-            self._warn_once("off", "flight recorder is off (TORCH_FR_BUFFER_SIZE=0): a hang's culprit will be "
-                            "guessed from step counts, not from the collective each rank waits in")
-            return RecorderProgress(recorder={"backend": backend, "state": OFF, "entries": 0,
-                                              "detail": "TORCH_FR_BUFFER_SIZE=0"})
+        if buffer_size() <= 0:
+            var = next((v for v in BUFFER_ENV if os.environ.get(v, "") != ""), BUFFER_ENV[0])
+            detail = f"{var}={os.environ.get(var)}"
+            self._warn_once("off", "flight recorder is off (%s): a hang finding will not know which collective "
+                            "or transfer this rank waits in", detail)
+            return RecorderProgress(recorder={"backend": backend, "state": OFF, "entries": 0, "detail": detail})
         try:
             dump = read_dump(backend)
         except RecorderUnavailable as e:
