@@ -239,6 +239,12 @@ def dump_files(folder: Path, prefix: str) -> dict[int, Path]:
     return out
 
 
+def progress_from_files(folder: Path, prefix: str = "nccl_trace_rank_") -> dict[int, RecorderProgress]:
+    """Every rank's progress from the dump files NCCL's watchdog left in `folder` (after a timeout)."""
+    files = sorted(dump_files(folder, prefix).items())
+    return {r: parse_flight_record(load_dump_file(p), {}, rank=r) for r, p in files}
+
+
 class RecorderUnavailable(RuntimeError):
     """torch offers no flight-recorder dump for this backend, or reading it failed."""
 

@@ -25,6 +25,7 @@ from trainer.flight_recorder import (
     load_dump_file,
     loads_dump,
     parse_flight_record,
+    progress_from_files,
 )
 from trainer.progress import RecorderReader
 
@@ -98,6 +99,8 @@ def test_nccl_watchdog_files_follow_a_pipeline_receive_to_the_stalled_sender() -
         {"chan": "1 0>2", "role": "send", "peer": 2, "posted": 1, "done": 1}]
     a = attribute(obs, {"pp": 2, "tp": 2})
     assert a.culprits == (1,) and a.certain, a.reason
+    from_files = progress_from_files(FIXTURES / "nccl-tp2pp2-rank1-stalled")
+    assert {r: p.collectives for r, p in from_files.items()} == {o.rank: o.collectives for o in obs}
     assert {(e.waiter, e.kind) for e in a.direct} == {(0, "collective"), (3, "recv")}
     # Without the recorder's receive, rank 3 no longer points at rank 1: the parsed transfer is the evidence.
     bare = _observations(dumps, **{"3": {"p2p": ()}})
