@@ -10,6 +10,9 @@
   (`health/attribution.py`); a stopped process or silent beacons only break a
   tie. The finding names the collective or pipeline transfer the others wait
   in, or, when no single rank stands out, the smallest group that holds it.
+  Ranks whose flight recorder was off, empty or unreadable are named in the
+  finding: without it the attribution has only step counts and pipeline
+  counters to go on.
 - straggler: a rank that is ready for its steps' collectives later than its
   peers, as a robust outlier (median / MAD over ranks of each rank's median
   lag over a window). In synchronous training every rank's step takes the same
@@ -124,12 +127,34 @@ def detect_hang(obs: Sequence[RankObservation], last_progress_at: float, now: fl
             fault_at = min(max(c.heartbeat, last_progress_at), now)
         elif c.at_time:
             fault_at = min(max(c.at_time, last_progress_at), now)
+    recorder = recorder_gaps(live)
+    if recorder:
+        who += "; " + "; ".join(f"flight recorder {state} on rank{'s' if len(rs) > 1 else ''} {_ranks(rs)}"
+                                for state, rs in recorder.items())
     summary = f"no step completed for {now - last_progress_at:.1f} s (limit {limit_s:.1f} s); {who}{where}"
     return Finding(FindingKind.HANG, tuple(x.rank for x in named), tuple(dict.fromkeys(x.host for x in named)),
                    fault_at, now, summary,
                    evidence={"waiting_in": [waiting.where, waiting.op, waiting.seq] if waiting else None,
                              "limit_s": limit_s, "steps": {o.rank: o.step for o in obs},
-                             "frozen": [o.rank for o in frozen], "attribution": a.to_dict()})
+                             "frozen": [o.rank for o in frozen], "attribution": a.to_dict(),
+                             "flight_recorder": recorder})
+
+
+def recorder_gaps(obs: Sequence[RankObservation]) -> dict[str, list[int]]:
+    """Ranks whose flight recorder gave no evidence, by state (off, empty, unreadable).
+
+    Beacons without a recorder state (older trainers) count as no gap.
+    """
+    out: dict[str, list[int]] = {}
+    for o in obs:
+        state = str((o.recorder or {}).get("state") or "ok")
+        if state != "ok":
+            out.setdefault(state, []).append(o.rank)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def _ranks(rs: Sequence[int]) -> str:
+    return ", ".join(map(str, rs)) if len(rs) <= 8 else f"{len(rs)} ranks ({rs[0]}..{rs[-1]})"
 
 
 def detect_stragglers(obs: Sequence[RankObservation], step_seconds: float | None, now: float,

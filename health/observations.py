@@ -51,6 +51,8 @@ class RankObservation:
     at: str = ""
     """The rank's last place in its step (step, forward, backward, collective, p2p)."""
     at_time: float | None = None
+    recorder: dict[str, Any] = field(default_factory=dict)
+    """The rank's flight recorder: {"backend", "state" (ok | off | empty | unreadable), "entries", "detail"}."""
 
 
 class FindingKind(enum.StrEnum):
@@ -109,7 +111,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         error=b.get("error") if b.get("phase") == "failed" else None,
         rollback=b.get("rollback") or {},
         groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
-        at_time=b.get("at_time") or None,
+        at_time=b.get("at_time") or None, recorder=b.get("recorder") or {},
     )
 
 

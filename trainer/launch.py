@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(float(os.environ.get(ENV_CPUS, "1")))
     beacons_on = os.environ.get(ENV_BEACONS, "1") != "0"
     if beacons_on:
-        # Keep the flight recorder small: only the newest entry per process group is read.
+        # Keep the flight recorder small: only the newest entries per process group are read.
         os.environ.setdefault("TORCH_FR_BUFFER_SIZE", "256")
     try:
         cfg = TrainConfig.from_dict(json.loads(Path(argv[0]).read_text()))
@@ -204,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # NCCL's watchdog writes each rank's flight record here on a collective timeout (prefix + rank).
+        if "TORCH_FR_DUMP_TEMP_FILE" not in os.environ and "TORCH_NCCL_DEBUG_INFO_TEMP_FILE" not in os.environ:
+            fr_dir = Path(os.environ.get(ENV_RUN_DIR, ".")) / "flight-recorder"
+            fr_dir.mkdir(parents=True, exist_ok=True)
+            os.environ["TORCH_FR_DUMP_TEMP_FILE"] = str(fr_dir / "nccl_trace_rank_")
     beacon_path = os.environ.get(ENV_BEACON_FILE)
     control_path = os.environ.get(ENV_CONTROL_FILE)
     stop = threading.Event()

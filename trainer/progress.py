@@ -6,7 +6,9 @@ group it belongs to) and a background thread that, every second, reads the
 process groups' collective progress from torch's flight recorder (last
 enqueued and last completed collective per process group, and the kind of the
 last one) plus the pipeline's point-to-point progress, which the flight
-recorder does not show on gloo (see `RankProgress`). Because the thread keeps
+recorder does not show on gloo (see `RankProgress`). The recorder read is the
+backend's own (NCCL's on NCCL, gloo's on gloo: `trainer/flight_recorder.py`),
+and the beacon says when it is off, empty or unreadable. Because the thread keeps
 running while the main thread is blocked in a collective, a rank stuck waiting
 still heartbeats and says where it waits; a rank whose beacons stop altogether
 is frozen or dead.
@@ -14,13 +16,25 @@ is frozen or dead.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from trainer.flight_recorder import (
+    BUFFER_ENV,
+    EMPTY,
+    OFF,
+    UNREADABLE,
+    RecorderProgress,
+    RecorderUnavailable,
+    buffer_size,
+    parse_flight_record,
+    read_dump,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,39 +50,52 @@ the name is what tells them apart across ranks, so progress is keyed by name.
 """
 
 
-def parse_flight_record(dump: dict[str, Any], names: dict[str, tuple[str, str]] | None = None
-                        ) -> dict[str, dict[str, Any]]:
-    """Per process group (by name): last enqueued/completed collective sequence number, its kind, the group's desc.
+def current_backend() -> str:
+    """The default process group's backend ('nccl', 'gloo', ...), '' before the process group exists."""
+    import torch.distributed as dist
 
-    `names` caches the pg id -> name mapping between dumps, so a group whose
-    entries have left the ring buffer keeps its name.
+    if not dist.is_available() or not dist.is_initialized():
+        return ""
+    return str(dist.get_backend())
+
+
+class RecorderReader:
+    """Reads the flight recorder of the backend in use; says once in the log when it is off or cannot be read.
+
+    The beacon carries the recorder's state (`recorder`), so the hang finding
+    can say that its evidence had no flight record behind it.
     """
-    names = _PG_NAMES if names is None else names
-    entries = dump.get("entries") or []
-    for e in entries:
-        pg = e.get("process_group") or ["?", ""]
-        names[str(e.get("pg_id"))] = (str(pg[0]), str(pg[1]) if len(pg) > 1 else "")
-    out: dict[str, dict[str, Any]] = {}
-    for pg_id, st in (dump.get("pg_status") or {}).items():
-        name, desc = names.get(str(pg_id), (f"id:{pg_id}", ""))
-        out[name] = {"enqueued": int(st.get("last_enqueued_collective", -1)),
-                     "completed": int(st.get("last_completed_collective", -1)), "op": None, "desc": desc}
-    for e in entries:
-        name = names[str(e.get("pg_id"))][0]
-        if name in out and not e.get("is_p2p") and e.get("collective_seq_id") == out[name]["enqueued"]:
-            out[name]["op"] = e.get("profiling_name")
-    return out
 
+    def __init__(self, backend: Callable[[], str] = current_backend) -> None:
+        self.backend = backend
+        self._warned: set[str] = set()
+        self.names: dict[str, tuple[str, str]] = _PG_NAMES
 
-def collective_progress() -> dict[str, dict[str, Any]]:
-    """Per process group: last enqueued/completed collective sequence number and its kind."""
-    try:
-        import torch
+    def _warn_once(self, key: str, msg: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(msg, *args)
 
-        dump = json.loads(torch._C._distributed_c10d._dump_fr_trace_json())
-    except Exception:  # no flight recorder in this build/backend
-        return {}
-    return parse_flight_record(dump)
+    def read(self, group_ranks: dict[str, list[int]] | None = None, rank: int | None = None) -> RecorderProgress:
+        backend = self.backend()
+        if not backend:
+            return RecorderProgress(recorder={"backend": "", "state": EMPTY, "entries": 0,
+                                              "detail": "no process group yet"})
+        if buffer_size() <= 0:
+            var = next((v for v in BUFFER_ENV if os.environ.get(v, "") != ""), BUFFER_ENV[0])
+            detail = f"{var}={os.environ.get(var)}"
+            self._warn_once("off", "flight recorder is off (%s): a hang finding will not know which collective "
+                            "or transfer this rank waits in", detail)
+            return RecorderProgress(recorder={"backend": backend, "state": OFF, "entries": 0, "detail": detail})
+        try:
+            dump = read_dump(backend)
+        except RecorderUnavailable as e:
+            self._warn_once("unreadable", "cannot read the %s flight recorder: %s", backend, e)
+            return RecorderProgress(recorder={"backend": backend, "state": UNREADABLE, "entries": 0,
+                                              "detail": str(e)})
+        got = parse_flight_record(dump, self.names, rank=rank, group_ranks=group_ranks)
+        got.recorder["backend"] = backend
+        return got
 
 
 class RankProgress:
@@ -125,11 +152,18 @@ class StepReadiness:
 
 
 class BeaconThread:
-    """Publishes collective progress and a heartbeat every `interval_s` seconds."""
+    """Publishes collective progress and a heartbeat every `interval_s` seconds.
+
+    Pipeline transfers come from the flight recorder where it records them
+    (NCCL: there the CPU does not block in a receive, so the stage's own
+    counts would say it has its data when its GPU does not), and from
+    `RankProgress` otherwise (gloo).
+    """
 
     def __init__(self, publish: Callable[[dict[str, Any]], None], interval_s: float = 1.0,
-                 progress: RankProgress | None = None) -> None:
+                 progress: RankProgress | None = None, reader: RecorderReader | None = None) -> None:
         self.publish, self.interval_s, self.progress = publish, interval_s, progress
+        self.reader = reader or RecorderReader()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beacon", daemon=True)
 
@@ -140,12 +174,22 @@ class BeaconThread:
     def stop(self) -> None:
         self._stop.set()
 
+    def update(self) -> dict[str, Any]:
+        """One beacon update: collective progress, the recorder's state, pipeline transfers, heartbeat."""
+        # The training loop publishes its groups' global ranks into the same beacon (BeaconFile.state).
+        groups = (getattr(self.publish, "state", None) or {}).get("groups") or {}
+        rank = (getattr(self.publish, "state", None) or {}).get("rank")
+        fr = self.reader.read({str(k): list(g.get("ranks", ())) for k, g in groups.items()}, rank)
+        update: dict[str, Any] = {"collectives": fr.collectives, "recorder": fr.recorder, "heartbeat": time.time()}
+        if self.progress is not None:
+            update.update(self.progress.snapshot())
+        if fr.p2p is not None:
+            update["p2p"] = fr.p2p
+        return update
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                update = {"collectives": collective_progress(), "heartbeat": time.time()}
-                if self.progress is not None:
-                    update.update(self.progress.snapshot())
-                self.publish(update)
+                self.publish(self.update())
             except Exception:
                 logger.exception("beacon publish failed")

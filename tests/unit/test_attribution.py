@@ -10,7 +10,7 @@ import pytest
 from health.attribution import attribute, mesh_groups
 from health.detectors import detect_hang
 from health.observations import RankObservation, observation_from_poll
-from trainer.progress import parse_flight_record
+from trainer.flight_recorder import parse_flight_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hangs"
 NOW = 1000.0
@@ -103,11 +103,11 @@ def test_no_single_rank_names_the_smallest_group_not_rank_0() -> None:
 def test_flight_record_is_keyed_by_group_name() -> None:
     dump = json.loads((FIXTURES / "flight-record-tp2pp2-rank2.json").read_text())
     names: dict[str, tuple[str, str]] = {}
-    got = parse_flight_record(dump, names)
+    got = parse_flight_record(dump, names).collectives
     assert got["12"] == {"enqueued": 42, "completed": 42, "op": "gloo:all_reduce", "desc": "mesh_tp"}
     assert got["0"]["desc"] == "default_pg" and got["0"]["enqueued"] == 4
     # Entries roll out of the ring buffer; the learned name stays.
-    assert parse_flight_record({**dump, "entries": []}, names)["12"]["enqueued"] == 42
+    assert parse_flight_record({**dump, "entries": []}, names).collectives["12"]["enqueued"] == 42
 
 
 GOLDEN = sorted(FIXTURES.glob("*-rank*-*.json"))
