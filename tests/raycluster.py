@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -89,3 +91,15 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+def node_ids(address: str) -> dict[str, str]:
+    """Host label -> Ray node id of every alive node of the cluster at `address` (read by a short-lived driver)."""
+    code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(json.dumps({(n.get('Labels') or {}).get('host', ''): n['NodeID'] for n in ray.nodes() "
+            "if n.get('Alive')}))")
+    r = subprocess.run([sys.executable, "-c", code, address], env=ray_env(), capture_output=True, text=True,
+                       timeout=180)
+    if r.returncode != 0:
+        raise RuntimeError(f"cannot list the nodes of {address}: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
