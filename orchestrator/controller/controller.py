@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 STOP_GRACE_S = 3.0
+CAPACITY_POLL_S = 5.0
+"""How often a restart waiting for capacity looks at the cluster again."""
 HEARTBEAT_INTERVAL_S = 2.0
 
 
@@ -101,6 +103,7 @@ class Controller:
         self.attempt: Attempt | None = None
         self.stop_reason: str | None = None
         self._heartbeat_at = 0.0
+        self._capacity_wait_since: float | None = None
         self._step_s: float | None = None
         """Median step time of the last attempt that trained (for the checkpoint interval)."""
 
@@ -153,11 +156,13 @@ class Controller:
         self._end(last.outcome, [])
 
     def _placing(self) -> None:
+        decision = self._scale()
+        if self._wait_for_capacity(decision.kind is ScalingKind.CAPACITY_ERROR, decision.reason):
+            return
         job = self.catalog.require_job(self.spec.name)
         number = max([a.number for a in job.attempts], default=0) + 1
         start_step = self.checkpoints.committed_step()
         p = self.spec.parallelism
-        decision = self._scale()
         logger.info("job %s: attempt %d: %s: %s", self.spec.name, number, decision.kind.value, decision.reason)
         self.dp = decision.dp
         layout: dict[str, Any] = {"dp": self.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "scaling": decision.kind.value}
@@ -256,6 +261,28 @@ class Controller:
             self.sm.set(ControllerState.STOPPED, self.stop_reason)
             return
         self.sm.set(ControllerState.PLACING)
+
+    def _wait_for_capacity(self, short: bool, reason: str) -> bool:
+        """True while a gang that does not fit should wait (reliability.capacity_wait_s) rather than fail: a
+        node that rejoins or a host put back in service within the wait costs time, not an attempt."""
+        if not short:
+            self._capacity_wait_since = None
+            return False
+        if self.stop_reason is not None:  # stopped while waiting: nothing was placed, nothing is retried
+            self.teardown()
+            self.sm.set(ControllerState.STOPPED, self.stop_reason)
+            return True
+        now = self.clock.time()
+        if self._capacity_wait_since is None:
+            self._capacity_wait_since = now
+            if self.spec.reliability.capacity_wait_s > 0:
+                logger.warning("job %s: %s; waiting up to %g s for capacity (reliability.capacity_wait_s)",
+                               self.spec.name, reason, self.spec.reliability.capacity_wait_s)
+        if now - self._capacity_wait_since >= self.spec.reliability.capacity_wait_s:
+            self._capacity_wait_since = None
+            return False
+        self.clock.sleep(CAPACITY_POLL_S)
+        return True
 
     def _preflight(self, a: Attempt) -> AttemptOutcome | None:
         """Check the placed gang's hosts before its ranks start; the outcome that ends the attempt if one fails."""

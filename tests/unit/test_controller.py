@@ -374,3 +374,30 @@ def test_loss_rollback_is_its_own_interruption_and_the_job_goes_on(tmp_path: Pat
 
     rebuilt = history_from_catalog(rig.catalog, rig.catalog.require_job("job"))
     assert [o.kind.value for o in rebuilt.outcomes] == ["succeeded"]  # a rollback does not end an attempt
+
+
+def test_a_restart_waits_for_capacity_and_goes_on_when_a_host_joins(tmp_path: Path) -> None:
+    """A lost node leaves the gang short; a host that joins within reliability.capacity_wait_s costs time,
+    not a failed attempt (without the wait, three placement failures in a row failed the job)."""
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    rig.until(S.RESTARTING)
+    rig.until(S.PLACING)
+    t0 = rig.clock.now
+    for _ in range(5):  # short: it waits, placing nothing and recording no attempt
+        rig.ctl.step()
+        assert rig.ctl.state is S.PLACING
+    assert rig.clock.now - t0 >= 20 and len(rig.catalog.require_job("job").attempts) == 1
+    rig.workers.hosts.append("h2")  # a host joins the cluster
+    assert rig.run() is S.SUCCEEDED
+    assert [i.kind for i in rig.interruptions()] == ["node_lost"]
+    assert {r.host for r in rig.catalog.require_job("job").attempts[-1].ranks} == {"h0", "h2"}
+
+
+def test_a_stop_while_waiting_for_capacity_stops_without_another_attempt(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    rig.until(S.RESTARTING)
+    rig.until(S.PLACING)
+    rig.ctl.step()
+    rig.ctl.request_stop("operator stop")
+    assert rig.run() is S.STOPPED
+    assert len(rig.catalog.require_job("job").attempts) == 1
