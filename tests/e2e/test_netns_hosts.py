@@ -8,6 +8,10 @@ come back.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +56,26 @@ def _catalog(c: NetnsCluster) -> Catalog:
     return Catalog(f"sqlite:///{c.state_dir / 'catalog.db'}")
 
 
+def _ts(d: datetime) -> float:
+    """A catalog time as seconds (SQLite gives them back without their zone, which is UTC)."""
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+
+
 def _files_on(c: NetnsCluster, host: str, folder: Path) -> list[str]:
     r = c.run(c.host(host), ["find", str(folder), "-type", "f"], timeout_s=30)
     return sorted(r.stdout.split())
 
 
-def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folder(cluster: NetnsCluster) -> None:
-    """Six ranks (tp=2) over three hosts; h3's cable is pulled at step 6: the host is found, recorded and
-    cordoned, and the job finishes with dp shrunk onto h1 and h2. No host but the head sees the state folder."""
+def test_spread_job_survives_a_partition_then_a_raylet_kill_on_hosts_without_the_state_folder(
+        cluster: NetnsCluster) -> None:
+    """Six ranks (tp=2) over three hosts, two faults in one job. h3's cable is pulled at step 6: the host is
+    found, recorded as a network fault timed from when it was last heard, and cordoned; dp shrinks onto h1
+    and h2. Then h2's raylet is SIGKILLed (by pid, from h2's own process list): recorded as a lost Ray node
+    on a host that still answers, cordoned, and the job finishes on h1 alone. No host but the head sees the
+    state folder."""
     c = cluster
     job = _job(c, "part", dp=3, tp=2, steps=24, interval=4,
-               reliability={"allow_shrink_dp": True, "max_restarts": 3, "hang_timeout_s": 60})
+               reliability={"allow_shrink_dp": True, "max_restarts": 4, "hang_timeout_s": 60})
     r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
     assert r.returncode == 0, r.stderr
 
@@ -70,16 +83,32 @@ def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folde
     hosts = {x["rank"]: x["host"] for x in st["ranks"]}
     assert set(hosts.values()) == {"h1", "h2", "h3"}, hosts
     c.link(c.host("h3"), up=False)
+    cut_at = time.time()
+
+    st = wait_for(lambda: _at_step(c, "part", 12, attempt=2), 400, "step 12 of attempt 2", interval_s=2.0)
+    assert {x["host"] for x in st["ranks"]} == {"h1", "h2"}, st["ranks"]
+    raylet = c.raylet_pid(c.host("h2"))
+    os.kill(raylet, signal.SIGKILL)
+    killed_at = time.time()
     st = _wait_end(c, "part", 400)
     assert st["state"] == "succeeded" and st["step"] == 24, st
 
     cat = _catalog(c)
-    [lost] = [i for i in cat.interruptions("part") if i.kind != "straggler"]
-    assert lost.kind == "node_lost" and lost.hosts == ["h3"], (lost.kind, lost.hosts, lost.explanation)
-    assert "h3" in cat.cordoned_hosts()
-    last = cat.require_job("part").attempts[-1]
-    assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 3, last.layout
-    assert {x.host for x in last.ranks} == {"h1", "h2"}
+    cut, killed = [i for i in cat.interruptions("part") if i.kind != "straggler"]
+    assert cut.kind == "node_lost" and cut.hosts == ["h3"], (cut.kind, cut.hosts, cut.explanation)
+    assert cut.category == "network_switch_cable", (cut.category, cut.explanation)
+    # Fault time: when h3 was last heard from (before the cut, give or take a poll); detected seconds later.
+    fault, detected = _ts(cut.fault_at), _ts(cut.detected_at)
+    assert cut_at - 15 < fault <= cut_at + 2 < detected, (cut_at, fault, detected)
+    assert killed.kind == "node_lost" and killed.hosts == ["h2"], (killed.kind, killed.hosts, killed.explanation)
+    assert killed.category != "network_switch_cable", (killed.category, killed.explanation)
+    assert killed_at - 15 < _ts(killed.fault_at) <= _ts(killed.detected_at), killed_at
+    assert {"h2", "h3"} <= set(cat.cordoned_hosts())
+    attempts = cat.require_job("part").attempts
+    second, last = attempts[1], attempts[-1]
+    assert second.layout["dp"] == 2 and {x.host for x in second.ranks} == {"h1", "h2"}, second.layout
+    assert last.layout["dp"] == 1 and last.layout["shrunk_from"] == 3, last.layout
+    assert {x.host for x in last.ranks} == {"h1"}
 
     # Only the head holds the controller's folder; every rank's log is on its own host.
     h2_files = _files_on(c, "h2", c.state_dir)
@@ -95,7 +124,7 @@ def test_spread_job_survives_a_partitioned_host_on_hosts_without_the_state_folde
     assert {r["step"] for r in rows} == set(range(1, 25)), sorted(r["step"] for r in rows)
 
 
-def _at_step(c: NetnsCluster, job: str, step: int) -> dict[str, Any] | None:
+def _at_step(c: NetnsCluster, job: str, step: int, attempt: int = 1) -> dict[str, Any] | None:
     st = _status(c, job)
     assert st.get("state") not in ("failed", "stopped", "succeeded"), st
-    return st if st.get("step", 0) >= step else None
+    return st if st.get("step", 0) >= step and st.get("attempt", 0) >= attempt and st.get("ranks") else None
