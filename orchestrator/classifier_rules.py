@@ -192,6 +192,8 @@ RULES: list[Rule] = [
     # likely; weak, because a host without power is silent too and its BMC's events name that first.
     *_r("network_switch_cable", 0.6, "weak", "host silent on the network while its peers answer",
         r"host did not answer on the network\b.{0,200}other hosts answered"),
+    *_r("network_switch_cable", 0.6, "weak", "a host's link far slower than its peers'",
+        r"link slow: host \S+'s link is far slower than its peers'"),
     # --- maintenance, the outside world, software ---------------------------------------------------------
     *_r("host_maintenance", 0.85, "cause", "host taken down for maintenance",
         r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade)|firmware|repair|reboot)",

@@ -23,7 +23,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from health.agent import NodeAgent
 from health.detectors import detect_crash
-from health.observations import Finding, RankObservation, retimed
+from health.link_probe import PAYLOAD_BYTES, LinkProbeServer, name_slow_link
+from health.link_probe import TIMEOUT_S as LINK_TIMEOUT_S
+from health.observations import Finding, FindingKind, RankObservation, retimed
 from health.reachability import knock, lost_host_evidence
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.clocks import ClockOffsets
@@ -82,6 +84,7 @@ class RayWorkerGroup:
         """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
         self._metrics_offset: int | None = None
         """How far rank 0's metrics.jsonl on its own host has been copied into ours (None: rank 0 is here)."""
+        self._link_server: LinkProbeServer | None = None
         self._heard: dict[str, float] = {}
         """Node id -> when (our clock) its agent last answered: a lost node's fault time."""
 
@@ -239,6 +242,27 @@ class RayWorkerGroup:
         out = [e for a in answers.values() if isinstance(a, list) for e in a]
         return sorted(out, key=lambda e: float(e.get("at") or 0.0))
 
+    def check_links(self, f: Finding) -> Finding:
+        """A hang no stopped process explains may be a slow link, which stalls both ends of a ring alike: every
+        gang host times a transfer to our node, and a single clear outlier is named (health/link_probe.py)."""
+        g = self.gang
+        if f.kind is not FindingKind.HANG or f.evidence.get("frozen") or g is None:
+            return f
+        try:
+            if self._link_server is None:
+                self._link_server = LinkProbeServer(ray.util.get_node_ip_address())
+        except OSError as e:
+            logger.warning("job %s: no link probe server: %s", self.job, e)
+            return f
+        nodes = [n for n in self._agent_nodes if n in self._agents]
+        host_of = {p.node_id: p.host for p in g.placements}
+        answers = call_all({n: self._agents[n] for n in nodes}, "link_probe", self._link_server.address,
+                           self._link_server.port, PAYLOAD_BYTES, LINK_TIMEOUT_S, timeout_s=LINK_TIMEOUT_S + 5)
+        results = {host_of[n]: (a if isinstance(a, dict) else {"error": f"{a!r:.200}"}) for n, a in answers.items()}
+        named = name_slow_link(f, results, {p.rank: p.host for p in g.placements}, time.time())
+        logger.warning("job %s: %s", self.job, named.summary.rsplit("; link probe: ", 1)[-1])
+        return named
+
     def _watch(self) -> None:
         """Point one health agent per node at that node's ranks."""
         by_node = self._ensure_agents()
@@ -381,3 +405,6 @@ class RayWorkerGroup:
             with contextlib.suppress(Exception):
                 ray.kill(agent, no_restart=True)
         self._agents.clear()
+        if self._link_server is not None:
+            self._link_server.close()
+            self._link_server = None

@@ -1,7 +1,7 @@
 """Hosts that share nothing but checkpoint storage: three network + mount namespaces, a Ray node in each.
 
 One cluster serves every test of the module (starting it costs ~30 s); the
-partition test runs last because the partitioned host's Ray node does not
+partition and raylet-kill test runs last because the hosts it breaks do not
 come back.
 """
 
@@ -64,6 +64,35 @@ def _ts(d: datetime) -> float:
 def _files_on(c: NetnsCluster, host: str, folder: Path) -> list[str]:
     r = c.run(c.host(host), ["find", str(folder), "-type", "f"], timeout_s=30)
     return sorted(r.stdout.split())
+
+
+def test_a_throttled_link_is_found_as_a_hang_with_its_host_named(cluster: NetnsCluster) -> None:
+    """Four ranks (tp=2) on two hosts; then the link of the one that is not the head (or either, when the head
+    holds none) crawls at 64 kbit/s. Every rank waits in the same collective, so the flight recorder cannot
+    name the slow end; each host's agent times a small transfer to the controller's node and the outlier is
+    named. The job may not restart (max_restarts 0): one finding, then it ends."""
+    c = cluster
+    job = _job(c, "slow", dp=2, tp=2, steps=400, interval=50,
+               reliability={"max_restarts": 0, "hang_timeout_s": 90})
+    r = c.run(c.head, [ORCH, "submit", str(job), "--address", c.address, "--no-follow"], timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    st = wait_for(lambda: _at_step(c, "slow", 6), 300, "step 6", interval_s=2.0)
+    victim = sorted({x["host"] for x in st["ranks"]} - {"h1"})[0]
+    t0 = time.time()
+    c.throttle(c.host(victim), "64kbit")
+    try:
+        st = _wait_end(c, "slow", 180)
+    finally:
+        c.throttle(c.host(victim), None)
+    cat = _catalog(c)
+    found = [i for i in cat.interruptions("slow") if i.kind != "straggler"]
+    stragglers = [(i.hosts, i.explanation[:120]) for i in cat.interruptions("slow") if i.kind == "straggler"]
+    print(f"slow link on {victim}: {[(i.kind, i.hosts, _ts(i.detected_at) - t0) for i in found]}; "
+          f"stragglers {stragglers}; {found[0].explanation if found else ''}")
+    assert st["state"] == "failed", st
+    [hang] = found
+    assert hang.kind == "hang" and hang.hosts == [victim], (hang.kind, hang.hosts, hang.explanation)
+    assert _ts(hang.detected_at) - t0 < 60, "found within a minute"
 
 
 def test_spread_job_survives_a_partition_then_a_raylet_kill_on_hosts_without_the_state_folder(
