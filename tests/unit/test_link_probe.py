@@ -59,5 +59,5 @@ def test_the_probe_times_a_round_trip_and_a_transfer_on_loopback() -> None:
         r = measure("127.0.0.1", srv.port, payload_bytes=64 * 1024, timeout_s=5.0)
     finally:
         srv.close()
-    assert r["error"] is None and 0 < r["rtt_s"] < 1.0 and 0 < r["transfer_s"] < 1.0, r
+    assert r["error"] is None and 0 < r["rtt_s"] < 1.0 and 0 < r["transfer_s"] < 1.0 and r["transfers"] == 3, r
     assert measure("127.0.0.1", srv.port, timeout_s=1.0)["error"], "a closed server is an error, not a time"
