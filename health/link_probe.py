@@ -63,12 +63,13 @@ def slow_link(results: Mapping[str, Mapping[str, Any]], rule: LinkRule = LinkRul
     if cw < rule.ratio * max(cs, rule.floor_s):
         return None, (f"no single slow link: {worst} took {cw:.3f} s and {second} {cs:.3f} s "
                       f"for {PAYLOAD_BYTES // 1024} KiB")
-    took = "did not move it within its time limit" if math.isinf(cw) else f"took {cw:.2f} s"
+    kib = PAYLOAD_BYTES // 1024
+    took = (f"did not move {kib} KiB to the controller's node within its time limit" if math.isinf(cw)
+            else f"took {cw:.2f} s to move {kib} KiB to the controller's node")
     rtt = results[worst].get("rtt_s")
-    rtt_s = f", round trip {rtt * 1000:.0f} ms" if rtt is not None else ""
-    return worst, (f"host {worst}'s link is far slower than its peers': {took} to move {PAYLOAD_BYTES // 1024} KiB "
-                   f"to the controller's node{rtt_s}, against {median:.3f} s median on the other "
-                   f"{len(others)} host(s)")
+    rtt_s = f" (round trip {rtt * 1000:.0f} ms)" if rtt is not None else ""
+    return worst, (f"host {worst}'s link is far slower than its peers': it {took}{rtt_s}, against a median "
+                   f"{median:.3f} s on the other {len(others)} host(s)")
 
 
 def name_slow_link(f: Finding, results: Mapping[str, Mapping[str, Any]], rank_hosts: Mapping[int, str],

@@ -145,6 +145,9 @@ def test_spread_job_survives_a_partition_then_a_raylet_kill_on_hosts_without_the
 
     cat = _catalog(c)
     cut, killed = [i for i in cat.interruptions("part") if i.kind != "straggler"]
+    for i, at in ((cut, cut_at), (killed, killed_at)):
+        print(f"{i.kind} {i.hosts} {i.category}: fault {_ts(i.fault_at) - at:+.1f} s, detected "
+              f"{_ts(i.detected_at) - at:+.1f} s after the fault was injected")
     assert cut.kind == "node_lost" and cut.hosts == ["h3"], (cut.kind, cut.hosts, cut.explanation)
     assert cut.category == "network_switch_cable", (cut.category, cut.explanation)
     # Fault time: when h3 was last heard from (before the cut, give or take a poll); detected seconds later.
