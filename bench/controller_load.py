@@ -156,6 +156,9 @@ class WorkerGroup:
 
     def kill(self) -> None: ...
 
+    def check_links(self, f: Finding) -> Finding:
+        return f
+
     def stop(self, grace_s: float) -> list[RankEnd]:
         return []
 
