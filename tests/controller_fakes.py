@@ -210,7 +210,7 @@ class FakeWorkerGroup:
         self.calls.append("kill")
 
     def check_links(self, f: Finding) -> Finding:
-        if f.kind is not FindingKind.HANG or f.evidence.get("frozen") or not self.link_results:
+        if f.kind is not FindingKind.HANG or f.evidence.get("stopped") or not self.link_results:
             return f
         return name_slow_link(f, self.link_results, {p.rank: p.host for p in self.placements}, self.clock.now)
 

@@ -244,9 +244,10 @@ class RayWorkerGroup:
 
     def check_links(self, f: Finding) -> Finding:
         """A hang no stopped process explains may be a slow link, which stalls both ends of a ring alike: every
-        gang host times a transfer to our node, and a single clear outlier is named (health/link_probe.py)."""
+        gang host times a transfer to our node, and a single clear outlier is named (health/link_probe.py).
+        Silent beacons do not rule it out: behind a crawling link, ranks on either end go quiet."""
         g = self.gang
-        if f.kind is not FindingKind.HANG or f.evidence.get("frozen") or g is None:
+        if f.kind is not FindingKind.HANG or f.evidence.get("stopped") or g is None:
             return f
         try:
             if self._link_server is None:

@@ -167,7 +167,7 @@ def test_spread_job_survives_a_partition_then_a_raylet_kill_on_hosts_without_the
     # Only the head holds the controller's folder; every rank's log is on its own host.
     h2_files = _files_on(c, "h2", c.state_dir)
     assert not any(f.endswith(("catalog.db", "/.controller")) for f in h2_files), h2_files
-    first_logs = {Path(f).name for f in h2_files if "/logs/attempt-001/" in f}
+    first_logs = {Path(f).name for f in h2_files if "/runs/part/logs/attempt-001/" in f}
     assert first_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h2"}
     head_logs = {p.name for p in (c.state_dir / "runs" / "part" / "logs" / "attempt-001").glob("rank-*.log")}
     assert head_logs == {f"rank-{r:05d}.log" for r, h in hosts.items() if h == "h1"}
