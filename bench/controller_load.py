@@ -136,6 +136,9 @@ class WorkerGroup:
     def probe_evidence(self, hosts: list[str], since: float = 0.0) -> list[dict]:
         return []
 
+    def check_links(self, f: Finding) -> Finding:
+        return f
+
     def stop(self, grace_s: float) -> list[RankEnd]:
         return []
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from health.detectors import detect_crash
+from health.link_probe import measure
 from health.observations import Finding, FindingKind, RankObservation, observation_from_poll
 from health.probes.base import Probe, ProbeResult, Severity, run_probes
 from health.probes.suite import bad_gpu_finding, host_probes, nvml_adapter
@@ -118,6 +119,10 @@ class NodeAgent:
         with self._lock:
             return {"host": self.host, "observations": list(self._obs.values()),
                     "findings": list(self._findings), "time": time.time()}
+
+    def link_probe(self, address: str, port: int, payload_bytes: int, timeout_s: float) -> dict[str, Any]:
+        """A round trip and a small transfer to the controller's node, timed on this host's clock."""
+        return {**measure(address, port, payload_bytes, timeout_s), "host": self.host}
 
     def shutdown(self) -> None:
         self._stop.set()

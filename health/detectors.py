@@ -136,8 +136,8 @@ def detect_hang(obs: Sequence[RankObservation], last_progress_at: float, now: fl
                    fault_at, now, summary,
                    evidence={"waiting_in": [waiting.where, waiting.op, waiting.seq] if waiting else None,
                              "limit_s": limit_s, "steps": {o.rank: o.step for o in obs},
-                             "frozen": [o.rank for o in frozen], "attribution": a.to_dict(),
-                             "flight_recorder": recorder})
+                             "frozen": [o.rank for o in frozen], "stopped": [o.rank for o in live if o.stopped],
+                             "attribution": a.to_dict(), "flight_recorder": recorder})
 
 
 def recorder_gaps(obs: Sequence[RankObservation]) -> dict[str, list[int]]:

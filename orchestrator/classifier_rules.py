@@ -197,6 +197,12 @@ RULES: list[Rule] = [
         r"\brx[ _]los\b", r"Subnet Manager.{0,40}(?:lost|down|unreachable)"),
     *_r("network_switch_cable", 0.65, "weak", "RDMA transport retries exhausted",
         r"transport retry counter exceeded", r"\bstatus=12\b", r"with error 12\b", r"IBV_WC_RETRY_EXC_ERR", r"remote access error"),
+    # A host silent on the network while the job's other hosts answer (health/reachability.py): its link most
+    # likely; weak, because a host without power is silent too and its BMC's events name that first.
+    *_r("network_switch_cable", 0.6, "weak", "host silent on the network while its peers answer",
+        r"host did not answer on the network\b.{0,200}other hosts answered"),
+    *_r("network_switch_cable", 0.6, "weak", "a host's link far slower than its peers'",
+        r"link slow: host \S+'s link is far slower than its peers'"),
     # --- maintenance, the outside world, software ---------------------------------------------------------
     *_r("host_maintenance", 0.85, "cause", "host taken down for maintenance",
         r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade)|firmware|repair|reboot)",

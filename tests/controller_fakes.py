@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from health.detectors import detect_crash
+from health.link_probe import name_slow_link
 from health.observations import Finding, FindingKind, RankObservation
 from health.probes.base import ProbeResult, Severity
 from health.probes.suite import bad_gpu_finding
@@ -37,6 +38,7 @@ class Fault:
     bad_gpu: the rank's host agent's probe reports `probe` (a ProbeResult message) as a fail.
     sdc: the rank exits with the SDC check's code and rank 0 (its peer) with a gloo error at the same time.
     rollback: every rank rolls back to the newest checkpoint once (a NaN loss) and training goes on.
+    stall: no step completes, yet every rank is alive and beating (as behind a slow link).
     """
 
     kind: str
@@ -78,6 +80,8 @@ class FakeWorkerGroup:
     finding: Finding | None = None
     """The agent's crash finding of this attempt: kept once seen, as the real agent does."""
     hang_started: bool = False
+    link_results: dict[str, dict] = field(default_factory=dict)
+    """Host -> what its agent's link probe measured (empty: no probe answers)."""
     _last_rollback: dict = field(default_factory=dict)
     preflight_fails: dict[str, list[str]] = field(default_factory=dict)
     """Host -> messages its probes fail with at preflight (every preflight until the test clears it)."""
@@ -149,7 +153,7 @@ class FakeWorkerGroup:
             if self.step % self.interval == 0 and self.step not in self.checkpoints.steps:
                 self.checkpoints.steps.append(self.step)
         fault_now = fault is not None and self.step >= fault.at_step
-        if fault_now and fault.kind == "hang" and not self.hang_started:
+        if fault_now and fault.kind in ("hang", "stall") and not self.hang_started:
             self.hang_started = True
             self.clock.now += 100  # the hang limit passes while nothing moves
         obs = []
@@ -204,6 +208,11 @@ class FakeWorkerGroup:
 
     def kill(self) -> None:
         self.calls.append("kill")
+
+    def check_links(self, f: Finding) -> Finding:
+        if f.kind is not FindingKind.HANG or f.evidence.get("stopped") or not self.link_results:
+            return f
+        return name_slow_link(f, self.link_results, {p.rank: p.host for p in self.placements}, self.clock.now)
 
     def stop(self, grace_s: float) -> list[RankEnd]:
         self.calls.append("stop")

@@ -245,6 +245,22 @@ class NetnsCluster:
             atexit.unregister(self.remove)
 
 
+def skewed_clock(folder: Path, seconds: int) -> dict[str, str] | None:
+    """Environment that sets a host's wall clock `seconds` off (tests/skewclock.c, built into `folder`), or None
+    when no C compiler is here.
+
+    Not libfaketime: Debian's 0.9.10 either fakes the monotonic clock too (Python's timed waits then never
+    return) or, with FAKETIME_DONT_FAKE_MONOTONIC=1, makes every `time.sleep` fail with EINVAL. A host whose
+    clock is set wrong keeps a true monotonic clock, which is what this shifts and leaves alone.
+    """
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    lib = folder / "skewclock.so"
+    _sh(cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(Path(__file__).with_name("skewclock.c")), "-ldl")
+    return {"LD_PRELOAD": str(lib), "SKEW_CLOCK_S": str(int(seconds))}
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

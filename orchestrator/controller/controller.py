@@ -241,8 +241,9 @@ class Controller:
             self.cb.straggler_found(a.number, f, a.monitor.last_step)
         if res.failure is not None:
             self.workers.kill()
+            failure = self.workers.check_links(res.failure)
             ends = [RankEnd(o.rank, o.returncode, o.signal, o.exited_at or o.observed_at) for o in res.exited]
-            self._end(self._from_finding(res.failure, obs), ends + self.workers.stop(0.0))
+            self._end(self._from_finding(failure, obs), ends + self.workers.stop(0.0))
             return
         if res.finished:
             ends = [RankEnd(o.rank, o.returncode, o.signal, o.exited_at or o.observed_at) for o in res.exited]

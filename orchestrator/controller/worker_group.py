@@ -23,7 +23,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from health.agent import NodeAgent
 from health.detectors import detect_crash
-from health.observations import Finding, RankObservation, retimed
+from health.link_probe import PAYLOAD_BYTES, LinkProbeServer, name_slow_link
+from health.link_probe import TIMEOUT_S as LINK_TIMEOUT_S
+from health.observations import Finding, FindingKind, RankObservation, retimed
+from health.reachability import knock, lost_host_evidence
 from orchestrator.controller.callbacks import RankEnd, RankPlacement
 from orchestrator.controller.clocks import ClockOffsets
 from orchestrator.controller.fanout import call_all, gather
@@ -41,6 +44,13 @@ START_TIMEOUT_S = 300.0
 CALL_TIMEOUT_S = 30.0
 POLL_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 10.0
+
+
+def _ray_nodes() -> list[dict[str, Any]]:
+    try:
+        return ray.nodes()
+    except Exception:  # noqa: BLE001 - the GCS unreachable: no port to knock on
+        return []
 
 
 class WorkerGroupError(RuntimeError):
@@ -74,6 +84,9 @@ class RayWorkerGroup:
         """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
         self._metrics_offset: int | None = None
         """How far rank 0's metrics.jsonl on its own host has been copied into ours (None: rank 0 is here)."""
+        self._link_server: LinkProbeServer | None = None
+        self._heard: dict[str, float] = {}
+        """Node id -> when (our clock) its agent last answered: a lost node's fault time."""
 
     # ---- the cluster ---------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -229,11 +242,36 @@ class RayWorkerGroup:
         out = [e for a in answers.values() if isinstance(a, list) for e in a]
         return sorted(out, key=lambda e: float(e.get("at") or 0.0))
 
+    def check_links(self, f: Finding) -> Finding:
+        """A hang no stopped process explains may be a slow link, which stalls both ends of a ring alike: every
+        gang host times a transfer to our node, and a single clear outlier is named (health/link_probe.py).
+        Silent beacons do not rule it out: behind a crawling link, ranks on either end go quiet."""
+        g = self.gang
+        if f.kind is not FindingKind.HANG or f.evidence.get("stopped") or g is None:
+            return f
+        try:
+            if self._link_server is None:
+                self._link_server = LinkProbeServer(ray.util.get_node_ip_address())
+        except OSError as e:
+            logger.warning("job %s: no link probe server: %s", self.job, e)
+            return f
+        nodes = [n for n in self._agent_nodes if n in self._agents]
+        host_of = {p.node_id: p.host for p in g.placements}
+        answers = call_all({n: self._agents[n] for n in nodes}, "link_probe", self._link_server.address,
+                           self._link_server.port, PAYLOAD_BYTES, LINK_TIMEOUT_S, timeout_s=LINK_TIMEOUT_S + 5)
+        results = {host_of[n]: (a if isinstance(a, dict) else {"error": f"{a!r:.200}"}) for n, a in answers.items()}
+        named = name_slow_link(f, results, {p.rank: p.host for p in g.placements}, time.time())
+        logger.warning("job %s: %s", self.job, named.summary.rsplit("; link probe: ", 1)[-1])
+        return named
+
     def _watch(self) -> None:
         """Point one health agent per node at that node's ranks."""
         by_node = self._ensure_agents()
         # A node lost now shows up as a missing report on the first poll.
-        gather({n: self._agents[n].watch.remote(workers) for n, workers in by_node.items()}, START_TIMEOUT_S)
+        watched = gather({n: self._agents[n].watch.remote(workers) for n, workers in by_node.items()},
+                         START_TIMEOUT_S)
+        now = time.time()
+        self._heard = {n: now for n, w in watched.items() if not isinstance(w, BaseException)}
         self._agent_nodes = list(by_node)
 
     def poll(self) -> tuple[list[RankObservation], list[Finding]]:
@@ -245,22 +283,42 @@ class RayWorkerGroup:
         now = time.time()
         obs: list[RankObservation] = []
         findings: list[Finding] = []
+        answered = {n for n, rep in reports.items() if not isinstance(rep, BaseException)}
         for node, rep in reports.items():
             if isinstance(rep, BaseException):
-                lost = [RankObservation(rank=p.rank, host=p.host, observed_at=now, alive=False, worker_alive=False)
+                # Last seen alive when its agent last answered: that is the fault time, not now.
+                heard = self._heard.get(node, sent)
+                lost = [RankObservation(rank=p.rank, host=p.host, observed_at=heard, alive=False,
+                                        worker_alive=False)
                         for p in g.placements if p.node_id == node]
                 obs.extend(lost)
                 crash = detect_crash(lost, now)
                 if crash is not None:
-                    findings.append(crash)
+                    findings.append(self._reachability(crash, node, bool(answered - {node}), now - heard))
                 continue
             offset = self.clocks.add(node, sent, now, rep["time"])
+            self._heard[node] = min(now, rep["time"] - offset)
             obs.extend(retimed(o, offset) for o in rep["observations"])
             findings.extend(replace(f, fault_at=f.fault_at - offset, detected_at=f.detected_at - offset)
                             for f in rep["findings"])
         g.gone |= {o.rank for o in obs if not o.worker_alive}
         self._copy_metrics()  # after the reports: a rank seen to have exited has written its last row
         return obs, findings
+
+    def _reachability(self, crash: Finding, node: str, others_answered: bool, last_heard_s: float) -> Finding:
+        """The lost node's address knocked on from here: a host silent on the network, or one whose Ray node
+        alone is gone, as probe evidence on the finding."""
+        g = self.gang
+        assert g is not None
+        p = next(p for p in g.placements if p.node_id == node)
+        info = next((n for n in _ray_nodes() if n.get("NodeID") == node), {})
+        address = p.address or str(info.get("NodeManagerAddress") or "")
+        port = int(info.get("NodeManagerPort") or 0) or None
+        reach = knock(address, port) if address and port else None
+        probe = lost_host_evidence(p.host, address, port, reach, others_answered, time.time(), last_heard_s)
+        logger.warning("job %s: host %s lost: %s", self.job, p.host, probe["message"])
+        evidence = {**crash.evidence, "probes": [*crash.evidence.get("probes", []), probe]}
+        return replace(crash, summary=f"{crash.summary}; {probe['message']}", evidence=evidence)
 
     def _metrics_start(self, rank0: Any) -> int | None:
         """Where this attempt's rows will start in rank 0's metrics.jsonl, or None when rank 0 writes into our
@@ -348,3 +406,6 @@ class RayWorkerGroup:
             with contextlib.suppress(Exception):
                 ray.kill(agent, no_restart=True)
         self._agents.clear()
+        if self._link_server is not None:
+            self._link_server.close()
+            self._link_server = None

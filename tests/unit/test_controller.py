@@ -177,6 +177,31 @@ def test_hang_is_detected_and_restarted(tmp_path: Path) -> None:
     assert i.kind == "hang" and i.ranks == [1]
 
 
+def test_a_stall_no_process_explains_names_the_host_whose_link_probe_is_the_outlier(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, slots=1, faults={1: Fault("stall", at_step=5, rank=1)})
+    rig.until(S.RUNNING)
+    slow = next(p.host for p in rig.workers.placements if p.rank == 1)
+    rig.workers.link_results = {h: {"rtt_s": 0.001, "transfer_s": 0.004 + 0.001 * i, "error": None}
+                                for i, h in enumerate(sorted({p.host for p in rig.workers.placements}))}
+    rig.workers.link_results[slow] = {"rtt_s": 0.4, "transfer_s": 3.5, "error": None}
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "hang" and i.hosts == [slow] and i.ranks == [1], (i.hosts, i.ranks, i.explanation)
+    assert i.category == "network_switch_cable" and "link probe" in i.explanation
+
+
+def test_a_stopped_process_explains_a_hang_whatever_the_link_probe_says(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, slots=1, faults={1: Fault("hang", at_step=5, rank=1)})
+    rig.until(S.RUNNING)
+    other = next(p.host for p in rig.workers.placements if p.rank == 0)
+    rig.workers.link_results = {p.host: {"rtt_s": 0.001, "transfer_s": 0.004, "error": None}
+                                for p in rig.workers.placements}
+    rig.workers.link_results[other] = {"rtt_s": 0.4, "transfer_s": 3.5, "error": None}
+    assert rig.run() is S.SUCCEEDED
+    [i] = rig.interruptions()
+    assert i.kind == "hang" and i.ranks == [1] and other not in i.hosts, (i.hosts, i.explanation)
+
+
 def test_stop_request_is_a_planned_interruption(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.until(S.RUNNING)
