@@ -1,0 +1,78 @@
+"""The choice of the snapshot to resume from, and the snapshot folder's commit rules (no torch, no Ray)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from trainer import snapshot_files as sf
+
+A, B = "layout-a", "layout-b"
+
+
+def test_newest_step_every_rank_holds() -> None:
+    per_rank = [{20: A, 25: A}, {20: A, 25: A}, {20: A}]
+    assert sf.choose_step(per_rank, A, committed_step=0) == 20
+
+
+def test_a_rank_without_snapshots_means_the_checkpoint() -> None:
+    assert sf.choose_step([{20: A, 25: A}, {}], A, committed_step=0) is None
+
+
+def test_only_newer_than_the_committed_checkpoint() -> None:
+    per_rank = [{20: A, 25: A}, {20: A, 25: A}]
+    assert sf.choose_step(per_rank, A, committed_step=25) is None
+    assert sf.choose_step(per_rank, A, committed_step=24) == 25
+    assert sf.choose_step(per_rank, A, committed_step=20) == 25
+
+
+def test_another_layout_means_the_checkpoint() -> None:
+    per_rank = [{20: A, 25: A}, {20: A, 25: A}]
+    assert sf.choose_step(per_rank, B, committed_step=0) is None
+    # One rank's newest was taken under another layout: the older common one is chosen.
+    assert sf.choose_step([{20: A, 25: B}, {20: A, 25: A}], A, committed_step=0) == 20
+
+
+def test_no_ranks() -> None:
+    assert sf.choose_step([], A, committed_step=0) is None
+
+
+def _commit(folder: Path, step: int, data: bytes = b"x" * 10) -> sf.SnapshotMeta:
+    meta = sf.SnapshotMeta(step, 0, A, len(data), hashlib.sha256(data).hexdigest(), 0.0)
+    sf.commit(folder, meta, data)
+    return meta
+
+
+def test_a_snapshot_exists_only_with_its_marker_and_data(tmp_path: Path) -> None:
+    _commit(tmp_path, 5)
+    _commit(tmp_path, 10)
+    sf.marker_path(tmp_path, 10).unlink()  # a write cut short before its marker
+    _commit(tmp_path, 15)
+    sf.data_path(tmp_path, 15).unlink()  # data gone, marker left
+    (tmp_path / "step-00000020.json").write_text("{not json")
+    assert [s.step for s in sf.list_snapshots(tmp_path)] == [5]
+
+
+def test_prune_keeps_the_newest_and_drops_another_history(tmp_path: Path) -> None:
+    for step in (5, 10, 15, 20):
+        _commit(tmp_path, step)
+    (tmp_path / ".step-00000025.pt.123.tmp").write_bytes(b"half")
+    sf.prune(tmp_path, keep=2)
+    assert [s.step for s in sf.list_snapshots(tmp_path)] == [15, 20]
+    assert not list(tmp_path.glob("*.tmp"))
+    sf.prune(tmp_path, keep=2, above=17)
+    assert [s.step for s in sf.list_snapshots(tmp_path)] == [15]
+    assert not sf.data_path(tmp_path, 20).exists()
+
+
+def test_read_verified_catches_a_changed_byte(tmp_path: Path) -> None:
+    meta = _commit(tmp_path, 5, b"0123456789")
+    assert sf.read_verified(tmp_path, meta) == b"0123456789"
+    sf.data_path(tmp_path, 5).write_bytes(b"0123456780")
+    with pytest.raises(OSError, match="sha256"):
+        sf.read_verified(tmp_path, meta)
+    sf.data_path(tmp_path, 5).write_bytes(b"012345678")
+    with pytest.raises(OSError, match="bytes"):
+        sf.read_verified(tmp_path, meta)
