@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,31 @@ def test_read_verified_catches_a_changed_byte(tmp_path: Path) -> None:
     sf.data_path(tmp_path, 5).write_bytes(b"012345678")
     with pytest.raises(OSError, match="bytes"):
         sf.read_verified(tmp_path, meta)
+
+
+def test_a_resume_from_a_snapshot_corrects_the_interruption_and_the_attempt(tmp_path: Path) -> None:
+    from health.observations import RankObservation
+    from orchestrator.catalog.repository import Catalog
+    from orchestrator.controller.callbacks import InterruptionRecord
+    from orchestrator.controller.catalog_writer import CatalogWriter
+    from orchestrator.controller.snapshots import note_resume
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    cat.create_job("j", {"name": "j"}, world_size=2, steps_total=60, run_dir="/tmp/x", ray_address=None)
+    w = CatalogWriter(cat, "j", time)
+    w.attempt_started(1, 0, {"dp": 2})
+    # The crash at step 23: the controller knows only the committed checkpoint (none: step 0).
+    w.interrupted(InterruptionRecord(job="j", attempt=1, planned=False, kind="crash", category="software",
+                                     component="trainer", confidence=1.0, explanation="rank 1 SIGKILL",
+                                     decision="retry", step_at_fault=23, resume_step=0, steps_lost=23))
+    w.attempt_started(2, 0, {"dp": 2})
+    layout: dict = {"dp": 2}
+    obs = [RankObservation(rank=r, host="h", observed_at=0.0, alive=True,
+                           resumed={"kind": "snapshot", "step": 20, "path": "p"})
+           for r in (1, 0)]
+    assert note_resume(layout, obs) and not note_resume(layout, obs)
+    w.layout_changed(2, layout)
+    [i] = cat.interruptions("j")
+    assert (i.resume_step, i.steps_lost) == (20, 3)
+    a = cat.get_attempt("j", 2)
+    assert a is not None and a.start_step == 20 and a.layout["resumed_from"]["kind"] == "snapshot"
