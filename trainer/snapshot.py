@@ -168,8 +168,11 @@ class Snapshotter:
     def clear(self) -> None:
         """The job is done: give the memory back."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.root / sf.HELD, ignore_errors=True)  # copies of other hosts' ranks, done too
         with contextlib.suppress(OSError):
-            self.root.rmdir()  # once the last rank's folder is gone
+            self.root.rmdir()  # once the last rank's folder on this host is gone
+            if self.root.name.startswith("host-"):
+                self.root.parent.rmdir()  # the job's folder, once no host's part is left in it
 
     def _world(self) -> int:
         return dist.get_world_size(self.group) if dist.is_initialized() else 1

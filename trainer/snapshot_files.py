@@ -159,3 +159,56 @@ def read_verified(folder: Path, meta: SnapshotMeta) -> bytes:
         raise OSError(f"snapshot {folder.name}/step-{meta.step:08d}.pt: sha256 {got[:16]}, marker says "
                       f"{meta.sha256[:16]}")
     return data
+
+
+# ---- copies between hosts (read by the rank supervisors; no torch) ---------------------------------------------
+HELD = "held"
+"""`<host root>/held/rank-RRRRR/`: copies of another host's ranks' snapshots, kept for when that host is lost."""
+
+
+def host_root(snapshot_dir: str | os.PathLike[str], host: str) -> Path:
+    """One host's part of the job's snapshot folder. Hosts have their own memory; naming the host in the
+    path also keeps apart the nodes of a test cluster that share one machine's /dev/shm."""
+    return Path(snapshot_dir) / f"host-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)[:100]}"
+
+
+def folder_of(root: Path, kind: str, rank: int) -> Path:
+    """A rank's own snapshots (`local`) or the copies this host holds for it (`held`)."""
+    return rank_dir(root / HELD if kind == HELD else root, rank)
+
+
+def inventory(root: Path) -> dict[str, dict[int, dict[int, dict[str, Any]]]]:
+    """What one host can provide: {"local"|"held": {rank: {step: marker}}}."""
+    out: dict[str, dict[int, dict[int, dict[str, Any]]]] = {"local": {}, HELD: {}}
+    for kind, base in (("local", root), (HELD, root / HELD)):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            m = re.match(r"^rank-(\d+)$", name)
+            if m is None:
+                continue
+            snaps = list_snapshots(base / name)
+            if snaps:
+                out[kind][int(m.group(1))] = {s.step: s.to_dict() for s in snaps}
+    return out
+
+
+def read_snapshot(root: Path, kind: str, rank: int, step: int) -> tuple[dict[str, Any], bytes]:
+    """A snapshot's marker and checked bytes, to send to another host."""
+    folder = folder_of(root, kind, rank)
+    meta = next((s for s in list_snapshots(folder) if s.step == step), None)
+    if meta is None:
+        raise FileNotFoundError(f"no snapshot of step {step} in {folder}")
+    return meta.to_dict(), read_verified(folder, meta)
+
+
+def install(root: Path, kind: str, rank: int, marker: dict[str, Any], data: bytes, keep: int = KEEP) -> None:
+    """Store a snapshot received from another host (checked against its marker first), newest `keep` kept."""
+    meta = SnapshotMeta.from_dict(marker)
+    if len(data) != meta.size or hashlib.sha256(data).hexdigest() != meta.sha256:
+        raise OSError(f"snapshot of rank {rank} step {meta.step} arrived damaged ({len(data)} bytes)")
+    folder = folder_of(root, kind, rank)
+    commit(folder, meta, data)
+    prune(folder, keep)

@@ -105,3 +105,43 @@ def test_a_resume_from_a_snapshot_corrects_the_interruption_and_the_attempt(tmp_
     assert (i.resume_step, i.steps_lost) == (20, 3)
     a = cat.get_attempt("j", 2)
     assert a is not None and a.start_step == 20 and a.layout["resumed_from"]["kind"] == "snapshot"
+
+
+def _placed(*hosts: str) -> list:
+    from orchestrator.controller.callbacks import RankPlacement
+
+    return [RankPlacement(r, h, f"node-{h}") for r, h in enumerate(hosts)]
+
+
+def test_peers_are_on_the_next_host_and_absent_on_one_host() -> None:
+    from orchestrator.controller.snapshots import peer_ranks
+
+    assert peer_ranks(_placed("a", "a", "b", "b")) == {0: 2, 1: 3, 2: 0, 3: 1}
+    assert peer_ranks(_placed("a", "b", "c")) == {0: 1, 1: 2, 2: 0}
+    assert peer_ranks(_placed("a", "a")) == {0: None, 1: None}
+
+
+def test_a_rank_moved_to_a_spare_gets_the_newest_copies_from_its_peer() -> None:
+    from orchestrator.controller.snapshots import Transfer, restore_plan
+
+    # Host b was lost: ranks 2 and 3 now run on spare c; host a holds copies of their snapshots.
+    placed = _placed("a", "a", "c", "c")
+    have = {"a": {"local": {0: {15: {}, 20: {}}, 1: {15: {}, 20: {}}},
+                  "held": {2: {15: {}, 20: {}}, 3: {10: {}, 15: {}}}},
+            "c": {"local": {}, "held": {}}}
+    assert restore_plan(placed, have) == [Transfer(2, 15, "a", "held", "c"), Transfer(2, 20, "a", "held", "c"),
+                                          Transfer(3, 10, "a", "held", "c"), Transfer(3, 15, "a", "held", "c")]
+    # Everyone in place: nothing to copy.
+    have["c"] = {"local": {2: {15: {}, 20: {}}, 3: {15: {}, 20: {}}}, "held": {}}
+    assert restore_plan(placed, have) == []
+
+
+def test_a_copy_travels_checked(tmp_path: Path) -> None:
+    src, dst = tmp_path / "host-a", tmp_path / "host-b"
+    _commit(sf.folder_of(src, "local", 3), 5, b"abc")
+    marker, data = sf.read_snapshot(src, "local", 3, 5)
+    sf.install(dst, sf.HELD, 3, marker, data)
+    assert sf.inventory(dst) == {"local": {}, "held": {3: {5: marker}}}
+    with pytest.raises(OSError, match="damaged"):
+        sf.install(dst, "local", 3, marker, b"abd")
+    assert sf.inventory(dst)["local"] == {}
