@@ -71,9 +71,10 @@ class CatalogWriter(ControllerCallback):
         the attempt and the interruption before it were recorded with: both are corrected."""
         if self.open_interruption is not None:
             i = self.catalog.get_interruption(self.open_interruption)
-            at_fault = i.step_at_fault if i.step_at_fault is not None else step
-            self.catalog.update_interruption(self.open_interruption, resume_step=step,
-                                             steps_lost=max(0, at_fault - step))
+            # The ranks can get further than the controller saw (its own death): the snapshot proves they did.
+            at_fault = max(step, i.step_at_fault if i.step_at_fault is not None else step)
+            self.catalog.update_interruption(self.open_interruption, resume_step=step, step_at_fault=at_fault,
+                                             steps_lost=at_fault - step)
         return step
 
     def ranks_placed(self, number: int, placements: list[RankPlacement]) -> None:
