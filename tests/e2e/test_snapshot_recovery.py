@@ -133,11 +133,14 @@ def test_lost_host_resumes_from_the_peer_copy(tmp_path: Path, state_dir: Path) -
     assert second is not None
     moved = sorted(r for r, h in hosts.items() if h == lost)
     new_hosts = {r.rank: r.host for r in second.ranks}
-    assert all(new_hosts[r] not in (lost, *hosts.values()) for r in moved), (hosts, new_hosts)
+    assert moved and all(new_hosts[r] != lost for r in moved), (hosts, new_hosts)
     resumed = second.layout["resumed_from"]
     assert resumed["kind"] == "snapshot", resumed
     s = resumed["step"]
     assert s >= 15 and s % 5 == 0 and not [c for c in cat.checkpoints(name) if c.step <= s]
+    for r in moved:  # loaded from its new host's memory, where only the copy kept by a peer could have come from
+        log = (run_dir / "logs" / f"attempt-{i.attempt + 1:03d}" / f"rank-{r:05d}.log").read_text()
+        assert f"resumed from snapshot {snap_dir}/host-{new_hosts[r]}/rank-{r:05d}/step-{s:08d}.pt" in log, log[-2000:]
     rows = metrics_rows(run_dir)
     assert [x for x in rows if x["attempt"] == i.attempt + 1][0]["step"] == s + 1
     reference = _reference(run_dir, tmp_path / "ref")
