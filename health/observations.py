@@ -44,6 +44,8 @@ class RankObservation:
     """The one-line reason a rank gave for exiting with an error (e.g. no committed checkpoint loads)."""
     rollback: dict[str, Any] = field(default_factory=dict)
     """The rank's newest loss-guard rollback: count, at_step, to_step, skipped_batches, reason, time."""
+    resumed: dict[str, Any] = field(default_factory=dict)
+    """What the rank's attempt resumed from: kind (snapshot or checkpoint), step, path."""
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Process group name -> {"dim", "ranks"} for the groups this rank is in."""
     p2p: tuple[dict[str, Any], ...] = ()
@@ -110,6 +112,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
                                       "checkpoint_failed_step", "checkpoint_consecutive_failures") if k in b},
         error=b.get("error") if b.get("phase") == "failed" else None,
         rollback=b.get("rollback") or {},
+        resumed=b.get("resumed") or {},
         groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
         at_time=b.get("at_time") or None, recorder=b.get("recorder") or {},
     )

@@ -67,6 +67,11 @@ def ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
+def stall_seconds(row: dict[str, Any]) -> float:
+    """Seconds of a step's time spent saving, not training: a checkpoint's blocking part and a snapshot."""
+    return float(row.get("checkpoint_blocked_seconds") or 0.0) + float(row.get("snapshot_seconds") or 0.0)
+
+
 def preflight_seconds(layouts: list[dict[str, Any] | None]) -> list[float]:
     """Each attempt's preflight time (its layout's `preflight_s`), in attempt order."""
     return [float((lay or {}).get("preflight_s") or 0.0) for lay in layouts]
@@ -78,7 +83,7 @@ def goodput(started_at: float, ended_at: float, rows: list[dict[str, Any]],
     in the restart after an interruption)."""
     wall = max(0.0, ended_at - started_at)
     alive, redone = split_rows(rows)
-    stall = sum(r.get("checkpoint_blocked_seconds", 0.0) for r in alive)
+    stall = sum(stall_seconds(r) for r in alive)
     productive = sum(r["step_seconds"] for r in alive) - stall
     lost = sum(r["step_seconds"] for r in redone)
     detection = restart = 0.0
@@ -176,7 +181,7 @@ def ettr_series(started_at: float, rows: list[dict[str, Any]]) -> list[tuple[flo
         while steps and steps[-1] >= step:
             steps.pop()
             total -= values.pop()
-        value = r["step_seconds"] - r.get("checkpoint_blocked_seconds", 0.0)
+        value = r["step_seconds"] - stall_seconds(r)
         steps.append(step)
         values.append(value)
         total += value

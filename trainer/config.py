@@ -62,6 +62,10 @@ class TrainConfig:
     """Every this many steps data-parallel replicas compare a checksum of the same computation (0: off)."""
     loss_spike_factor: float = 0.0
     """A loss above this multiple of its recent median is rolled back like a NaN (0: only NaN/inf)."""
+    snapshot_interval_steps: int = 0
+    """Every this many steps each rank keeps its shard of the state in `snapshot_dir` (0: off)."""
+    snapshot_dir: str | None = None
+    """Node-local folder (shared memory) of the job's snapshots; the same for every attempt of the job."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

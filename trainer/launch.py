@@ -29,6 +29,8 @@ ENV_BEACON_FILE = "TRAINER_BEACON_FILE"
 ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
 ENV_CPUS = "TRAINER_CPUS"
 ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
+ENV_SNAPSHOT_DIR = "TRAINER_SNAPSHOT_DIR"
+"""This host's part of the job's snapshot folder (set by the supervisor), replacing the config's `snapshot_dir`."""
 EXIT_CONFIG = 78
 """Exit code of a rank whose configuration is invalid (sysexits' EX_CONFIG): retrying cannot help."""
 ENV_BEACONS = "TRAINER_BEACONS"
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as e:
         logging.getLogger(__name__).error("configuration error: %s: %s", type(e).__name__, e)
         return EXIT_CONFIG
+    if cfg.snapshot_dir and os.environ.get(ENV_SNAPSHOT_DIR):
+        cfg.snapshot_dir = os.environ[ENV_SNAPSHOT_DIR]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""

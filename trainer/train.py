@@ -8,6 +8,7 @@ caller provides the rank and the rendezvous through the environment
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -36,6 +37,8 @@ from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import assign_shard, parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
 from trainer.progress import RankProgress, StepReadiness
+from trainer.snapshot import Snapshotter
+from trainer.snapshot_files import layout_key
 
 logger = logging.getLogger(__name__)
 
@@ -320,12 +323,22 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                         async_save=cfg.checkpoint_async, rank=ctx.rank, attempt=ctx.attempt,
                         on_commit=on_commit, on_failure=on_failure)
     extra: dict[str, Any] = {"step": 0, "sample": 0}
+    snap = snapshotter(cfg, dims, ctx)
+    # A snapshot newer than the newest checkpoint that every rank holds wins; else the checkpoint.
+    from_snap = snap.resume(model, optimizer, extra, ctx.checkpoint_dir) if snap is not None else None
     # Raises CheckpointLoadError when committed checkpoints exist and none loads: never start over.
-    info = ckpt.load_latest(model, optimizer, extra)
+    info = ckpt.load_latest(model, optimizer, extra) if from_snap is None else None
     start = int(extra["step"])
     pos = DataPosition(step=start, sample=int(extra["sample"]))
-    if info is not None:
-        ctx.beacon({"phase": "resumed", "step": start, "resumed_from": info.step})
+    if snap is not None:
+        snap.drop_after(start)
+    if from_snap is not None:
+        ctx.beacon({"phase": "resumed", "step": start, "resumed_from": start,
+                    "resumed": {"kind": "snapshot", "step": start, "path": str(from_snap.path)}})
+        logger.info("rank %d resumed from snapshot %s at step %d", ctx.rank, from_snap.path, start)
+    elif info is not None:
+        ctx.beacon({"phase": "resumed", "step": start, "resumed_from": info.step,
+                    "resumed": {"kind": "checkpoint", "step": info.step, "path": str(info.path)}})
         logger.info("rank %d resumed from %s at step %d", ctx.rank, info.path, start)
 
     stream = load_token_stream(cfg.data_paths, cfg.data_max_bytes)
@@ -379,6 +392,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         if why is not None:
             rollbacks += 1
             pos, step = rollback(ckpt, model, optimizer, cfg, step, why, rollbacks, ctx)
+            if snap is not None:
+                snap.drop_after(step)
             loss_val = None
             guard.reset()
             continue
@@ -399,12 +414,16 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             ckpt.save(step, model, optimizer, extra, meta)
         else:
             ckpt.poll()
+        snapshot_s = 0.0
+        if snap is not None and step % cfg.snapshot_interval_steps == 0 and step < cfg.steps:
+            extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
+            snapshot_s = snap.save(step, model, optimizer, extra)
         blocked = ckpt.take_blocked_seconds()
         step_s = time.perf_counter() - t0
         row = {"step": step, "loss": loss_val, "tokens": tokens_per_step, "step_seconds": step_s,
                "attempt": ctx.attempt, "time": time.time(), "lr": lr, "grad_norm": grad_norm,
                "tokens_per_second": tokens_per_step / step_s if step_s > 0 else 0.0,
-               "checkpoint_blocked_seconds": blocked}
+               "checkpoint_blocked_seconds": blocked, "snapshot_seconds": snapshot_s}
         metrics.write(row)
         ctx.beacon({"phase": "train", "step": step, "step_seconds": step_s,
                     "compute_seconds": compute_s, "loss": loss_val,
@@ -412,13 +431,26 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                     "ready": readiness.snapshot()})
     ckpt.close()
     metrics.close()
+    if snap is not None and not stopped and step == cfg.steps and ckpt.last_saved == (step, True):
+        snap.clear()  # the final checkpoint holds everything now
     if not stopped and step == cfg.steps and ckpt.last_saved == (step, False):
         # The run's result exists only in memory: fail so that the attempt is retried from the last commit.
         raise CheckpointSaveError(f"final checkpoint of step {step} was not committed: {ckpt.last_error}")
     ctx.beacon({"phase": "stopped" if stopped else "done", "step": step, "loss": loss_val})
     return TrainResult(first_step=start + 1, last_step=step,
-                       resumed_from=None if info is None else info.step,
+                       resumed_from=from_snap.step if from_snap is not None else None if info is None else info.step,
                        stopped=stopped, final_loss=loss_val)
+
+
+def snapshotter(cfg: TrainConfig, dims: ParallelDims, ctx: RunContext) -> Snapshotter | None:
+    """This rank's snapshots, when the job takes them; their key is everything that must match to load one."""
+    if not cfg.snapshot_interval_steps or not cfg.snapshot_dir:
+        return None
+    key = layout_key({"world": dims.world_size, "shape": dims.shape, "parallel": dataclasses.asdict(cfg.parallel),
+                      "model": dataclasses.asdict(cfg.model), "dtype": cfg.dtype, "seed": cfg.seed,
+                      "global_batch_size": cfg.global_batch_size, "seq_len": cfg.seq_len})
+    group = dist.new_group(backend="gloo") if dist.get_world_size() > 1 else None
+    return Snapshotter(cfg.snapshot_dir, ctx.rank, key, group=group)
 
 
 def rollback(ckpt: Checkpointer, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,

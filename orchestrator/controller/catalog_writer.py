@@ -35,6 +35,8 @@ class CatalogWriter(ControllerCallback):
         self._attempt_ids: dict[int, int] = {}
         self._ranks_written_at = 0.0
         self.open_interruption: int | None = None
+        self._resumes: set[int] = set()
+        """Attempts whose resume point is recorded."""
         """The unplanned interruption the job has not yet resumed from (its resumed_at is pending)."""
 
     def attempt_id(self, number: int) -> int:
@@ -57,7 +59,23 @@ class CatalogWriter(ControllerCallback):
         self._ranks_written_at = 0.0
 
     def layout_changed(self, number: int, layout: dict[str, Any]) -> None:
-        self.catalog.update_attempt(self._attempt_ids[number], layout=dict(layout))
+        fields: dict[str, Any] = {"layout": dict(layout)}
+        resumed = layout.get("resumed_from")
+        if resumed and number not in self._resumes:
+            self._resumes.add(number)
+            fields["start_step"] = self._record_resume(int(resumed["step"]))
+        self.catalog.update_attempt(self._attempt_ids[number], **fields)
+
+    def _record_resume(self, step: int) -> int:
+        """The step the attempt really resumed at, which a snapshot makes newer than the committed checkpoint
+        the attempt and the interruption before it were recorded with: both are corrected."""
+        if self.open_interruption is not None:
+            i = self.catalog.get_interruption(self.open_interruption)
+            # The ranks can get further than the controller saw (its own death): the snapshot proves they did.
+            at_fault = max(step, i.step_at_fault if i.step_at_fault is not None else step)
+            self.catalog.update_interruption(self.open_interruption, resume_step=step, step_at_fault=at_fault,
+                                             steps_lost=at_fault - step)
+        return step
 
     def ranks_placed(self, number: int, placements: list[RankPlacement]) -> None:
         self.catalog.record_placement(self._attempt_ids[number], [

@@ -48,6 +48,7 @@ from orchestrator.controller.recovery import (
     open_attempts,
 )
 from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
+from orchestrator.controller.snapshots import note_resume, snapshot_dir
 from orchestrator.controller.spares import spare_shape
 from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
@@ -200,7 +201,8 @@ class Controller:
                 self._end(failed, [])
                 return
             config = trainer_config(self.spec, dp=self.dp,
-                                    checkpoint_interval_steps=interval.steps if interval else None)
+                                    checkpoint_interval_steps=interval.steps if interval else None,
+                                    snapshot_dir=snapshot_dir(self.spec.name, self.checkpoint_dir, job.submitted_at))
             pids = self.workers.start(number, config, str(write_trainer_config(self.run_dir, number, config)),
                                       str(self.checkpoint_dir))
         except WorkerGroupError as e:
@@ -225,6 +227,8 @@ class Controller:
             self._note_spares()
         res = tick(a.monitor, obs, findings, now, self.world_size,
                    HangConfig(timeout_s=self.spec.reliability.hang_timeout_s))
+        if note_resume(a.layout, obs):
+            self.cb.layout_changed(a.number, a.layout)
         if res.progress is not None:
             self.cb.progressed(a.number, res.progress, now)
             self._heartbeat_at = now

@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from trainer import snapshot_files as sf
 from trainer.launch import (
     ENV_ATTEMPT,
     ENV_BEACON_FILE,
@@ -29,6 +30,7 @@ from trainer.launch import (
     ENV_CONTROL_FILE,
     ENV_CPUS,
     ENV_RUN_DIR,
+    ENV_SNAPSHOT_DIR,
     STANDBY_FLAG,
 )
 
@@ -82,6 +84,8 @@ def _die_with_parent() -> None:
         pass
 
 
+SNAPSHOT_COPY_POLL_S = 0.25
+SNAPSHOT_COPY_TIMEOUT_S = 60.0
 ENV_INTERFACE = "ORCHESTRATOR_NETWORK_INTERFACE"
 """Set by the controller from `resources.network_interface` to override the interface found from the node's IP."""
 
@@ -106,6 +110,11 @@ class RankWorker:
         self.cpus = 1.0
         self.started_at: float | None = None
         self.exited_at: float | None = None
+        self.snapshot_root: Path | None = None
+        """This host's part of the job's snapshot folder (from the start request)."""
+        self._peer: tuple[Any, str] | None = None
+        """The supervisor on another host that keeps copies of this rank's snapshots, and its host's folder."""
+        self._copier: threading.Thread | None = None
 
     def info(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -173,6 +182,8 @@ class RankWorker:
         if iface:
             full_env.setdefault("GLOO_SOCKET_IFNAME", iface)
             full_env.setdefault("NCCL_SOCKET_IFNAME", iface)
+        if env.get(ENV_SNAPSHOT_DIR):
+            self.snapshot_root = Path(env[ENV_SNAPSHOT_DIR])
         full_env.update({
             ENV_RUN_DIR: str(self.run_dir), ENV_CHECKPOINT_DIR: checkpoint_dir,
             ENV_ATTEMPT: str(attempt), ENV_BEACON_FILE: str(self.beacon_path),
@@ -329,3 +340,49 @@ class RankWorker:
 
     def log_tail(self, max_bytes: int = 4096) -> str:
         return tail(self.log_path, max_bytes)
+
+    # ---- snapshots: a copy on another host, and a restore before a start ------------------------------
+    def snapshot_inventory(self, root: str) -> dict[str, Any]:
+        """The snapshots this host holds under `root`: {"local"|"held": {rank: {step: marker}}}."""
+        return sf.inventory(Path(root))
+
+    def snapshot_read(self, root: str, kind: str, rank: int, step: int) -> tuple[dict[str, Any], bytes]:
+        return sf.read_snapshot(Path(root), kind, rank, step)
+
+    def snapshot_install(self, root: str, kind: str, rank: int, payload: tuple[dict[str, Any], bytes]) -> int:
+        """Store a snapshot sent from another host (a peer's copy, or a restore onto this host); its step."""
+        marker, data = payload
+        sf.install(Path(root), kind, rank, marker, data)
+        return int(marker["step"])
+
+    def set_snapshot_peer(self, peer: Any, peer_root: str) -> None:
+        """From now on copy each new snapshot of this rank to `peer` (a supervisor on another host)."""
+        self._peer = (peer, peer_root)
+        if self._copier is None or not self._copier.is_alive():
+            self._copier = threading.Thread(target=self._copy_snapshots, daemon=True, name="snapshot-copier")
+            self._copier.start()
+
+    def _copy_snapshots(self) -> None:
+        """Send this rank's newest snapshot to the peer whenever there is a new one; a failed send is
+        tried again (with whatever is newest by then)."""
+        sent: set[str] = set()
+        failed: set[str] = set()
+        while True:
+            time.sleep(SNAPSHOT_COPY_POLL_S)
+            if self._peer is None or self.snapshot_root is None:
+                continue
+            peer, peer_root = self._peer
+            newest = sf.list_snapshots(sf.folder_of(self.snapshot_root, "local", self.rank))[-1:]
+            if not newest or newest[0].sha256 in sent:
+                continue
+            meta = newest[0]
+            try:
+                payload = sf.read_snapshot(self.snapshot_root, "local", self.rank, meta.step)
+                ray.get(peer.snapshot_install.remote(peer_root, sf.HELD, self.rank, payload),
+                        timeout=SNAPSHOT_COPY_TIMEOUT_S)
+                sent.add(meta.sha256)
+            except Exception as e:  # pruned meanwhile, the peer busy or gone: the next round tries again
+                if meta.sha256 not in failed:
+                    failed.add(meta.sha256)
+                    print(f"rank {self.rank}: snapshot copy of step {meta.step} to its peer failed: {e!r:.200}",
+                          file=sys.stderr)

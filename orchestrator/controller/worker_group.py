@@ -33,7 +33,10 @@ from orchestrator.controller.fanout import call_all, gather
 from orchestrator.controller.placement import NodeView, exclusion_selector, group_bundles, node_views
 from orchestrator.controller.preflight import PreflightReport
 from orchestrator.controller.scaling_policy import GangView
+from orchestrator.controller.snapshots import peer_ranks, restore_plan
 from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
+from trainer.launch import ENV_SNAPSHOT_DIR
+from trainer.snapshot_files import host_root
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +163,7 @@ class RayWorkerGroup:
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
         self._metrics_offset = self._metrics_start(g.workers[0])
+        snap_roots = self._prepare_snapshots(config)
         local: dict[str, int] = {}
         refs = {}
         for rank, w in enumerate(g.workers):
@@ -169,6 +173,8 @@ class RayWorkerGroup:
                    "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
             if self.network_interface:
                 env[ENV_INTERFACE] = self.network_interface
+            if snap_roots:
+                env[ENV_SNAPSHOT_DIR] = snap_roots[rank]
             refs[rank] = w.start.remote(attempt, config, config_path, env, checkpoint_dir, self.cpus)
         started = gather(refs, START_TIMEOUT_S)
         bad = sorted(r for r, s in started.items() if isinstance(s, BaseException))
@@ -178,6 +184,42 @@ class RayWorkerGroup:
                     sum(1 for s in started.values() if s["warm"]))
         self._watch()
         return {r: s["pid"] for r, s in started.items()}
+
+    def _prepare_snapshots(self, config: dict[str, Any]) -> dict[int, str]:
+        """Before the ranks start: copy onto each rank's host the newest snapshots of it that another live host
+        holds (a rank moved to a spare), and point each rank's supervisor at the peer that keeps copies of its
+        snapshots from now on. Returns each rank's host folder (empty when the job takes no snapshots)."""
+        g = self.gang
+        snap = config.get("snapshot_dir") if config.get("snapshot_interval_steps") else None
+        if g is None or not snap:
+            return {}
+        root = {p.host: str(host_root(snap, p.host)) for p in g.placements}
+        first = {}
+        for p in g.placements:
+            first.setdefault(p.host, p.rank)
+        inv = gather({h: g.workers[r].snapshot_inventory.remote(root[h]) for h, r in first.items()}, CALL_TIMEOUT_S)
+        have = {h: v for h, v in inv.items() if isinstance(v, dict)}
+        plan = restore_plan(g.placements, have)
+        refs = {}
+        for t in plan:
+            data = g.workers[first[t.source]].snapshot_read.remote(root[t.source], t.kind, t.rank, t.step)
+            refs[(t.rank, t.step)] = g.workers[t.rank].snapshot_install.remote(root[t.target], "local", t.rank, data)
+        for (rank, step), res in gather(refs, START_TIMEOUT_S).items():
+            if isinstance(res, BaseException):
+                logger.warning("job %s: rank %d: restoring its snapshot of step %d from another host failed: %r",
+                               self.job, rank, step, res)
+            else:
+                logger.info("job %s: rank %d: snapshot of step %d restored onto host %s from its peer's copy",
+                            self.job, rank, step, g.placements[rank].host)
+        peers = peer_ranks(g.placements)
+        if all(p is None for p in peers.values()):
+            logger.info("job %s: snapshots: every rank is on host %s, no other host to keep copies: local only",
+                        self.job, g.placements[0].host)
+        for rank, peer in peers.items():
+            if peer is not None:
+                with contextlib.suppress(Exception):
+                    g.workers[rank].set_snapshot_peer.remote(g.workers[peer], root[g.placements[peer].host])
+        return {p.rank: root[p.host] for p in g.placements}
 
     def _ensure_agents(self) -> dict[str, dict[int, Any]]:
         """One health agent per node of the gang (agents of nodes the gang left are ended); node -> its ranks."""
