@@ -216,7 +216,8 @@ RULES: list[Rule] = [
     *_r("host_maintenance", 0.85, "cause", "host taken down for maintenance",
         r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade|patch)|firmware|BIOS|repair|reboot)",
         # kubectl drain/cordon output and the node event a cordon raises
-        r"\bnode/\S+ (?:drained|cordoned)\b", r"\bevicting pod\b", r"\bNodeNotSchedulable\b",
+        r"\bnode/\S+ (?:drained|cordoned)\b", r"^(?!.*(?:eviction manager|pressure|low on resource)).*\bevicting pod \S+/",
+        r"\bNodeNotSchedulable\b",
         r"\b(?:drain|cordon)(?:ed|ing)? by (?:user|admin\w*|operator|ops\b|root\b)",
         # Slurm: scontrol reboot (slurmctld's node state, slurmd's RebootProgram run)
         r"\bREBOOT_(?:ISSUED|REQUESTED)\b", r"Node reboot request being processed", r"\bscontrol reboot\b",
