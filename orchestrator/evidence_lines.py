@@ -4,10 +4,14 @@ Evidence arrives as log excerpts from several sources and hosts (rank logs, dmes
 or the journal, ipmitool SEL, NVML and DCGM output). The classifier reads them
 in time order, so each line gets the wall-clock time it carries (ISO 8601,
 syslog, glog as PyTorch writes it, ipmitool's `MM/DD/YYYY | HH:MM:SS`), or the
-time of the line before it. Hosts come only from host fields: `host=`/`hostname`
-fields, a syslog line's host prefix, NCCL's `host:pid:tid` prefix, a Ray node
-label or worker prefix, or a header line that names only a host for the lines
-below it. Ordinary words are never read as hosts.
+time of the line before it (journal JSON's `__REALTIME_TIMESTAMP` too). Hosts
+come only from host fields: `host=`/`hostname`/`instance=` fields, JSON's
+`"host"` and the journal's `"_HOSTNAME"`, a syslog line's host prefix, NCCL's
+`host:pid:tid` prefix, a Ray node label or worker prefix, a Kubernetes
+`node/<name>`, slurmctld's node, Python logging's `LEVEL [host] prog:`, a
+program tag holding a host (`kern[host]:`), pdsh's `host: ` prefix, a table's
+host column, or a header line that names only a host for the lines below it.
+Ordinary words and paths are never read as hosts.
 
 Lines that must never decide a category are marked here (corrected errors,
 single-bit ECC counts, cleared SEL events, a job's own planned stop), and spans
