@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from orchestrator.classifier_rules import RULES, SRAM_NAMED, XID_RE, XID_TABLE, Role
+from orchestrator.classifier_rules import (
+    CLOCK_EVENT_REASONS,
+    HW_THERMAL_SLOWDOWN_BIT,
+    RULES,
+    SRAM_NAMED,
+    XID_COUNT_RE,
+    XID_RE,
+    XID_TABLE,
+    Role,
+)
 from orchestrator.evidence_lines import Line, parse, subjects
 from orchestrator.taxonomy import COMPONENT_OF
 
@@ -52,6 +61,8 @@ DEVICE_LOST = {"GPU fallen off the bus", "host adapter failure (mlx5/HCA)", "PCI
 PCI_ADDR = re.compile(r"(?:PCI:|\b[0-9a-f]{4}:)(?:[0-9a-f]{4}:)?(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})", re.IGNORECASE)
 PCI_BUS = re.compile(r"(?:PCI:)?\b(?:[0-9a-f]{4}|[0-9a-f]{8}):(?P<bus>[0-9a-f]{2}):[0-9a-f]{2}\b", re.IGNORECASE)
 ECC_UNLOCATED = ("Xid 94 ", "Xid 95 ")
+NVME_CONTROLLER = re.compile(r"\bnvme(\d+)(?:n\d+)?\b")
+REPLICA_ID = re.compile(r"\b(?:replica|dp_rank)\"?\s*[:=#]?\s*(\d+)\b", re.IGNORECASE)
 CUDA_ECC = "CUDA reports an uncorrectable ECC error"
 REFINES = {("cpu", "system_memory"), ("faulty_gpu", "io_expansion_board"), ("nic", "io_expansion_board"),
            ("network_switch_cable", "nic")}
@@ -117,8 +128,8 @@ def _ecc_located(hits: list[Hit]) -> list[Hit]:
 
 def _xid_hits(line: Line, order: int) -> list[Hit]:
     hits = []
-    for m in XID_RE.finditer(line.text):
-        code = int(m.group("code"))
+    codes = [int(m.group("code")) for rx in (XID_RE, XID_COUNT_RE) for m in rx.finditer(line.text)]
+    for code in dict.fromkeys(codes):
         if code not in XID_TABLE:
             continue
         cat, strength, role, what = XID_TABLE[code]
@@ -126,6 +137,15 @@ def _xid_hits(line: Line, order: int) -> list[Hit]:
             cat, strength, what = "gpu_sram_memory", 0.92, what + " in SRAM"
         hits.append(Hit(cat, strength, role, f"Xid {code} ({what})", line, order))
     return hits
+
+
+def _clock_event_hits(line: Line, order: int) -> list[Hit]:
+    """The clock-event reasons bitmask with its HW thermal slowdown bit set (0x40; dcgm-exporter prints it in decimal)."""
+    for m in CLOCK_EVENT_REASONS.finditer(line.text):
+        if int(m.group("value"), 0) & HW_THERMAL_SLOWDOWN_BIT:
+            return [Hit("gpu_thermal_interface_sensor", 0.9, "cause", "HW thermal slowdown bit in the clock-event reasons",
+                        line, order)]
+    return []
 
 
 def _rule_hits(line: Line, order: int) -> list[Hit]:
@@ -148,16 +168,19 @@ def _in_time_order(lines: list[Line]) -> list[Line]:
 def _cancel_recovered(hits: list[Hit], lines: list[Line]) -> list[Hit]:
     """Drop warnings that a later line says were retried and recovered (same device or server, same host).
 
-    A link that went down and came back is a flap, which is still the network's fault (DESIGN.md rule 6).
+    A link that went down and came back is a flap: still the network's fault when nothing else names a cause
+    (DESIGN.md rule 6), but a recovered warning beside a real fault (rule 3), so it becomes weak.
     """
     out = []
     for h in hits:
-        subj = subjects(h.line.raw) if h.category != "network_switch_cable" else set()
+        subj = subjects(h.line.raw)
         recovered = subj and any(
             ln.recovery and ln.index > h.line.index and subj & subjects(ln.raw)
             and (ln.host is None or h.line.host is None or ln.host == h.line.host) for ln in lines)
         if not recovered:
             out.append(h)
+        elif h.category == "network_switch_cable":
+            out.append(dataclasses.replace(h, role="weak"))
     return out
 
 
@@ -176,6 +199,25 @@ def _devices_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
         if h.name in DEVICE_LOST and (h is first or _same_moment(first, h)) and h.line.host == first.line.host:
             lost |= {f"{m.group('bus')}:{m.group('dev')}".lower() for m in PCI_ADDR.finditer(h.line.raw)}
     return lost
+
+
+def _drives_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
+    """NVMe controllers that failed on the first cause's host at the same moment."""
+    return {m.group(1) for h in hits if h.category == "ssd" and h.line.host == first.line.host
+            and (h is first or _same_moment(first, h)) for m in NVME_CONTROLLER.finditer(h.line.raw)}
+
+
+def _replica_host(first: Hit, ordered: list[Line]) -> str | None:
+    """The host of the replica a replay report names: the earliest earlier line about that replica, on another host."""
+    m = REPLICA_ID.search(first.line.raw)
+    if not m:
+        return None
+    for ln in ordered:
+        if ln is first.line:
+            return None
+        if ln.host and ln.host != first.line.host and any(r.group(1) == m.group(1) for r in REPLICA_ID.finditer(ln.raw)):
+            return ln.host
+    return None
 
 
 def _replay_report(h: Hit) -> bool:
@@ -206,11 +248,12 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
     """
     lines = parse(text)
     ordered = _in_time_order(lines)
-    xids = tuple(sorted({int(m.group("code")) for ln in lines for m in XID_RE.finditer(ln.raw)}))
+    xids = {int(m.group("code")) for ln in lines for m in XID_RE.finditer(ln.raw)}
     hits: list[Hit] = []
     for order, ln in enumerate(ordered):
         if ln.text:
-            hits += _xid_hits(ln, order) + _rule_hits(ln, order)
+            hits += _xid_hits(ln, order) + _clock_event_hits(ln, order) + _rule_hits(ln, order)
+    xids = tuple(sorted(xids | {int(m.group("code")) for h in hits for m in XID_COUNT_RE.finditer(h.line.text)}))
     hits = _ecc_located(_cancel_recovered(hits, lines))
     if any(SDC_NOT_CONFIRMED.search(ln.text) for ln in lines):
         hits = [h for h in hits if h.category != "silent_data_corruption"]
@@ -259,6 +302,13 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
                        f"{len(lost)} PCIe devices lost at once ({', '.join(sorted(lost))}): line "
                        f"{first.line.index + 1}: {_short(first.line.raw)}",
                        (first.line.host,) if first.line.host else (), _gpus([first]), xids, signatures)
+    drives = _drives_lost_with(first, hits) if category == "ssd" else set()
+    if len(drives) >= 2:
+        # Several drives gone at the same moment on one host: the drive backplane they share failed.
+        return Verdict("server_chassis", COMPONENT_OF["server_chassis"], 0.75,
+                       f"{len(drives)} NVMe drives lost at once (nvme{', nvme'.join(sorted(drives))}): line "
+                       f"{first.line.index + 1}: {_short(first.line.raw)}",
+                       (first.line.host,) if first.line.host else (), (), xids, signatures)
     decided = [h for h in causes if h.category == category]
     rivals = [h for h in causes if h.category != category and _same_moment(first, h)
               and (category, h.category) not in REFINES and (h.category, category) not in REFINES]
@@ -267,8 +317,8 @@ def classify(text: str, *, kind: str | None = None, exit_signals: Iterable[str] 
         confidence *= 0.85
     confidence = min(0.99, confidence)
     same = [h for h in hits if h.category == category and h.role != "timeout" and not _replay_report(h)]
-    hosts = tuple(dict.fromkeys(([first.line.host] if first.line.host and not _replay_report(first) else [])
-                                + list(_hosts(same))))
+    culprit = _replica_host(first, ordered) if _replay_report(first) else first.line.host
+    hosts = tuple(dict.fromkeys(([culprit] if culprit else []) + list(_hosts(same))))
     return Verdict(category, COMPONENT_OF[category], confidence,
                    f"{first.name}: line {first.line.index + 1}: {_short(first.line.raw)}",
                    hosts, _gpus([first]) or _gpus(decided), xids, signatures)

@@ -46,6 +46,15 @@ XID_TABLE: dict[int, tuple[str, float, Role, str]] = {
     43: ("software_bug", 0.55, "weak", "GPU stopped processing (usually the application)"),
 }
 SRAM_NAMED = re.compile(r"\bSRAM\b", re.IGNORECASE)
+XID_COUNT_RE = re.compile(r"\bxid[_ -]?(?P<code>\d{1,3})(?:_(?:count|total|errors?))?\s*[=:]\s*[1-9]", re.IGNORECASE)
+"""A per-code Xid count that is not zero (`xid_79=1`), as fleet scans and exporters tabulate them."""
+CLOCK_EVENT_REASONS = re.compile(
+    r"(?:clocks?[_ ](?:event|throttle)[_ ]reasons?(?:\.active)?|DCGM_FI_DEV_CLOCKS?_(?:THROTTLE|EVENT)_REASONS)"
+    r"(?:\{[^}]*\})?\s*[:=]?\s*(?P<value>0x[0-9a-f]+|\d+)\b", re.IGNORECASE)
+"""NVML's clock-event (throttle) reasons bitmask: nvidia-smi's `clocks_event_reasons.active`, DCGM's field, or
+dcgm-exporter's `DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{...} 64`."""
+HW_THERMAL_SLOWDOWN_BIT = 0x40
+"""nvmlClocksEventReasonHwThermalSlowdown (DCGM_CLOCKS_THROTTLE_REASON_HW_THERMAL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,8 @@ RULES: list[Rule] = [
         r"(?<!SW )(?:HW|hardware) thermal (?:slowdown|throttl\w*)(?!\s*:)",
         r"(?:GPU|HBM|memory).{0,40}(?:over[- ]?temperature|thermal (?:violation|shutdown))",
         r"DCGM_FR_(?:TEMP_VIOLATION|CLOCK_THROTTLE_THERMAL|CLOCKS_EVENT_THERMAL\w*|THERMAL_\w+)",
+        # dcgm-exporter's DCGM_EXP_CLOCK_EVENTS_COUNT{clock_event="hw_thermal"} (formerly throttle_reason=...)
+        r"(?:clock_event|throttle_reason)=\"hw_thermal\"[^}]*\}\s*[1-9]",
         r"(?:temp\w*|thermal).{0,40}(?:reading|value).{0,30}(?:out[- ]of[- ]range|invalid)",
         r"(?:thermal|temperature) (?:sensor|interface).{0,60}(?:fail\w*|error|invalid|out[- ]of[- ]range|missing|"
         r"not present|N/A|no reading|unavailable|unreadable)",
@@ -134,13 +145,15 @@ RULES: list[Rule] = [
         r"EDAC\b.{0,40}\b(?:[1-9]\d* )?UE\b", r"EDAC\b.{0,80}uncorrect\w*", r"Uncorrected hardware memory error",
         r"\bMemory\b.{0,60}\|\s*Uncorrectable ECC", r"\bDIMM\w*\b.{0,60}(?:uncorrect\w*|fail\w*|fault\w*)",
         r"(?:mce|Hardware Error).{0,120}(?:memory read error|memory write error|\bDIMM|\bDRAM\b|Unified Memory Controller)",
-        r"HANDLING MCE MEMORY ERROR"),
+        r"HANDLING MCE MEMORY ERROR", r"\[Hardware Error\]:\s+section_type: memory error"),
     *_r("cpu", 0.9, "cause", "CPU machine check",
         r"Machine Check(?: Exception)?:.{0,40}\bBank \d+",
         r"\|\s*(?:IERR|CATERR)\b|\b(?:IERR|CATERR)\b.{0,20}(?:Asserted|detected|occurred|error)",
         r"\bProcessor\b.{0,60}(?:Thermal Trip|Machine Check|Configuration Error|FRB\d)",
         r"\bCPU\s*\d*.{0,40}(?:internal parity error|Machine Check)", r"processor context corrupt",
-        r"\bMC\d+_STATUS\[[^\]]*\bUC?E\b"),
+        r"\bMC\d+_STATUS\[[^\]]*\bUC?E\b",
+        # an APEI/GHES (firmware-first) record's processor section; a corrected record never decides (parse)
+        r"\[Hardware Error\]:\s+section_type: (?:general|IA32/X64|ARM|Itanium) processor error"),
     *_r("cpu", 0.75, "weak", "fatal machine check panic", r"Kernel panic - not syncing: Fatal machine check"),
     *_r("ssd", 0.9, "cause", "NVMe/SSD I/O error or controller reset",
         r"\bnvme nvme\d+:.{0,80}(?:reset controller|controller is down|Device not ready|Removing after probe failure|"
@@ -181,6 +194,8 @@ RULES: list[Rule] = [
         r"cmd_work_handler.{0,40}fail|device.{0,20}(?:removed|gone)|mlx5_pci_err_detected)",
         r"\b(?:HCA|ConnectX-?\d*|NIC)\b.{0,60}(?:fail\w*|fatal|not responding|firmware error|gone|missing|not found)",
         r"DCGM_FR_CONNECTX\w*", r"ibstat.{0,40}No IB devices"),
+    *_r("nic", 0.85, "cause", "adapter transmit queue stuck (mlx5 TX timeout)",
+        r"mlx5_core.{0,80}\bTX timeout (?:detected|on queue)"),
     *_r("nic", 0.7, "weak", "adapter verbs or transmit failure",
         r"ibv_(?:open_device|create_qp|reg_mr|get_device_list).{0,60}fail", r"Unable to open device mlx5",
         r"NETDEV WATCHDOG:.{0,60}transmit queue \d+ timed out"),
@@ -205,7 +220,17 @@ RULES: list[Rule] = [
         r"link slow: host \S+'s link is far slower than its peers'"),
     # --- maintenance, the outside world, software ---------------------------------------------------------
     *_r("host_maintenance", 0.85, "cause", "host taken down for maintenance",
-        r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade)|firmware|repair|reboot)",
+        r"(?:drain|cordon)(?:ed|ing)?\b.{0,80}(?:maint\w*|kernel (?:update|upgrade|patch)|firmware|BIOS|repair|reboot)",
+        # kubectl drain/cordon output and the node event a cordon raises
+        r"\bnode/\S+ (?:drained|cordoned)\b", r"^(?!.*(?:eviction manager|pressure|low on resource)).*\bevicting pod \S+/",
+        r"\bNodeNotSchedulable\b",
+        r"\b(?:drain|cordon)(?:ed|ing)? by (?:user|admin\w*|operator|ops\b|root\b)",
+        # Slurm: scontrol reboot (slurmctld's node state, slurmd's RebootProgram run)
+        r"\bREBOOT_(?:ISSUED|REQUESTED)\b", r"Node reboot request being processed", r"\bscontrol reboot\b",
+        r"\breboot request\b.{0,40}\bnodes?\b",
+        # a power cycle someone asked the BMC for (IPMI/Redfish user, fleet remediation), not a PSU fault
+        r"\bpower[- ]?(?:cycle|reset|off)\b.{0,60}\b(?:requested|initiated|issued) by\b",
+        r"\b(?:remediation|fleet|operator|admin\w*)\b.{0,60}\bpower[- ]?cycl\w*",
         r"Reason=.{0,30}(?:maint|kernel|upgrade|reboot|firmware)",
         r"maintenance (?:event|mode|reboot|in progress|started|notice)",
         r"(?:kernel|firmware|BIOS|driver) (?:upgrade|update|patch)\w*.{0,60}(?:reboot|restart|drain)",
@@ -239,7 +264,10 @@ RULES: list[Rule] = [
         r"Input/output error", r"\[Errno 5\]", r"\bEIO\b", r"Read-only file system"),
     *_r("software_bug", 0.85, "cause", "out of memory",
         r"Out of memory: Killed process", r"\boom-kill:", r"CUDA out of memory",
-        r"OutOfMemoryError", r"\bOOMKilled\b"),
+        r"OutOfMemoryError", r"\bOOMKilled\b",
+        # Ray's memory monitor (raylet) killing a worker above the usage threshold
+        r"killed due to the node running low on memory", r"exceeds the memory usage threshold",
+        r"killed due to memory pressure \(OOM\)"),
     *_r("software_bug", 0.8, "cause", "application exception or bad configuration",
         r"\b(?:ValueError|TypeError|KeyError|IndexError|AssertionError|AttributeError|ZeroDivisionError|NameError|"
         r"NotImplementedError|FloatingPointError|UnboundLocalError|RecursionError|ModuleNotFoundError|ImportError|"

@@ -4,10 +4,14 @@ Evidence arrives as log excerpts from several sources and hosts (rank logs, dmes
 or the journal, ipmitool SEL, NVML and DCGM output). The classifier reads them
 in time order, so each line gets the wall-clock time it carries (ISO 8601,
 syslog, glog as PyTorch writes it, ipmitool's `MM/DD/YYYY | HH:MM:SS`), or the
-time of the line before it. Hosts come only from host fields: `host=`/`hostname`
-fields, a syslog line's host prefix, NCCL's `host:pid:tid` prefix, a Ray node
-label or worker prefix, or a header line that names only a host for the lines
-below it. Ordinary words are never read as hosts.
+time of the line before it (journal JSON's `__REALTIME_TIMESTAMP` too). Hosts
+come only from host fields: `host=`/`hostname`/`instance=` fields, JSON's
+`"host"` and the journal's `"_HOSTNAME"`, a syslog line's host prefix, NCCL's
+`host:pid:tid` prefix, a Ray node label or worker prefix, a Kubernetes
+`node/<name>`, slurmctld's node, Python logging's `LEVEL [host] prog:`, a
+program tag holding a host (`kern[host]:`), pdsh's `host: ` prefix, a table's
+host column, or a header line that names only a host for the lines below it.
+Ordinary words and paths are never read as hosts.
 
 Lines that must never decide a category are marked here (corrected errors,
 single-bit ECC counts, cleared SEL events, a job's own planned stop), and spans
@@ -40,15 +44,35 @@ SEL_TS = re.compile(r"\|\s*(?P<mo>\d{2})/(?P<d>\d{2})/(?P<y>\d{4})\s*\|\s*(?P<h>
 ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{2}}\S*\s+(?P<host>{_HOSTNAME})\s+"
                       r"[\w.()/@-]+(?:\[\d+\])?:\s")
 
+_BRACKET_HOST = (r"(?!(?:rank|local_rank|pid|tid|thread|process|worker|gpu|cuda|pg)[-_ ]?\d)"
+                 rf"(?=[\w.-]*\d)(?=[\w.-]*[A-Za-z][\w.-]*[-.])(?P<host>{_HOSTNAME})")
+"""A host in brackets where a pid or a logger's name could also stand: it has a digit and a `-` or `.`
+(`node-b-0142`, `ip-172-31-88-214`), and it is not a rank, thread or device (`rank0`, `Thread-1`)."""
 HOST_FIELDS = [
-    re.compile(rf"\b(?:host|hostname|host_name|node[_-]?name|node)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
+    # key=value fields; `instance` is the cloud instance or Prometheus target the line is about
+    re.compile(rf"\b(?:host|hostname|host_name|node[_-]?name|node|instance)\s*=\s*[\"']?(?P<host>{_HOSTNAME})",
                re.IGNORECASE),
-    re.compile(rf"(?:^|[\s{{,\[(])[\"']?(?:hostname|host|node[_-]?name)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})",
+    # JSON and YAML fields, also systemd journal JSON's `"_HOSTNAME"` (journalctl -o json)
+    re.compile(rf"(?:^|[\s{{,\[(])[\"']?_?(?:hostname|host|node[_-]?name)[\"']?\s*:\s*[\"']?(?P<host>{_HOSTNAME})",
                re.IGNORECASE),
     re.compile(rf"(?:^|[\s\]:])(?P<host>{_HOSTNAME}):\d+:\d+ \[\d+\] NCCL\b"),  # NCCL's host:pid:tid prefix
     re.compile(r"\((?:[^()]*?,\s*)?ip=(?P<host>\d{1,3}(?:\.\d{1,3}){3})\)"),  # Ray log prefix: (raylet, ip=...)
     re.compile(r"\bnode_ip(?:_address)?[\"']?\s*[=:]\s*[\"']?(?P<host>\d{1,3}(?:\.\d{1,3}){3})"),
     re.compile(r"\bnode:(?P<host>\d{1,3}(?:\.\d{1,3}){3})\b"),  # Ray's node resource label
+    # a Kubernetes node object (`node/gpu-c02-33` in events and kubectl output); slurmctld naming the node it acts on
+    re.compile(rf"(?<![\w/.~-])node/(?P<host>{_HOSTNAME})\b"),
+    re.compile(rf"(?:_slurm_rpc_\w+|update_node|reboot request)\b.{{0,40}}?\bnodes? (?P<host>{_HOSTNAME})(?![\w\[,-])"),
+    # Python logging with the host in brackets after the level: `WARNING [node-b-0142] dcgm: ...`
+    re.compile(rf"(?:^|\s)(?:INFO|WARN(?:ING)?|ERROR|ERR|DEBUG|CRIT(?:ICAL)?|FATAL|NOTICE)\s+\[{_BRACKET_HOST}\]\s+"
+               r"[\w.@/-]+(?:\[\d+\])?:\s", re.IGNORECASE),
+    # a program tag whose brackets hold the host, not a pid: `kern[ip-172-31-88-214]: ...`
+    re.compile(rf"(?:^|\s)[A-Za-z][\w.@/-]*\[{_BRACKET_HOST}\]:\s", re.IGNORECASE),
+    # pdsh/clush output: every line starts `host: `; only names with a `-` or `.` that end in a digit (node-17,
+    # dgx-b12), so that a facility (`mce:`, `NVRM:`), a program (`k8s-device-plugin:`) or a device (`nvme0n1:`,
+    # `ata1.00:`) is never read as one
+    re.compile(r"^(?!(?:nvme|ata|sd[a-z]|md|ib|eth|en[ops]|mlx5|bond)\w*[:.])"
+               r"(?P<host>(?=[\w.-]*[a-z][\w.-]*[-.])[A-Za-z][A-Za-z0-9_.-]*\d):[ \t]",
+               re.IGNORECASE),
 ]
 HEADER_ONLY = re.compile(r"^[\s#=\-*\[<>]*(?:host|hostname|node)\s*[=:]\s*\S+(?:[\s,;|]+[\w.=/:-]+){0,8}[\s=\-*\]>]*$",
                          re.IGNORECASE)
@@ -69,6 +93,8 @@ CORRECTED = re.compile(r"(?<![Uu]n)(?<![Nn]on-)\bcorrect(?:ed|able)\b|\b[1-9]\d*
 UNCORRECTED = re.compile(r"\b(?:uncorrect\w*|non-?correctable|UE|DBE|double[- ]bit|fatal)\b", re.IGNORECASE)
 BLANKED = [
     re.compile(p, re.IGNORECASE) for p in (
+        # a counter's zero given per device after its name: "DBE volatile GPU1=0"
+        r"\b(?:SBEs?|DBEs?|UE|CE|errors?|uncorrect\w*)(?: \(?(?:volatile|aggregate)\)?)? [\w.-]+\s*=\s*0+(?![.\d])\b",
         r"\b[\w.-]+\s*=\s*(?:no|none|false|inactive)\b",
         r"\b[\w.-]+\s*=\s*0+(?![.\d])\b", r"^\s*[\w /()-]+?\s*:\s*0+\s*$",
         r"\bno (?:[\w-]+ ){0,3}?(?:errors?|faults?|failures?|mismatch(?:es)?|miscompares?|issues?|problems?|corruption|"
@@ -90,12 +116,20 @@ BLANKED = [
         # A list of what might have happened names no fault (Ray's "There are some potential root causes. (1) ...
         # killed by SIGKILL by OOM killer ... (3) ... crashed unexpectedly due to SIGSEGV").
         r"\b(?:potential|possible) (?:root )?causes?\b.*$",
+        # A status that says all is well names no fault, whatever it is about: "IO expansion board status OK",
+        # "power supply redundancy OK", "SMART ... result: PASSED", a diag table's `| PCIe | Pass |`.
+        # ("forward pass" and "not OK" are not such statuses)
+        r"[A-Za-z][\w /-]{0,60}?(?:\s*[:=]\s*|\s+)(?<![Nn]ot )(?<!NOT )(?:ok|healthy|passed|(?-i:PASS|Pass))\b"
+        r"(?!\s*(?:->|=>))",
+        # An event that was looked for and not seen: "chassis intrusion: not detected" (a device "not detected" is
+        # still a fault).
+        r"\b(?:intrusion|tamper\w*|leak|fault|error|failure|alarm)s?\s*[:=]\s*not detected\b",
     )
 ]
 RECOVERED = re.compile(r"\b(?:recovered|recovery (?:succeeded|complete[d]?)|back online|restored|resumed normally|"
                        r"retry succeeded|succeeded (?:on|after) (?:retry|\d+ retr))\b|\bnfs: server \S+ OK\b",
                        re.IGNORECASE)
-SUBJECT = re.compile(r"\b(?:nvme\d+(?:n\d+)?|mlx5_\d+|ib\d+|eth\d+|en[ops]\w+|sd[a-z]+|"
+SUBJECT = re.compile(r"\b(?:nvme\d+(?:n\d+)?|mlx5_\d+|ib\d+|ibp\d+s\d+\w*|eth\d+|en[ops]\w+|sd[a-z]+|"
                      r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d)\b|(?<=server )[\w.-]+", re.IGNORECASE)
 
 
@@ -117,8 +151,14 @@ def _year_hint(text: str) -> int:
     return int(m.group("y")) if m else 2000
 
 
+JOURNAL_TS = re.compile(r"\"__REALTIME_TIMESTAMP\"\s*:\s*\"?(?P<us>\d{13,17})")
+"""systemd journal JSON (`journalctl -o json`): microseconds since the epoch, as a string."""
+
+
 def _timestamp(line: str, year: int) -> datetime | None:
     try:
+        if m := JOURNAL_TS.search(line):
+            return datetime.fromtimestamp(int(m.group("us")) / 1e6, UTC).replace(tzinfo=None)
         if m := ISO_TS.search(line):
             t = datetime.fromisoformat(m.group(0).replace("/", "-").replace(" ", "T", 1).replace("Z", "+00:00"))
             return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
@@ -184,17 +224,57 @@ def subjects(line: str) -> set[str]:
     return {m.group(0).lower() for m in SUBJECT.finditer(line)}
 
 
+TABLE_SEP = re.compile(r"\s*[,\t|]\s*")
+TABLE_HOST_COLUMNS = {"hostname", "host", "host_name", "node", "nodename", "node_name", "instance"}
+TABLE_TIME = {"time", "timestamp", "date", "ts"}
+TABLE_CELL = re.compile(r"[A-Za-z_][\w.()/-]*")
+GHES_RECORD = re.compile(r"\{(?P<rec>\d+)\}\[Hardware Error\]:")
+GHES_SEVERITY = re.compile(r"event severity:\s*(?P<sev>\w+)")
+GHES_NO_FAULT = {"corrected", "info"}
+
+
+def _cells(line: str) -> list[str]:
+    return TABLE_SEP.split(line.strip().strip("|").strip())
+
+
+def _table_header(line: str) -> tuple[list[str], int] | None:
+    """A CSV or table header with a host column (`hostname,gpu_bus_id,xid_79,...`): its columns and the host's."""
+    cells = _cells(line)
+    if len(cells) < 3 or not all(TABLE_CELL.fullmatch(c) for c in cells):
+        return None
+    names = [c.lower() for c in cells]
+    idx = next((i for i, c in enumerate(names) if c in TABLE_HOST_COLUMNS), None)
+    return (cells, idx) if idx is not None else None
+
+
 def parse(text: str) -> list[Line]:
-    """Evidence lines with their time (own or inherited from the line before), host and decidable text."""
+    """Evidence lines with their time (own or inherited from the line before), host and decidable text.
+
+    A table under a header that has a host column (CSV, tab- or pipe-separated) gives each row the host in that
+    column, and the rules read the row as `column=value` fields, so that a zero count blanks and a non-zero one
+    stays. A kernel APEI/GHES record (`{N}[Hardware Error]: ...` over several lines) whose event severity is
+    corrected never decides.
+    """
     raw_lines = text.splitlines()
     year = _year_hint(text)
     stamps = [_timestamp(s, year) for s in raw_lines]
     first = next((t for t in stamps if t is not None), None)
     out: list[Line] = []
     current, header_host = first, None
+    table: tuple[list[str], int] | None = None
+    ghes: dict[tuple[str | None, str], str] = {}
     for i, (s, t) in enumerate(zip(raw_lines, stamps, strict=True)):
         if t is not None:
             current = t
+        if table and len(cells := _cells(s)) == len(table[0]) and (t is None or table[0][0].lower() in TABLE_TIME):
+            columns, at = table
+            fields = " ".join(f"{c}={v}" for c, v in zip(columns, cells, strict=True))
+            out.append(Line(i, s, decidable_text(fields), current, t is not None, _valid_host(cells[at]), False))
+            continue
+        table = _table_header(s) if t is None else None
+        if table:
+            out.append(Line(i, s, "", current, False, None, False))
+            continue
         host = host_of(s)
         if host and HEADER_ONLY.match(s):
             header_host = host
@@ -202,5 +282,11 @@ def parse(text: str) -> list[Line]:
             continue
         recovery = bool(RECOVERED.search(s))
         text_ = "" if recovery else decidable_text(s)
+        if rec := GHES_RECORD.search(s):
+            key = (host or header_host, rec.group("rec"))
+            if sev := GHES_SEVERITY.search(s):
+                ghes[key] = sev.group("sev").lower()
+            if ghes.get(key) in GHES_NO_FAULT:
+                text_ = ""
         out.append(Line(i, s, text_, current, t is not None, host or header_host, recovery))
     return out

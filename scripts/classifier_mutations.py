@@ -112,9 +112,31 @@ def mutations(patterns: bool) -> Iterator[tuple[str, Callable[[], contextlib.Abs
     yield "lines judged before their zero counts are blanked", lambda: _patched(
         ev, "decidable_text", lambda line: "" if ev.never_decides(line) else ev.blank_benign(line))
     yield "header lines name no host", lambda: _patched(ev, "HEADER_ONLY", ev.re.compile(r"(?!)"))
+    yield "tables not read", lambda: _patched(ev, "_table_header", lambda line: None)
+    yield "corrected GHES records decide", lambda: _patched(ev, "GHES_NO_FAULT", set())
+    yield "journal JSON timestamps ignored", lambda: _patched(ev, "JOURNAL_TS", ev.re.compile(r"(?!)"))
+    yield "Xid counts ignored by the classifier", lambda: _patched(clf, "XID_COUNT_RE", ev.re.compile(r"(?!)"))
+    yield "clock-event reasons bitmask not read", lambda: _patched(clf, "_clock_event_hits", lambda line, order: [])
+    yield "several drives lost at once not read as the backplane", lambda: _patched(
+        clf, "_drives_lost_with", lambda first, hits: set())
+    yield "a replay report's replica not traced to its host", lambda: _patched(
+        clf, "_replica_host", lambda first, ordered: None)
+    yield "a recovered flap stays a cause", _recovered_flap_stays_a_cause
     yield "syslog host prefix ignored", lambda: _patched(ev, "SYSLOG_TS", ev.re.compile(r"(?!)"))
     for i in range(len(ev.HOST_FIELDS)):
         yield f"host field {ev.HOST_FIELDS[i].pattern[:60]}", lambda i=i: _without(ev.HOST_FIELDS, i)
+
+
+@contextlib.contextmanager
+def _recovered_flap_stays_a_cause() -> Iterator[None]:
+    real = clf._cancel_recovered
+
+    def keep_flaps(hits: list[Any], lines: list[Any]) -> list[Any]:
+        return [h for h in real(hits, lines) if h.category != "network_switch_cable"] + [
+            h for h in hits if h.category == "network_switch_cable"]
+
+    with _patched(clf, "_cancel_recovered", keep_flaps):
+        yield
 
 
 @contextlib.contextmanager

@@ -313,6 +313,7 @@ NEVER_DECIDE = [
     'controller: planned stop requested by alice: host drained for maintenance',
     'ops: job cancelled by user alice before the host was drained for a kernel update',
     'preflight host=n1 GPU burn-in: PASSED (0 of 8 GPUs failed, no miscompare)',
+    'preflight host=n1 GPU burn-in finished: 0 of 8 GPUs failed',
     "kernel: IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
     "[rank0]:2026-05-03 11:00:00 INFO step 100 loss 2.0 lr 3e-4",
 ]
@@ -696,3 +697,224 @@ def test_a_replay_report_alone_names_no_host() -> None:
     refuted = classify(DISAGREES + "2026-03-01T10:02:00Z host=gpu-b09 sdc-replay: replay of dp_rank=5 reproduces the "
                                    "mismatch\n")
     assert refuted.category != "silent_data_corruption"
+
+
+# --- real host fields beyond syslog: journal JSON, pdsh, logging brackets, tables, Kubernetes, Slurm ---------
+@pytest.mark.parametrize(("line", "host"), [
+    # journalctl -o json
+    ('{"__REALTIME_TIMESTAMP":"1764374400000000","_HOSTNAME":"gpu-a17","SYSLOG_IDENTIFIER":"kernel",'
+     '"MESSAGE":"mce: [Hardware Error]: CPU 6: Machine Check Exception: 5 Bank 0: b2000000000b0005"}', "gpu-a17"),
+    # pdsh -w gpu-a[16-17] 'nvidia-smi -q -d ROW_REMAPPER'
+    ("gpu-a17:         Remapping Failure Occurred        : Yes", "gpu-a17"),
+    # Python logging `%(asctime)s %(levelname)s [%(hostname)s] %(name)s: %(message)s`
+    ("2026-03-03 04:12:01,003 WARNING [gpu-a17] dcgm: GPU 3 clock event reasons 0x48", "gpu-a17"),
+    # a program tag holding the host, not a pid
+    ("2026-03-03 04:12:01,771 ERROR kern[ip-10-0-3-17]: mlx5_core 0000:d6:00.0: Driver is in error state", "ip-10-0-3-17"),
+    ("gce instance=a3-vm-0042 operation=compute.instances.hostMaintenance status=RUNNING", "a3-vm-0042"),
+    ("2026-07-15T11:02:17Z k8s-events Normal NodeNotSchedulable node/gpu-c02-33 Node gpu-c02-33 status is now: "
+     "NodeNotSchedulable", "gpu-c02-33"),
+    ("[2026-10-12T14:00:00.102] _slurm_rpc_reboot_nodes: reboot request from uid=0 for nodes node-1804", "node-1804"),
+    ("[2026-10-12T14:00:00.103] update_node: node node-1804 state set to REBOOT_ISSUED", "node-1804"),
+    # never from words, paths, facilities, devices, ranks, pids or logger names
+    ("mce: [Hardware Error]: CPU 3: Machine Check Exception: 5 Bank 0", None),
+    ("nvme0n1: I/O Error, dev nvme0n1, sector 4096", None),
+    ("ata1.00: failed command: READ FPDMA QUEUED", None),
+    ("k8s-device-plugin: registered device plugin for nvidia.com/gpu", None),
+    ("2026-03-03 04:12:01,003 INFO [rank0] trainer: step 5 loss 2.1", None),
+    ("2026-03-03 04:12:01,003 INFO [torch.distributed] c10d: rendezvous complete", None),
+    ("2026-03-03 04:12:01,003 INFO [Thread-12] loader: prefetch", None),
+    ("python3[8810]: step 5", None),
+    ("trainer: loading /mnt/ckpt/node/gpu-a17/step_100", None),
+])
+def test_real_host_fields(line: str, host: str | None) -> None:
+    assert host_of(line) == host
+
+
+def test_a_table_names_the_host_of_each_row_and_reads_its_counts() -> None:
+    scan = ("oncall: xid-scan --since 09:00 --format csv\n"
+            "hostname,gpu_bus_id,xid_79,xid_74,xid_92\n"
+            "gpu-h02-r09,00000000:1B:00.0,0,0,3\n"
+            "gpu-h02-r11,00000000:9B:00.0,1,0,0\n")
+    v = classify(scan)
+    assert (v.category, v.hosts, 79 in v.xids) == ("faulty_gpu", ("gpu-h02-r11",), True)
+    assert classify(scan.replace(",1,0,0\n", ",0,0,0\n")).category == "unknown"
+    pipes = classify("| host | xid_79 | xid_48 |\n|---|---|---|\n| gpu-b05 | 0 | 1 |\n")
+    assert (pipes.category, pipes.hosts) == ("gpu_hbm3_memory", ("gpu-b05",))
+
+
+def test_journal_json_is_read_in_its_own_time_order() -> None:
+    xid = ('{"__REALTIME_TIMESTAMP":"1764374405000000","_HOSTNAME":"gpu-a17","MESSAGE":"NVRM: Xid (PCI:0000:3b:00): '
+           '79, pid=1, GPU has fallen off the bus."}\n')
+    timeout = ('{"__REALTIME_TIMESTAMP":"1764374401000000","_HOSTNAME":"gpu-a09","MESSAGE":"[rank8] Watchdog caught '
+               'collective operation timeout: WorkNCCL(SeqNum=5, OpType=ALLREDUCE) ran for 600087 milliseconds before '
+               'timing out."}\n')
+    assert classify(xid + timeout).category == "nccl_watchdog_timeout"
+    v = classify(xid)
+    assert (v.category, v.hosts) == ("faulty_gpu", ("gpu-a17",))
+
+
+# --- a healthy status names no fault (issue 10) ------------------------------------------------------------
+@pytest.mark.parametrize("text", [
+    "prolog: bmc: IO expansion board status OK; power supply redundancy OK; chassis intrusion: not detected",
+    "bmc host=gpu-a17: PCIe switch PEX0: OK, retimer RT2 health: Healthy",
+    "bmc: PSU fault status: OK; fan failure status OK",
+    "gpu-check: NVLink error check passed on all 18 links",
+    "nhc: SMART overall-health self-assessment test result: PASSED (nvme0..nvme7)",
+    "health-agent: | PCIe | Pass |",
+    "ipmitool sdr: Fan FAN_SYS3 | 7800 RPM | ok",
+])
+def test_a_healthy_status_never_decides(text: str) -> None:
+    assert classify(text + "\n").category == "unknown"
+
+
+@pytest.mark.parametrize(("category", "line"), [
+    ("io_expansion_board", "bmc: IO expansion board IOB1 not detected"),
+    ("server_chassis", "  1a | 11/20/2026 | 22:00:01 | Physical Security | General Chassis intrusion | Asserted"),
+    ("software_bug", "RuntimeError: CUDA error: an illegal memory access was encountered in the forward pass"),
+    ("software_bug", "RuntimeError: CUDA error: an illegal memory access was encountered; status: not OK"),
+])
+def test_a_fault_beside_status_words_still_decides(category: str, line: str) -> None:
+    assert classify(line + "\n").category == category
+
+
+def test_a_per_gpu_zero_after_a_counter_name_is_a_zero() -> None:
+    line = "health-agent: ECC SBE volatile GPU1=41 (corrected), DBE volatile GPU1=0; no action\n"
+    assert classify(line).category == "unknown"
+    assert classify(line.replace("GPU1=0", "GPU1=2")).category == "gpu_hbm3_memory"
+
+
+# --- APEI/GHES firmware-first records (drivers/firmware/efi/cper.c wording) ---------------------------------
+GHES = ("2026-11-27T09:30:00.101Z r3-gpu-11 kernel: {2}[Hardware Error]: Hardware error from APEI Generic Hardware "
+        "Error Source: 1\n"
+        "2026-11-27T09:30:00.101Z r3-gpu-11 kernel: {2}[Hardware Error]: event severity: fatal\n"
+        "2026-11-27T09:30:00.101Z r3-gpu-11 kernel: {2}[Hardware Error]:  Error 0, type: fatal\n"
+        "2026-11-27T09:30:00.101Z r3-gpu-11 kernel: {2}[Hardware Error]:   section_type: general processor error\n"
+        "2026-11-27T09:30:00.102Z r3-gpu-11 kernel: Kernel panic - not syncing: Fatal hardware error!\n")
+
+
+def test_a_fatal_ghes_processor_record_is_the_cpu_and_a_corrected_one_never_decides() -> None:
+    v = classify(GHES)
+    assert (v.category, v.hosts) == ("cpu", ("r3-gpu-11",))
+    memory = GHES.replace("general processor error", "memory error")
+    assert classify(memory).category == "system_memory"
+    corrected = GHES.replace("severity: fatal", "severity: corrected").replace("type: fatal", "type: corrected")
+    assert classify("\n".join(corrected.splitlines()[:4]) + "\n").category == "unknown"
+    assert classify("\n".join(memory.splitlines()[:4]).replace("fatal", "corrected") + "\n").category == "unknown"
+
+
+# --- a recovered flap before a real fault is the warning it was -------------------------------------------
+def test_a_recovered_link_flap_before_a_real_fault_does_not_decide() -> None:
+    text = ("2026-11-11T04:02:51.330Z n07 kernel: mlx5_core 0000:3b:00.0 ibp59s0: Link down\n"
+            "2026-11-11T04:02:53.014Z n07 kernel: mlx5_core 0000:3b:00.0 ibp59s0: Link up\n"
+            "2026-11-11T04:02:55.200Z n07 netmon[2011]: ibp59s0 flap recovered after 1.7s, no job impact\n"
+            "2026-11-11T04:31:09.711Z n42 kernel: NVRM: Xid (PCI:0000:5d:00): 79, pid=412210, name=python, GPU has "
+            "fallen off the bus.\n")
+    v = classify(text)
+    assert (v.category, v.hosts) == ("faulty_gpu", ("n42",))
+    assert classify("\n".join(text.splitlines()[:3]) + "\n").category == "network_switch_cable"
+
+
+# --- the clock-event reasons bitmask (NVML nvmlClocksEventReasonHwThermalSlowdown = 0x40) ------------------
+EXPORTER = ('DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="4",UUID="GPU-0c9d2e11",device="nvidia4",'
+            'modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-k05-r07"} ')
+
+
+@pytest.mark.parametrize(("line", "category"), [
+    (EXPORTER + "64", "gpu_thermal_interface_sensor"),
+    (EXPORTER + "96", "gpu_thermal_interface_sensor"),  # SW_THERMAL | HW_THERMAL
+    (EXPORTER + "4", "unknown"),  # SW power cap
+    (EXPORTER + "0", "unknown"),
+    ("nvidia-smi --query-gpu=clocks_event_reasons.active: 0x0000000000000040", "gpu_thermal_interface_sensor"),
+    ("nvidia-smi --query-gpu=clocks_event_reasons.active: 0x0000000000000001", "unknown"),
+    ('DCGM_EXP_CLOCK_EVENTS_COUNT{gpu="0",Hostname="home",clock_event="hw_thermal",window_size_in_ms="300000"} 1',
+     "gpu_thermal_interface_sensor"),
+    ('DCGM_EXP_CLOCK_EVENTS_COUNT{gpu="0",Hostname="home",clock_event="hw_thermal",window_size_in_ms="300000"} 0',
+     "unknown"),
+])
+def test_the_hw_thermal_bit_of_the_clock_event_reasons(line: str, category: str) -> None:
+    v = classify(line + "\n")
+    assert v.category == category
+    if line.startswith("DCGM_FI") and category != "unknown":
+        assert v.hosts == ("gpu-k05-r07",)
+
+
+# --- wording the rules did not know ------------------------------------------------------------------------
+@pytest.mark.parametrize(("category", "line"), [
+    # mlx5e's TX timeout reporter (en_main.c / reporter_tx.c)
+    ("nic", "Nov 20 08:30:11 c7-03 kernel: mlx5_core 0000:2c:00.0 ens3f0np0: TX timeout detected"),
+    ("nic", "Nov 20 08:30:11 c7-03 kernel: mlx5_core 0000:2c:00.0 ens3f0np0: TX timeout on queue: 11, SQ: 0x10b3, "
+            "CQ: 0x4c2, SQ Cons: 0x1a77 SQ Prod: 0x1a95, usecs since last trans: 14001000"),
+    # Ray's memory monitor (raylet) and its worker-killed summary
+    ("software_bug", "Worker exit type: SYSTEM_ERROR Worker exit detail: Task was killed due to the node running "
+                     "low on memory."),
+    ("software_bug", "Memory on the node (IP: 10.7.2.14, ID: 3c2d1e) where the task (actor ID: 8f3c, name=RankWorker."
+                     "__init__, pid=88120, memory used=118.32GB) was running was 243.11GB / 251.52GB (0.966573), "
+                     "which exceeds the memory usage threshold of 0.95."),
+    ("software_bug", "(raylet) node_manager.cc:3277: 2 Workers (tasks / actors) killed due to memory pressure (OOM), "
+                     "0 Workers crashed due to other reasons"),
+    # kubectl drain/cordon output and the event a cordon raises
+    ("host_maintenance", "node/gpu-a17 cordoned"),
+    ("host_maintenance", "evicting pod llm/pretrain-worker-5"),
+    ("host_maintenance", "2026-11-08T14:00:02Z event=Normal reason=NodeNotSchedulable msg=\"Node gpu-a17 status is "
+                         "now: NodeNotSchedulable\""),
+    ("host_maintenance", "event=Normal reason=Drain msg=\"drained by user ops-automation (ticket CHG-20411)\""),
+    ("host_maintenance", "slurmd: node drained: reason=\"BIOS settings rollout\""),
+    # Slurm's scontrol reboot: slurmctld's request and node state, slurmd running RebootProgram
+    ("host_maintenance", "[2026-10-12T14:00:00.102] _slurm_rpc_reboot_nodes: reboot request from uid=0 for nodes "
+                         "node-1804"),
+    ("host_maintenance", "[2026-10-12T14:00:00.103] update_node: node node-1804 state set to REBOOT_ISSUED"),
+    ("host_maintenance", "[2026-10-12T14:00:01.004] node-1804 slurmd[2101]: Node reboot request being processed"),
+    ("host_maintenance", "oncall: scontrol reboot ASAP nextstate=RESUME node-1804"),
+    # a power cycle asked of the BMC by a person or fleet tooling, not a PSU fault
+    ("host_maintenance", "bmc-sel: 2c1 | 11/27/2026 | 10:11:58 | System Event | chassis power cycle requested by IPMI "
+                         "user 'fleet-ops' via LAN | Asserted"),
+    ("host_maintenance", "fleet-ops: remediation run RM-55102 power-cycled gpu-k09-r03"),
+])
+def test_more_source_wording(category: str, line: str) -> None:
+    assert classify(line + "\n").category == category
+
+
+@pytest.mark.parametrize("line", [
+    "2026-11-08T14:00:05Z event=Warning reason=Evicted msg=\"The node was low on resource: memory.\"",
+    "bmc-sel: 2c3 | 11/27/2026 | 10:11:59 | Power Supply PSU1_Status | Presence detected | Asserted",
+    "nvidia-smi: GPU 0 clocks_event_reasons.active 0x0000000000000004 (SW Power Cap)",
+])
+def test_words_near_those_signatures_name_no_fault(line: str) -> None:
+    assert classify(line + "\n").category == "unknown"
+
+
+def test_a_tx_timeout_before_the_watchdog_is_the_nic() -> None:
+    text = ("Nov 20 08:30:11 c7-03 kernel: mlx5_core 0000:2c:00.0 ens3f0np0: TX timeout detected\n"
+            "Nov 20 08:30:34 c7-01 python3[8011]: [rank0]: Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=5) ran for 600087 milliseconds before timing out.\n")
+    v = classify(text)
+    assert (v.category, v.hosts) == ("nic", ("c7-03",))
+
+
+# --- several drives lost at once: the backplane they share ------------------------------------------------
+def test_several_drives_lost_at_once_are_the_backplane_but_one_is_the_drive() -> None:
+    two = ("Nov 10 22:30:12 s15 kernel: nvme nvme2: controller is down; will reset: CSTS=0xffffffff, PCI_STATUS=0xffff\n"
+           "Nov 10 22:30:12 s15 kernel: nvme nvme3: controller is down; will reset: CSTS=0xffffffff, PCI_STATUS=0xffff\n"
+           "Nov 10 22:30:13 s15 kernel: md/raid0:md127: Disk failure on nvme2n1, disabling device.\n")
+    v = classify(two)
+    assert (v.category, v.hosts) == ("server_chassis", ("s15",))
+    one = "\n".join(ln for ln in two.splitlines() if "nvme3" not in ln) + "\n"
+    assert classify(one).category == "ssd"
+    later = two.replace("Nov 10 22:30:12 s15 kernel: nvme nvme3", "Nov 10 22:39:12 s15 kernel: nvme nvme3")
+    assert classify(later).category == "ssd"
+
+
+# --- the replica a replay clears is traced to its own host -----------------------------------------------
+@pytest.mark.parametrize("first", [
+    "2026-11-27T01:20:00Z gpu-b05 sdc-guard: step=21120 replica=6 loss=2.1904 majority_loss=1.9977 agree=7/8",
+    '{"ts":"2026-11-27T01:20:00Z","host":"gpu-b05","msg":"dp replica checksum","replica":6,"sha1":"4c9d1102"}',
+])
+def test_a_replay_report_names_the_host_of_the_replica_it_replayed(first: str) -> None:
+    text = (first + "\n"
+            "2026-11-27T01:20:01Z gpu-b01 sdc-guard: step=21120 replica 6 is the outlier\n"
+            "2026-11-27T01:26:30Z gpu-b09 sdc-guard: replay step=21120 replica=6 loss=1.9977 agrees with majority\n")
+    v = classify(text)
+    assert (v.category, v.hosts[0]) == ("silent_data_corruption", "gpu-b05"), v.explanation
+    assert "gpu-b09" not in v.hosts
+    other = text.replace("replay step=21120 replica=6", "replay step=21120 replica=2")
+    assert classify(other).hosts == ()
