@@ -51,6 +51,9 @@ class RankObservation:
     at: str = ""
     """The rank's last place in its step (step, forward, backward, collective, p2p)."""
     at_time: float | None = None
+    saving_step: int | None = None
+    """The newest step at which this rank began a save (a checkpoint or a snapshot): that step and the next wait
+    for it, so the hang detector judges them against save steps."""
 
 
 class FindingKind(enum.StrEnum):
@@ -110,6 +113,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         rollback=b.get("rollback") or {},
         groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
         at_time=b.get("at_time") or None,
+        saving_step=None if b.get("saving_step") is None else int(b["saving_step"]),
     )
 
 
