@@ -81,6 +81,8 @@ def replay_limits(rows: list[dict[str, Any]], cfg: HangConfig) -> dict[str, Any]
     saves: list[float] = []
     worst: dict[str, Any] = {"headroom_s": float("inf")}
     headrooms = []
+    ratios = []
+    """Each step's interval over the slowest of its kind before it (what `interval_multiple` must exceed)."""
     ordered = sorted(rows, key=lambda r: r["time"])
     for prev, row in zip(ordered, ordered[1:], strict=False):
         if row["step"] != prev["step"] + 1 or row.get("attempt") != prev.get("attempt"):
@@ -94,12 +96,17 @@ def replay_limits(rows: list[dict[str, Any]], cfg: HangConfig) -> dict[str, Any]
             if head < worst["headroom_s"]:
                 worst = {"headroom_s": head, "step": row["step"], "interval_s": interval, "limit_s": limit,
                          "saving": saving}
-        (saves if saving else plain).append(interval)
+        pool = saves if saving else plain
+        if len(pool) >= 3:
+            ratios.append(interval / max(pool[-(16 if saving else INTERVAL_WINDOW):]))
+        pool.append(interval)
     intervals = plain + saves
     return {"intervals": len(intervals), "median_interval_s": statistics.median(intervals) if intervals else None,
             "max_plain_interval_s": max(plain, default=None), "max_save_interval_s": max(saves, default=None),
             "min_headroom_s": worst["headroom_s"], "worst_step": worst,
-            "steps_over_limit": sum(1 for h in headrooms if h < 0)}
+            "steps_over_limit": sum(1 for h in headrooms if h < 0),
+            "max_ratio_to_slowest_before": max(ratios, default=None),
+            "intervals_s": [round(x, 4) for x in intervals]}
 
 
 def no_fault(steps: int, rng: random.Random) -> dict[str, Any]:
