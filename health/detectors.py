@@ -46,8 +46,8 @@ class HangConfig:
     above the job's `timeout_s`. Steps that wait for a save (the step that
     starts one and the next, which waits for its staging) are judged against the
     slowest such step seen, not against plain steps. A rank whose process is
-    stopped (SIGSTOP: the kernel says it cannot run) is a hang once no step has
-    completed for `floor_s`, in every phase.
+    stopped (SIGSTOP: the kernel says it cannot run) with stale beacons is a hang
+    once no step has completed for `floor_s`, in every phase.
     """
 
     timeout_s: float

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from health.detectors import HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
+from health.detectors import HEARTBEAT_STALE_S, HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
 from health.observations import Finding, RankObservation
 
 STEP_TIME_WINDOW = 20
@@ -110,7 +110,7 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
                      or not state.first_step_seen or finishing)
     limit = hang_limit(list(state.intervals) or list(state.step_times), hang, checkpointing=checkpointing,
                        saving=_saving(state, obs), save_step_seconds=list(state.save_intervals),
-                       stopped=any(o.stopped for o in obs if o.worker_alive and o.returncode is None))
+                       stopped=_stopped(obs, now))
     hung = detect_hang(obs, state.last_progress_at, now, limit, layout=state.layout)
     if hung is not None:
         return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
@@ -158,6 +158,12 @@ def _learn_intervals(state: MonitorState, obs: list[RankObservation]) -> None:
             continue
         saves = prev[0] in state.saving_steps or prev[0] - 1 in state.saving_steps
         (state.save_intervals if saves else state.intervals).append(t - prev[1])
+
+
+def _stopped(obs: list[RankObservation], now: float) -> bool:
+    """A rank's process is stopped and its beacons are stale: its peers have had time to say they wait for it."""
+    return any(o.stopped and (o.heartbeat is None or now - o.heartbeat > HEARTBEAT_STALE_S)
+               for o in obs if o.worker_alive and o.returncode is None)
 
 
 def _saving(state: MonitorState, obs: list[RankObservation]) -> bool:

@@ -9,6 +9,7 @@ attempt; a stall or a stopped rank must end it within about 3 s.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -46,7 +47,9 @@ class Job:
         out = []
         for r in range(RANKS):
             stopped = self.sigstop == r and self.frozen_at is not None and t >= self.frozen_at
-            beat = self.frozen_at if stopped else t - 0.3
+            beat = t - 0.3  # the beacon thread beats every second, at x.7 s
+            if stopped:
+                beat = math.floor(self.frozen_at - 0.7) + 0.7  # its last beat before the stop
             out.append(RankObservation(r, f"h{r}", t, True, stopped=stopped, step=done + (1 if in_save else 0),
                                        step_seconds=0.4, heartbeat=beat, ready=ready,
                                        phase="checkpoint" if in_save else "train", saving_step=saving_step))
