@@ -3,9 +3,12 @@
 - crash: a rank's process exited with an error or a signal, or its supervising
   actor (or node) is gone. The culprit is the first rank to go: when one rank
   dies, its peers fail moments later with "connection closed by peer".
-- hang: no step completed for longer than an adaptive limit, a multiple of
-  the recent step time (as NVIDIA's resiliency extension derives its timeouts),
-  capped by the job's hang_timeout_s. The culprit is found by following who
+- hang: no step completed for longer than an adaptive limit: twice the
+  slowest of the recent step intervals (as NVIDIA's resiliency extension
+  derives its timeouts from the intervals it observed), plus the poll's
+  margin, capped by the job's hang_timeout_s; steps that start or wait for a
+  save are judged against save steps, and a stopped rank with stale beacons
+  needs no step-time evidence (`HangConfig`). The culprit is found by following who
   waits for whom within each process group and pipeline channel
   (`health/attribution.py`); a stopped process or silent beacons only break a
   tie. The finding names the collective or pipeline transfer the others wait
