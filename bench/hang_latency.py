@@ -118,7 +118,7 @@ def no_fault(steps: int, rng: random.Random) -> dict[str, Any]:
         slowed: list[dict[str, Any]] = []
         victim = rng.randrange(4)
         try:
-            while job.proc.poll() is None and time.time() - job.started < 480:
+            while job.proc.poll() is None and time.time() - job.started < 300:
                 time.sleep(0.5)
                 done = max((r["step"] for r in job.rows()), default=0) if job.training() else 0
                 if not slowed and done >= steps // 3:
@@ -162,7 +162,7 @@ def faults(steps: int, every_s: float, kinds: list[str], rng: random.Random) -> 
         sent: list[dict[str, Any]] = []
         next_at = None
         try:
-            while job.proc.poll() is None and time.time() - job.started < 420:
+            while job.proc.poll() is None and time.time() - job.started < 260:
                 time.sleep(0.5)
                 if not job.training():
                     continue
@@ -223,6 +223,7 @@ def main() -> None:
               f"median step {rp['median_interval_s']:.3f} s, slowest plain {rp['max_plain_interval_s']:.3f} s, "
               f"slowest save {rp['max_save_interval_s']:.3f} s, min headroom {rp['min_headroom_s']:.2f} s; "
               f"load {nf['uptime_after']}", flush=True)
+        save("hang_latency", out)  # kept if the faults run does not finish
     fr = out["faults"] = faults(args.fault_steps, args.every_s, args.faults.split(","), rng)
     for kind in args.faults.split(","):
         done = [f for f in fr["faults"] if f["kind"] == kind and f.get("detected")]
