@@ -106,7 +106,8 @@ def code_commit(code: Path) -> str:
 
 
 def orch(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ORCH, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run([ORCH, *args], env=env, capture_output=True, text=True, timeout=timeout_s,
+                          cwd=env.get("PYTHONPATH"))
 
 
 def uptime() -> str:
@@ -118,11 +119,13 @@ class Job:
 
     def __init__(self, state: Path, cfg: SoakConfig, steps: int) -> None:
         self.state, self.cfg = state, cfg
+        # Ray puts the submitting process's working folder first on its workers' path: run it from the code too.
         self.env = dict(os.environ, ORCHESTRATOR_HOME=str(state), PYTHONPATH=str(cfg.code))
         self.run_dir = state / "runs" / JOB
         self.started = time.time()
         self.proc = subprocess.Popen([ORCH, "submit", str(job_file(state, cfg, steps))], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     cwd=cfg.code, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
 
     def training(self) -> bool:
         return (self.run_dir / "metrics.jsonl").exists()
