@@ -3,9 +3,12 @@
 - crash: a rank's process exited with an error or a signal, or its supervising
   actor (or node) is gone. The culprit is the first rank to go: when one rank
   dies, its peers fail moments later with "connection closed by peer".
-- hang: no step completed for longer than an adaptive limit, a multiple of
-  the recent step time (as NVIDIA's resiliency extension derives its timeouts),
-  capped by the job's hang_timeout_s. The culprit is found by following who
+- hang: no step completed for longer than an adaptive limit: twice the
+  slowest of the recent step intervals (as NVIDIA's resiliency extension
+  derives its timeouts from the intervals it observed), plus the poll's
+  margin, capped by the job's hang_timeout_s; steps that start or wait for a
+  save are judged against save steps, and a stopped rank with stale beacons
+  needs no step-time evidence (`HangConfig`). The culprit is found by following who
   waits for whom within each process group and pipeline channel
   (`health/attribution.py`); a stopped process or silent beacons only break a
   tie. The finding names the collective or pipeline transfer the others wait
@@ -28,8 +31,12 @@ from dataclasses import dataclass
 from health.attribution import attribute, describe_chain
 from health.observations import Finding, FindingKind, RankObservation
 
-HEARTBEAT_STALE_S = 5.0
-"""A beacon older than this (the beacon thread publishes every second) means the rank is frozen."""
+BEACON_PERIOD_S = 1.0
+"""How often a rank's beacon thread publishes (trainer.progress.BeaconThread's interval)."""
+POLL_PERIOD_S = 0.5
+"""How often the controller reads every rank's beacon (its poll interval): progress is seen this late."""
+HEARTBEAT_STALE_S = 2 * BEACON_PERIOD_S + POLL_PERIOD_S
+"""A beacon older than this means the rank is frozen: two beacons missed, plus the poll that reads them."""
 
 
 FINISHED_PHASES = frozenset({"done", "stopped"})
@@ -38,10 +45,24 @@ FINISHED_PHASES = frozenset({"done", "stopped"})
 
 @dataclass(frozen=True, slots=True)
 class HangConfig:
+    """How long a job may go without a completed step.
+
+    The limit is `interval_multiple` times the slowest recent step interval, plus
+    `margin_s` for the poll that sees progress late, never below `floor_s` nor
+    above the job's `timeout_s`. Steps that wait for a save (the step that
+    starts one and the next, which waits for its staging) are judged against the
+    slowest such step seen, not against plain steps. A rank whose process is
+    stopped (SIGSTOP: the kernel says it cannot run) with stale beacons is a hang
+    once no step has completed for `floor_s`, in every phase.
+    """
+
     timeout_s: float
     """The job's hang_timeout_s: the limit never exceeds it."""
-    step_multiple: float = 10.0
-    floor_s: float = 5.0
+    interval_multiple: float = 2.0
+    margin_s: float = 2 * POLL_PERIOD_S
+    floor_s: float = 1.5
+    min_intervals: int = 3
+    """Plain step intervals needed before the learned limit replaces the job's timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +74,26 @@ class StragglerConfig:
     min_lag_s: float = 0.05
 
 
-def hang_limit(recent_step_seconds: Sequence[float], cfg: HangConfig, *, checkpointing: bool = False) -> float:
-    """Seconds without progress that count as a hang, learned from recent step times."""
-    if not recent_step_seconds or checkpointing:
+def hang_limit(recent_step_seconds: Sequence[float], cfg: HangConfig, *, checkpointing: bool = False,
+               saving: bool = False, save_step_seconds: Sequence[float] = (), stopped: bool = False) -> float:
+    """Seconds without a completed step that count as a hang, learned from recent step intervals.
+
+    `recent_step_seconds`: wall time between consecutive steps (saves excluded);
+    `checkpointing`: no step-time evidence applies (starting up, after the last
+    step, exiting); `saving`: the step in flight starts or waits for a save,
+    judged against `save_step_seconds` (the job's timeout until one is seen);
+    `stopped`: a rank's process is stopped, which no phase explains.
+    """
+    if stopped:
+        return min(cfg.timeout_s, cfg.floor_s)
+    if checkpointing or len(recent_step_seconds) < cfg.min_intervals:
         return cfg.timeout_s
-    return min(cfg.timeout_s, max(cfg.floor_s, cfg.step_multiple * statistics.median(recent_step_seconds)))
+    slowest = max(recent_step_seconds)
+    if saving:
+        if not save_step_seconds:
+            return cfg.timeout_s
+        slowest = max(slowest, max(save_step_seconds))
+    return min(cfg.timeout_s, max(cfg.floor_s, cfg.interval_multiple * slowest + cfg.margin_s))
 
 
 def detect_crash(obs: Sequence[RankObservation], now: float) -> Finding | None:

@@ -410,7 +410,9 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             extra = {"step": step, "sample": pos.sample + (step - pos.step) * cfg.global_batch_size}
             layout = dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True))
             meta = {"world_size": dims.world_size, "layout": layout, "attempt": ctx.attempt}
-            ctx.beacon({"phase": "checkpoint", "step": step})
+            # `saving_step` stays in the beacon: this step and the next (which waits for the staging) are
+            # judged against save steps by the hang detector.
+            ctx.beacon({"phase": "checkpoint", "step": step, "saving_step": step})
             ckpt.save(step, model, optimizer, extra, meta)
         else:
             ckpt.poll()

@@ -13,10 +13,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from health.detectors import HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
+from health.detectors import HEARTBEAT_STALE_S, HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
 from health.observations import Finding, RankObservation
 
 STEP_TIME_WINDOW = 20
+INTERVAL_WINDOW = 256
+"""Plain step intervals the hang limit learns from: several checkpoint intervals' worth of GC pauses and jitter."""
+SAVE_WINDOW = 16
 
 
 @dataclass(slots=True)
@@ -36,6 +39,13 @@ class MonitorState:
     flagged: set[int] = field(default_factory=set)
     save_failures: int = 0
     """Failed checkpoint saves rank 0 has reported in this attempt."""
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=INTERVAL_WINDOW))
+    """Wall seconds from one step's start to the next's, from rank 0's readiness ring, save steps excluded."""
+    save_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=SAVE_WINDOW))
+    """The same for steps that start a save and the steps after them (which wait for its staging)."""
+    saving_steps: deque[int] = field(default_factory=lambda: deque(maxlen=SAVE_WINDOW))
+    ready_seen: tuple[int, float] | None = None
+    """The newest (step, ready time) taken from the readiness ring."""
 
     def __post_init__(self) -> None:
         if self.last_step < 0:
@@ -83,6 +93,7 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
         return TickResult(waiting=True)
     obs = sorted(obs, key=lambda o: o.rank)
     progress = _progress(state, obs, now)
+    _learn_intervals(state, obs)
     checkpoint = _checkpoint(state, obs)
     failed_save = _save_failure(state, obs)
     exited = tuple(o for o in obs if o.returncode is not None)
@@ -95,9 +106,11 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
                           exited=exited, completed=all(o.phase == "done" for o in obs))
     # Saving, past the last step, or exiting (a loaded host can take seconds to exit): the job's full timeout.
     finishing = state.total_steps is not None and min(o.step for o in obs) >= state.total_steps
-    checkpointing = (any(o.phase in ("checkpoint", "done", "stopped", "failed") for o in obs)
+    checkpointing = (any(o.phase in ("done", "stopped", "failed") for o in obs)
                      or not state.first_step_seen or finishing)
-    limit = hang_limit(list(state.step_times), hang, checkpointing=checkpointing)
+    limit = hang_limit(list(state.intervals) or list(state.step_times), hang, checkpointing=checkpointing,
+                       saving=_saving(state, obs), save_step_seconds=list(state.save_intervals),
+                       stopped=_stopped(obs, now))
     hung = detect_hang(obs, state.last_progress_at, now, limit, layout=state.layout)
     if hung is not None:
         return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
@@ -125,6 +138,39 @@ def _progress(state: MonitorState, obs: list[RankObservation], now: float) -> Pr
                     tokens_per_second=None if o0.tokens_per_second is None else float(o0.tokens_per_second),
                     rank_steps={o.rank: o.step for o in obs}, first_step=first,
                     rank_step_seconds={o.rank: o.step_seconds for o in obs if o.step_seconds is not None})
+
+
+def _learn_intervals(state: MonitorState, obs: list[RankObservation]) -> None:
+    """Take the step intervals rank 0's readiness ring holds that are new, sorted into plain and save steps.
+
+    The ring has every step's start, so no step is missed between polls (save
+    steps included); the attempt's first step (warm-up) teaches nothing.
+    """
+    for o in obs:
+        if o.saving_step is not None and o.saving_step not in state.saving_steps:
+            state.saving_steps.append(o.saving_step)
+    for step, t in obs[0].ready:
+        prev = state.ready_seen
+        if prev is not None and step <= prev[0]:
+            continue
+        state.ready_seen = (step, t)
+        if prev is None or step != prev[0] + 1 or prev[0] <= state.start_step + 1:
+            continue
+        saves = prev[0] in state.saving_steps or prev[0] - 1 in state.saving_steps
+        (state.save_intervals if saves else state.intervals).append(t - prev[1])
+
+
+def _stopped(obs: list[RankObservation], now: float) -> bool:
+    """A rank's process is stopped and its beacons are stale: its peers have had time to say they wait for it."""
+    return any(o.stopped and (o.heartbeat is None or now - o.heartbeat > HEARTBEAT_STALE_S)
+               for o in obs if o.worker_alive and o.returncode is None)
+
+
+def _saving(state: MonitorState, obs: list[RankObservation]) -> bool:
+    """The step in flight starts a save or waits for one (a save's step and the one after it)."""
+    newest = max((o.saving_step for o in obs if o.saving_step is not None), default=None)
+    return (any(o.phase == "checkpoint" for o in obs)
+            or (newest is not None and state.last_step in (newest - 1, newest)))
 
 
 def _checkpoint(state: MonitorState, obs: list[RankObservation]) -> dict[str, Any] | None:

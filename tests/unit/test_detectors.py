@@ -49,8 +49,8 @@ def test_lost_worker_is_node_lost() -> None:
 
 def test_hang_limit_adapts_and_is_capped() -> None:
     cfg = HangConfig(timeout_s=60)
-    assert hang_limit([0.5] * 10, cfg) == 5.0
-    assert hang_limit([2.0] * 10, cfg) == 20.0
+    assert hang_limit([0.5] * 10, cfg) == 2.0
+    assert hang_limit([2.0] * 10, cfg) == 5.0
     assert hang_limit([30.0] * 10, cfg) == 60.0
     assert hang_limit([], cfg) == 60.0
     assert hang_limit([0.5], cfg, checkpointing=True) == 60.0
