@@ -7,9 +7,12 @@ Checkpointing every τ seconds costs C per save and loses τ/2 of work per
 failure on average; with failures every M seconds the sum is smallest near
 Young's τ = √(2·C·M), which Daly refined to
 τ = √(2CM)·(1 + ⅓·√(C/2M) + ⅑·(C/2M)) − C for C < 2M (τ = M beyond).
-M is estimated from this job's unexpected interruptions over its run time,
-pooled with a prior (`prior_mtbf_s`, worth one failure) so that a young job
-with no failure yet does not checkpoint as if it never will.
+M is estimated from this job's unexpected interruptions over its run time
+(exposure / failures) once it has seen one; before that, from the prior
+(`prior_mtbf_s`) plus the time survived, so that a young job with no failure yet
+does not checkpoint as if it never will. The prior is not pooled with observed
+failures: worth a day of exposure, it outweighed a storm of failures for hours
+(a 7-minute soak with a fault a minute estimated 3 h).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def daly_interval_s(cost_s: float, mtbf_s: float) -> float:
 
 
 def choose_interval(inp: IntervalInput) -> IntervalDecision:
-    mtbf = (inp.exposure_s + inp.prior_mtbf_s) / (inp.failures + 1)
+    mtbf = inp.exposure_s / inp.failures if inp.failures else inp.exposure_s + inp.prior_mtbf_s
     # An async save still costs its blocked time; a tiny cost must not drive saves closer than they finish.
     cost = max(inp.save_cost_s, 1e-3)
     tau = daly_interval_s(cost, mtbf)
@@ -63,6 +66,7 @@ def choose_interval(inp: IntervalInput) -> IntervalDecision:
     steps = min(inp.max_steps, max(floor, round(tau / step_s)))
     return IntervalDecision(steps, mtbf, tau, (
         f"checkpoint every {steps} steps: {inp.failures} failures in {inp.exposure_s / 3600:.2f} h "
-        f"(with a prior MTBF of {inp.prior_mtbf_s / 3600:g} h) give an MTBF of {mtbf / 3600:.2f} h; a save "
+        + ("" if inp.failures else f"(and a prior MTBF of {inp.prior_mtbf_s / 3600:g} h) ")
+        + f"give an MTBF of {mtbf / 3600:.2f} h; a save "
         f"blocks {cost:.3f} s and takes {inp.save_duration_s:.2f} s; Daly's optimum is {tau:.1f} s of "
         f"{step_s:.3f}-s steps, kept within [{floor}, {inp.max_steps}]"))

@@ -26,9 +26,18 @@ def test_more_failures_mean_more_frequent_checkpoints() -> None:
     calm = choose_interval(_inp(failures=0, exposure_s=3600))
     stormy = choose_interval(_inp(failures=80, exposure_s=3600))  # one every 45 s
     assert stormy.steps < calm.steps
-    assert stormy.mtbf_s == pytest.approx(7200 / 81)
-    # sqrt(2 * 0.02 * 88.9) = 1.89 s of 0.4-s steps is 5 steps; the floor (min 5, save 0.5 s) keeps it there.
+    assert stormy.mtbf_s == pytest.approx(3600 / 80)
+    assert calm.mtbf_s == pytest.approx(3600 + 3600)  # no failure yet: the prior plus the time survived
+    # sqrt(2 * 0.02 * 45) = 1.34 s of 0.4-s steps is 3 steps; the floor (min 5, save 0.5 s) keeps it at 5.
     assert stormy.steps == 5 and "80 failures" in stormy.reason
+
+
+def test_a_storm_is_not_outweighed_by_the_prior() -> None:
+    """Seven failures in seven minutes mean one a minute, whatever the prior said (a day, here)."""
+    d = choose_interval(_inp(failures=7, exposure_s=420, prior_mtbf_s=86_400, save_cost_s=0.05, step_s=0.3,
+                             min_steps=1, save_duration_s=0.3))
+    assert d.mtbf_s == pytest.approx(60)
+    assert d.steps == round(daly_interval_s(0.05, 60) / 0.3)  # about 8 steps, not about 100
 
 
 def test_bounds_and_the_save_duration_floor() -> None:
