@@ -133,7 +133,7 @@ class CheckpointSpec(_Section):
     auto_min_steps: int = Field(5, ge=1)
     auto_max_steps: int = Field(1000, ge=1)
     auto_prior_mtbf_s: float = Field(86_400.0, gt=0)
-    """The failure interval assumed before failures are seen (worth one failure in the estimate)."""
+    """The failure interval assumed until the job's first failure (then the failures seen decide alone)."""
     snapshot_interval_steps: int = Field(10, ge=0)
     """Every this many steps each rank keeps its shard of the state in its host's memory (/dev/shm), so
     that a restart under the same layout loses at most this many steps (0: off). Never replaces checkpoints.
