@@ -11,8 +11,9 @@ seconds while it trains, and reads ETTR and the time lost by cause from
 after the other in the same invocation, so they are compared on the same
 machine at the same time. Built in:
 
-- before: the example job as it is, run by the code in /work/main (or
-  $SOAK_BEFORE_CODE): checkpoints every 25 steps, the hang limit of that code;
+- before: the example job as it is, run by the baseline code in $SOAK_BEFORE_CODE
+  (a checkout of the commit to compare against, e.g. `git worktree add /tmp/base
+  <commit>`): checkpoints every 25 steps, the hang limit of that code;
 - after:  this tree's code with `checkpoint.interval_steps: auto`;
 - fixed / auto: this tree's code with the job as it is / with the auto interval.
 
@@ -58,7 +59,7 @@ class SoakConfig:
 
 
 BUILT_IN = {
-    "before": SoakConfig("before", Path(os.environ.get("SOAK_BEFORE_CODE", "/work/main"))),
+    "before": SoakConfig("before", Path(os.environ.get("SOAK_BEFORE_CODE", "SOAK_BEFORE_CODE-is-not-set"))),
     "after": SoakConfig("after", REPO, {"checkpoint.interval_steps": "auto"}),
     "fixed": SoakConfig("fixed", REPO),
     "auto": SoakConfig("auto", REPO, {"checkpoint.interval_steps": "auto"}),
@@ -205,6 +206,9 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="result file name (default soak / soak_no_faults)")
     args = ap.parse_args()
     configs = [BUILT_IN[c] for c in filter(None, args.configs.split(","))] + [parse_config(c) for c in args.config]
+    for c in configs:
+        if not (c.code / "orchestrator").is_dir():
+            raise SystemExit(f"configuration {c.name}: no source tree at {c.code} (before: set SOAK_BEFORE_CODE)")
     results = []
     for cfg in configs:
         r = one(cfg, args.period_s, args.steps, args.faults.split(","), args.seed, args.max_wall_s)
