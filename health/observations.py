@@ -55,6 +55,8 @@ class RankObservation:
     at_time: float | None = None
     recorder: dict[str, Any] = field(default_factory=dict)
     """The rank's flight recorder: {"backend", "state" (ok | off | empty | unreadable), "entries", "detail"}."""
+    snapshot_step: int | None = None
+    """The newest step this rank holds an in-memory snapshot of (None: none, or snapshots off)."""
     saving_step: int | None = None
     """The newest step at which this rank began a save (a checkpoint or a snapshot): that step and the next wait
     for it, so the hang detector judges them against save steps."""
@@ -119,6 +121,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         groups=b.get("groups") or {}, p2p=tuple(b.get("p2p") or ()), at=b.get("at", ""),
         at_time=b.get("at_time") or None, recorder=b.get("recorder") or {},
         saving_step=None if b.get("saving_step") is None else int(b["saving_step"]),
+        snapshot_step=None if b.get("snapshot_step") is None else int(b["snapshot_step"]),
     )
 
 

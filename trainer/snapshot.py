@@ -83,6 +83,8 @@ class Snapshotter:
         self.root = Path(root)
         self.rank, self.layout, self.keep, self.group = rank, layout, keep, group
         self.failures = 0
+        self.last_step: int | None = None
+        """The newest step this rank's snapshot was written for (None before the first)."""
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              extra: dict[str, Any]) -> float:
@@ -97,6 +99,7 @@ class Snapshotter:
                                    time.time())
             sf.commit(self.folder, meta, data)
             sf.prune(self.folder, self.keep)
+            self.last_step = step
         except (OSError, RuntimeError) as e:
             self.failures += 1
             logger.warning("rank %d: snapshot of step %d failed (training goes on): %s", self.rank, step, e)

@@ -430,7 +430,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
         ctx.beacon({"phase": "train", "step": step, "step_seconds": step_s,
                     "compute_seconds": compute_s, "loss": loss_val,
                     "tokens_per_second": row["tokens_per_second"], "max_rss_mb": max_rss_mb(),
-                    "ready": readiness.snapshot()})
+                    "ready": readiness.snapshot(),
+                    "snapshot_step": snap.last_step if snap is not None else None})
     ckpt.close()
     metrics.close()
     if snap is not None and not stopped and step == cfg.steps and ckpt.last_saved == (step, True):

@@ -249,7 +249,11 @@ def job_summary(job: Job, status: JobStatus | None = None) -> dict[str, Any]:
             for a in status.attempts
         ]
         current = next((a for a in status.attempts if a.number == job.current_attempt), None)
-        out["spares"] = [] if current is None else list((current.layout or {}).get("spares", []))
+        lay = {} if current is None else (current.layout or {})
+        out["spares"] = list(lay.get("spares", []))
+        out["checkpoint_interval_steps"] = lay.get("checkpoint_interval_steps")
+        out["snapshot_step"] = lay.get("snapshot_step")
+        out["resumed_from"] = lay.get("resumed_from")
         out["ranks"] = [] if current is None else [
             {"rank": r.rank, "host": r.host, "pid": r.pid, "state": r.state, "step": r.step,
              "exit_code": r.exit_code, "signal": r.signal, "log": r.log_path}
@@ -284,6 +288,13 @@ def status(
         console.print(f"reason: {row.reason}", markup=False)
     if summary["spares"]:
         console.print(f"spare hosts held: {', '.join(summary['spares'])}", markup=False)
+    recovery = [f"checkpoint every {summary['checkpoint_interval_steps']} steps (auto)"
+                if summary.get("checkpoint_interval_steps") else "",
+                f"snapshot held by every rank: step {summary['snapshot_step']}" if summary.get("snapshot_step") else "",
+                "resumed from {kind} at step {step}".format(**summary["resumed_from"])
+                if summary.get("resumed_from") else ""]
+    if any(recovery):
+        console.print("; ".join(x for x in recovery if x), markup=False)
     if summary["metrics_url"]:
         console.print(f"metrics: {summary['metrics_url']}", markup=False)
     print_table(console, [RANK_WIDE] if wide else RANK_LAYOUTS, summary["ranks"], wide=wide)

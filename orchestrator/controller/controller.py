@@ -48,7 +48,7 @@ from orchestrator.controller.recovery import (
     open_attempts,
 )
 from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
-from orchestrator.controller.snapshots import note_resume, snapshot_dir
+from orchestrator.controller.snapshots import note_resume, note_snapshot, snapshot_dir
 from orchestrator.controller.spares import spare_shape
 from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
@@ -227,7 +227,7 @@ class Controller:
             self._note_spares()
         res = tick(a.monitor, obs, findings, now, self.world_size,
                    HangConfig(timeout_s=self.spec.reliability.hang_timeout_s))
-        if note_resume(a.layout, obs):
+        if note_resume(a.layout, obs) | note_snapshot(a.layout, obs, self.world_size):
             self.cb.layout_changed(a.number, a.layout)
         if res.progress is not None:
             self.cb.progressed(a.number, res.progress, now)

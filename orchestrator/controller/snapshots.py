@@ -29,6 +29,19 @@ def snapshot_dir(job: str, checkpoint_dir: str | Path, submitted_at: datetime | 
     return str(root / f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}")
 
 
+def note_snapshot(layout: dict[str, Any], obs: list[RankObservation], world_size: int) -> bool:
+    """Record in the attempt's layout the newest snapshot step every rank holds (`snapshot_step`), the step a
+    restart under this layout could resume from; True when it moved. Ranks not heard from hold nothing."""
+    steps = [o.snapshot_step for o in obs]
+    if len(obs) < world_size or any(s is None for s in steps):
+        return False
+    held = min(s for s in steps if s is not None)
+    if held <= int(layout.get("snapshot_step") or 0):
+        return False
+    layout["snapshot_step"] = held
+    return True
+
+
 def note_resume(layout: dict[str, Any], obs: list[RankObservation]) -> bool:
     """Put what the attempt's ranks resumed from (kind: snapshot or checkpoint, step, path) into its layout
     record, once; True when it did. The ranks agree on it; the lowest rank that says so is read."""

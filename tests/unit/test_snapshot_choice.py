@@ -107,6 +107,35 @@ def test_a_resume_from_a_snapshot_corrects_the_interruption_and_the_attempt(tmp_
     assert a is not None and a.start_step == 20 and a.layout["resumed_from"]["kind"] == "snapshot"
 
 
+def test_the_newest_snapshot_every_rank_holds_reaches_the_attempt_record(tmp_path: Path) -> None:
+    from health.observations import RankObservation, observation_from_poll
+    from orchestrator.catalog.repository import Catalog
+    from orchestrator.controller.catalog_writer import CatalogWriter
+    from orchestrator.controller.snapshots import note_snapshot
+
+    def obs(*steps: int | None) -> list:
+        return [RankObservation(rank=r, host="h", observed_at=0.0, alive=True, snapshot_step=s)
+                for r, s in enumerate(steps)]
+
+    layout: dict = {"dp": 3}
+    assert not note_snapshot(layout, obs(10, 10), world_size=3)  # a rank not heard from holds nothing
+    assert not note_snapshot(layout, obs(10, None, 10), world_size=3)
+    assert note_snapshot(layout, obs(20, 10, 20), world_size=3) and layout["snapshot_step"] == 10
+    assert not note_snapshot(layout, obs(20, 10, 20), world_size=3)  # recorded once per step
+    assert note_snapshot(layout, obs(30, 20, 20), world_size=3) and layout["snapshot_step"] == 20
+    # The beacon's key is what the trainer writes after each snapshot.
+    assert observation_from_poll({"rank": 0, "running": True, "beacon": {"step": 7, "snapshot_step": 5}},
+                                 "h", 0.0).snapshot_step == 5
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    cat.create_job("j", {"name": "j"}, world_size=3, steps_total=60, run_dir="/tmp/x", ray_address=None)
+    w = CatalogWriter(cat, "j", time)
+    w.attempt_started(1, 0, {"dp": 3})
+    w.layout_changed(1, layout)
+    a = cat.get_attempt("j", 1)
+    assert a is not None and a.layout["snapshot_step"] == 20
+
+
 def _placed(*hosts: str) -> list:
     from orchestrator.controller.callbacks import RankPlacement
 
