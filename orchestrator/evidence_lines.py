@@ -37,8 +37,9 @@ _LEVELS = {"INFO", "WARN", "WARNING", "ERROR", "DEBUG", "CRITICAL", "FATAL", "NO
 
 ISO_TS = re.compile(r"(?<!\d)(?P<y>\d{4})([-/])(?P<mo>\d{2})\2(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
                     r"(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?")
-_NOT_A_HOST = (r"(?!(?i:(?:nvme|sd[a-z]|md|ibp?|eth|en[ops]|mlx\d_?|bond|gpu|cpu|rank|port|bank|mc|card|dimm|cuda|slot|"
-               r"socket|core|lane|psu|fan|step|v)\d|(?:GPU|MIG)-[0-9a-f]{8}-|0x[0-9a-f]|k[38]s-))"
+_NOT_A_HOST = (r"(?!(?i:(?:nvme|sd[a-z]|md|ibp?|eth|en[ops]|mlx\d_?|bond|gpu|cpu|mc|dimm|cuda|v)\d|"
+               r"(?:rank|step|epoch|port|bank|card|slot|socket|core|lane|psu|fan)[-_]?\d|(?:GPU|MIG)-[0-9a-f]{8}-|"
+               r"0x[0-9a-f]|k[38]s-|[\w.-]*thread))"
                r"(?![\w.-]*\.(?i:py|cc|cpp|h|c|so|log|json|ya?ml|txt|sh|csv|bin|pt)\b)")
 """Not a host where a prefix or a column could hold one: a device (`nvme0n1`, `mlx5_0`, `GPU3`, a GPU's UUID), a rank,
 a sensor, a hex value, a version or a file name."""

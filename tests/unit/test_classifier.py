@@ -962,6 +962,8 @@ def test_a_replay_report_names_the_host_of_the_replica_it_replayed(first: str) -
     ("[2026-11-29 08:00:05] [llama3-8b.yaml] config: loaded", None),
     ("[2026-11-29 08:00:05] [Thread-12] loader: prefetch", None),
     ("[2026-11-29 08:00:05] [rank-3] trainer: step 5", None),
+    ("[2026-11-29 08:00:05] [pool-1-thread-3] loader: prefetch", None),
+    ("2026-11-29 01:00:00 | step-100 | loss 2.1", None),
 ])
 def test_host_prefixes_and_columns_of_on_call_pastes(line: str, host: str | None) -> None:
     assert host_of(line) == host
