@@ -943,6 +943,8 @@ def test_a_replay_report_names_the_host_of_the_replica_it_replayed(first: str) -
     # an exporter's `host timestamp program:` layout
     ("node-d-1102 Nov 29 04:12:40 kernel: mlx5_core 0000:3b:00.0: poll_health:834:(pid 0): Fatal error 3 detected",
      "node-d-1102"),
+    # Python logging's `%(levelname)s [%(hostname)s] %(name)s:` behind torchrun's `[rank3]:` line prefix
+    ("[rank3]: WARNING [gpu-a17] dcgm: GPU 3 clock event reasons 0x48", "gpu-a17"),
     # RFC 5424: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
     ("<3>1 2026-11-29T05:00:00.123Z gpu-a17 kernel - - - mlx5_core 0000:3b:00.0: Fatal error 3 detected", "gpu-a17"),
     # never a level, program, thread, rank, device, PCI address, GPU UUID, hex value, version, file, path or date
