@@ -208,14 +208,17 @@ def _drives_lost_with(first: Hit, hits: list[Hit]) -> set[str]:
 
 
 def _replica_host(first: Hit, ordered: list[Line]) -> str | None:
-    """The host of the replica a replay report names: the earliest earlier line about that replica, on another host."""
-    m = REPLICA_ID.search(first.line.raw)
+    """The host of the replica a replay report names: the earliest earlier line about that replica, on another host.
+
+    A table row is read as its `column=value` fields, so that a `dp_rank` column names the replica."""
+    m = REPLICA_ID.search(first.line.fields or first.line.raw)
     if not m:
         return None
     for ln in ordered:
         if ln is first.line:
             return None
-        if ln.host and ln.host != first.line.host and any(r.group(1) == m.group(1) for r in REPLICA_ID.finditer(ln.raw)):
+        if ln.host and ln.host != first.line.host and any(r.group(1) == m.group(1)
+                                                          for r in REPLICA_ID.finditer(ln.fields or ln.raw)):
             return ln.host
     return None
 

@@ -88,6 +88,8 @@ RULES: list[Rule] = [
     *_r("faulty_gpu", 0.88, "cause", "GPU burn-in or diagnostic failed",
         r"burn[- ]?in.{0,80}(?:fail|miscompare|mismatch|wrong result)", r"dcgmi diag.{0,120}\bfail",
         r"(?-i:\bGPU\s*\d+\s*:\s*FAULTY\b)",  # gpu-burn's verdict per GPU: `GPU 5: FAULTY`
+        # a `dcgmi diag` result row: `| Diagnostic | Fail - GPU: 2 |`, `| Memory | Fail - All |`, DCGM 4's `GPU0: Fail`
+        r"\|\s*Fail - (?:All|GPU\b)", r"\|\s*GPU\s?\d+:\s*Fail\b",
         r"DCGM_FR_(?:FAULTY_MEMORY|PCI_REPLAY_RATE|PCIE_\w+|DIAGNOSTIC_\w*FAIL\w*)"),
     *_r("faulty_gpu", 0.8, "cause", "fatal NVSwitch error", r"\bSXid\b.{0,80}(?<!Non-)\bFatal\b"),
     *_r("faulty_gpu", 0.6, "weak", "GPU reset required",
@@ -174,7 +176,9 @@ RULES: list[Rule] = [
         r"PowerSupply\w*.{0,60}(?:Critical|input lost|fail\w*)", r"\b(?:AC|input) power (?:lost|loss)\b",
         r"\bpower (?:loss|failure) (?:detected|event)"),
     *_r("server_chassis", 0.88, "cause", "chassis intrusion",
-        r"Chassis intru\w*.{0,20}(?:Asserted|detected)", r"HardwareIntrusion"),
+        r"Chassis intru\w*.{0,20}(?:Asserted|detected)", r"HardwareIntrusion",
+        # Redfish/iDRAC event text (SEC0031 "The chassis is open while the power is on."), OMSA's cover/bezel state
+        r"\b(?:chassis|(?:system |chassis )?cover|bezel)\b (?:is|was|has been) (?:open(?:ed)?|removed)\b"),
     *_r("server_chassis", 0.88, "cause", "fan or backplane failure",
         r"\bFan\w*\b.{0,60}(?:fail\w*|Lower (?:Critical|Non-recoverable)|Redundancy Lost|not present|stopped|fault)",
         r"\bbackplane\b.{0,60}(?:fail\w*|fault\w*|error|critical|lost)",
@@ -235,7 +239,10 @@ RULES: list[Rule] = [
         r"maintenance (?:event|mode|reboot|in progress|started|notice)",
         r"(?:kernel|firmware|BIOS|driver) (?:upgrade|update|patch)\w*.{0,60}(?:reboot|restart|drain)",
         r"host (?:is )?(?:being )?(?:migrated|rebooted|drained) for maintenance", r"live[- ]migrat\w+",
-        r"terminated.{0,40}maintenance", r"unattended-upgrade\w*.{0,60}reboot"),
+        r"terminated.{0,40}maintenance", r"unattended-upgrade\w*.{0,60}reboot",
+        # kured (Kubernetes reboot daemon) acting on the reboot-required sentinel: "Reboot required",
+        # "Draining node %s", "Commanding reboot for node: %s"
+        r"\bCommanding reboot for node\b", r"\bkured\b.{0,60}\b(?:Reboot required|Draining node)\b"),
     *_r("host_maintenance", 0.65, "weak", "host reboot",
         r"going down for reboot", r"Reached target (?:System )?Reboot", r"reboot: Restarting system", r"System is rebooting",
         r"System is powering down", r"reboot: Power down",
@@ -281,7 +288,10 @@ RULES: list[Rule] = [
         r"(?:loss|grad(?:ient)?[ _]norm)\b.{0,40}?(?:\bis\b|\bbecame\b|=|:)\s*(?:nan|inf)\b", r"non-finite loss"),
     *_r("software_bug", 0.6, "weak", "CUDA illegal access or crash without hardware evidence",
         r"illegal memory access", r"device-side assert", r"misaligned address", r"Segmentation fault",
-        r"\bSIGSEGV\b", r"illegal instruction"),
+        r"\bSIGSEGV\b", r"illegal instruction",
+        # the kernel's report of a user process's fault: "python[20112]: segfault at 18 ip ... error 4 in libx.so",
+        # "traps: python[20111] general protection fault ip:... error:0 in libx.so"
+        r"\bsegfault at [0-9a-f]+ ip\b", r"\btraps: \S+\[\d+\] (?:general protection fault|trap [\w ]+) ip:"),
     # --- timeouts: what is left when nothing names a cause ------------------------------------------------
     *_r("nccl_watchdog_timeout", 0.5, "timeout", "collective or heartbeat timed out",
         r"collective operation timeout",  # "Watchdog caught collective operation timeout"

@@ -9,7 +9,9 @@ come only from host fields: `host=`/`hostname`/`instance=` fields, JSON's
 `"host"` and the journal's `"_HOSTNAME"`, a syslog line's host prefix, NCCL's
 `host:pid:tid` prefix, a Ray node label or worker prefix, a Kubernetes
 `node/<name>`, slurmctld's node, Python logging's `LEVEL [host] prog:`, a
-program tag holding a host (`kern[host]:`), pdsh's `host: ` prefix, a table's
+program tag holding a host (`kern[host]:`), pdsh's `host: ` prefix (also in
+front of syslog), a leading `[host]` alone or after the line's time, an
+export's host column beside its time column, RFC 5424's HOSTNAME, a table's
 host column, or a header line that names only a host for the lines below it.
 Ordinary words and paths are never read as hosts.
 
@@ -23,6 +25,7 @@ board status OK") names no fault, and every rule requires one, so none decides.
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,17 +37,31 @@ _LEVELS = {"INFO", "WARN", "WARNING", "ERROR", "DEBUG", "CRITICAL", "FATAL", "NO
 
 ISO_TS = re.compile(r"(?<!\d)(?P<y>\d{4})([-/])(?P<mo>\d{2})\2(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
                     r"(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?")
-SYSLOG_TS = re.compile(r"^(?:<\d+>)?(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(?P<d>\d{1,2})\s+"
-                       r"(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?P<frac>\.\d+)?\s+(?P<host>\S+)\s+(?P<proc>\S+?:)")
+_NOT_A_HOST = (r"(?!(?i:(?:nvme|sd[a-z]|md|ibp?|eth|en[ops]|mlx\d_?|bond|gpu|cpu|mc|dimm|cuda|v)\d|"
+               r"(?:rank|step|epoch|port|bank|card|slot|socket|core|lane|psu|fan)[-_]?\d|(?:GPU|MIG)-[0-9a-f]{8}-|"
+               r"0x[0-9a-f]|k[38]s-|[\w.-]*thread))"
+               r"(?![\w.-]*\.(?i:py|cc|cpp|h|c|so|log|json|ya?ml|txt|sh|csv|bin|pt)\b)")
+"""Not a host where a prefix or a column could hold one: a device (`nvme0n1`, `mlx5_0`, `GPU3`, a GPU's UUID), a rank,
+a sensor, a hex value, a version or a file name."""
+_LABEL_HOST = rf"{_NOT_A_HOST}(?=[A-Za-z0-9.-]*[A-Za-z])(?=[A-Za-z0-9.-]*\d)[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]"
+"""A host name in a prefix or a column: DNS characters only (so never `mlx5_0` or `xid_79`), a letter and a digit."""
+SYSLOG_TS = re.compile(rf"^(?:<\d+>)?(?:(?P<pre>{_LABEL_HOST}):?[ \t]+)?"
+                       r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(?P<d>\d{1,2})\s+"
+                       r"(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?P<frac>\.\d+)?\s+"
+                       rf"(?:(?P<host>{_HOSTNAME})\s+)?(?P<proc>[^\s:]+:)")
+"""RFC 3164 syslog (`Nov 29 05:40:01 r21n03 kernel: ...`); also behind a pdsh prefix or an exporter's host column
+(`r21n03: Nov 29 ...`, `node-d-1102 Nov 29 04:12:40 kernel: ...`), where the prefix names the host when the line has
+no host column of its own."""
 GLOG_TS = re.compile(r"(?:^|[\s\[:])[IWEF](?P<mo>\d{2})(?P<d>\d{2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
                      r"(?P<frac>\.\d+)?")
 DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+"
                      r"(?P<d>\d{1,2}) (?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}) (?P<y>\d{4})\]")
 SEL_TS = re.compile(r"\|\s*(?P<mo>\d{2})/(?P<d>\d{2})/(?P<y>\d{4})\s*\|\s*(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})")
+_TS_CELL = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 ISO_HOST = re.compile(rf"^\s*\S*?\d{{4}}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{2}}\S*\s+(?P<host>{_HOSTNAME})\s+"
                       r"[\w.()/@-]+(?:\[\d+\])?:\s")
 
-_BRACKET_HOST = (r"(?!(?:rank|local_rank|pid|tid|thread|process|worker|gpu|cuda|pg)[-_ ]?\d)"
+_BRACKET_HOST = (rf"(?!(?:rank|local_rank|pid|tid|thread|process|worker|gpu|cuda|pg)[-_ ]?\d){_NOT_A_HOST}"
                  rf"(?=[\w.-]*\d)(?=[\w.-]*[A-Za-z][\w.-]*[-.])(?P<host>{_HOSTNAME})")
 """A host in brackets where a pid or a logger's name could also stand: it has a digit and a `-` or `.`
 (`node-b-0142`, `ip-172-31-88-214`), and it is not a rank, thread or device (`rank0`, `Thread-1`)."""
@@ -73,6 +90,17 @@ HOST_FIELDS = [
     re.compile(r"^(?!(?:nvme|ata|sd[a-z]|md|ib|eth|en[ops]|mlx5|bond)\w*[:.])"
                r"(?P<host>(?=[\w.-]*[a-z][\w.-]*[-.])[A-Za-z][A-Za-z0-9_.-]*\d):[ \t]",
                re.IGNORECASE),
+    # a leading host in brackets, alone (clush/pdsh output collected as `[host] line`) or after the line's timestamp,
+    # bracketed or not, and its level: `[hgx-07.dc2.example.net]   DRAM Uncorrectable : 2`,
+    # `[2026-11-29 08:00:05] [hgx-b2-17] health-agent: ...`, `2026-11-29 02:00:00,000 [node-f-0033] bmc: ...`
+    re.compile(rf"^\s*(?:\[?{_TS_CELL}\]?\s+(?:(?:INFO|WARN(?:ING)?|ERROR|ERR|DEBUG|CRIT(?:ICAL)?|FATAL|NOTICE)\s+)?)?"
+               rf"\[{_BRACKET_HOST}\]:?\s", re.IGNORECASE),
+    # an export's host column beside its time column, without a header in the excerpt (`|`, CSV or TSV):
+    # `gpu-d11 | 2026-11-29 01:03:10 | INFO | ...`, `2026-11-29T12:05:02Z,ip-172-31-9-44,5,...`
+    re.compile(rf"^\s*\|?\s*(?P<host>{_LABEL_HOST})[ ]*(?P<sep>[|,\t])\s*\[?{_TS_CELL}\]?[ ]*(?P=sep)"),
+    re.compile(rf"^\s*\|?\s*\[?{_TS_CELL}\]?[ ]*(?P<sep>[|,\t])\s*(?P<host>{_LABEL_HOST})[ ]*(?P=sep)"),
+    # RFC 5424 syslog: `<PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID ...`
+    re.compile(rf"^<\d{{1,3}}>\d{{1,2}} \S+ (?P<host>{_HOSTNAME}) "),
 ]
 HEADER_ONLY = re.compile(r"^[\s#=\-*\[<>]*(?:host|hostname|node)\s*[=:]\s*\S+(?:[\s,;|]+[\w.=/:-]+){0,8}[\s=\-*\]>]*$",
                          re.IGNORECASE)
@@ -144,6 +172,7 @@ class Line:
     own_time: bool  # True when the line carries its own timestamp
     host: str | None
     recovery: bool  # says an earlier warning was retried and recovered
+    fields: str = ""  # a table row as `column=value` fields, before anything is blanked
 
 
 def _year_hint(text: str) -> int:
@@ -187,7 +216,7 @@ def _valid_host(h: str | None) -> str | None:
 
 def host_of(line: str) -> str | None:
     """The host a line names in a host field, or None; never a host taken from ordinary words."""
-    if (m := SYSLOG_TS.search(line)) and (h := _valid_host(m.group("host"))):
+    if (m := SYSLOG_TS.search(line)) and (h := _valid_host(m.group("host") or m.group("pre"))):
         return h
     if (m := ISO_HOST.search(line)) and (h := _valid_host(m.group("host"))):
         return h
@@ -224,7 +253,6 @@ def subjects(line: str) -> set[str]:
     return {m.group(0).lower() for m in SUBJECT.finditer(line)}
 
 
-TABLE_SEP = re.compile(r"\s*[,\t|]\s*")
 TABLE_HOST_COLUMNS = {"hostname", "host", "host_name", "node", "nodename", "node_name", "instance"}
 TABLE_TIME = {"time", "timestamp", "date", "ts"}
 TABLE_CELL = re.compile(r"[A-Za-z_][\w.()/-]*")
@@ -233,18 +261,24 @@ GHES_SEVERITY = re.compile(r"event severity:\s*(?P<sev>\w+)")
 GHES_NO_FAULT = {"corrected", "info"}
 
 
-def _cells(line: str) -> list[str]:
-    return TABLE_SEP.split(line.strip().strip("|").strip())
+def _cells(line: str, sep: str) -> list[str]:
+    """A row's cells: `|` tables split on every bar; CSV and TSV as the csv module reads them (quoted cells keep their
+    commas: `"link retraining 3 times in 60s; cable module high BER, replace cable"`)."""
+    if sep == "|":
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+    return [c.strip() for c in next(csv.reader([line.strip()], delimiter=sep, skipinitialspace=True), [])]
 
 
-def _table_header(line: str) -> tuple[list[str], int] | None:
-    """A CSV or table header with a host column (`hostname,gpu_bus_id,xid_79,...`): its columns and the host's."""
-    cells = _cells(line)
+def _table_header(line: str) -> tuple[list[str], int, str] | None:
+    """A CSV, TSV or `|` table header with a host column (`hostname,gpu_bus_id,xid_79,...`): its columns, the host's
+    and the separator the rows below use."""
+    sep = "\t" if "\t" in line else "|" if "|" in line else ","
+    cells = _cells(line, sep)
     if len(cells) < 3 or not all(TABLE_CELL.fullmatch(c) for c in cells):
         return None
     names = [c.lower() for c in cells]
     idx = next((i for i, c in enumerate(names) if c in TABLE_HOST_COLUMNS), None)
-    return (cells, idx) if idx is not None else None
+    return (cells, idx, sep) if idx is not None else None
 
 
 def parse(text: str) -> list[Line]:
@@ -261,15 +295,17 @@ def parse(text: str) -> list[Line]:
     first = next((t for t in stamps if t is not None), None)
     out: list[Line] = []
     current, header_host = first, None
-    table: tuple[list[str], int] | None = None
+    table: tuple[list[str], int, str] | None = None
     ghes: dict[tuple[str | None, str], str] = {}
     for i, (s, t) in enumerate(zip(raw_lines, stamps, strict=True)):
         if t is not None:
             current = t
-        if table and len(cells := _cells(s)) == len(table[0]) and (t is None or table[0][0].lower() in TABLE_TIME):
-            columns, at = table
+        if (table and len(cells := _cells(s, table[2])) == len(table[0])
+                and (t is None or table[0][0].lower() in TABLE_TIME)):
+            columns, at, _ = table
             fields = " ".join(f"{c}={v}" for c, v in zip(columns, cells, strict=True))
-            out.append(Line(i, s, decidable_text(fields), current, t is not None, _valid_host(cells[at]), False))
+            host = _valid_host(cells[at])
+            out.append(Line(i, s, decidable_text(fields), current, t is not None, host, False, fields))
             continue
         table = _table_header(s) if t is None else None
         if table:

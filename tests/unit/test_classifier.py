@@ -918,3 +918,159 @@ def test_a_replay_report_names_the_host_of_the_replica_it_replayed(first: str) -
     assert "gpu-b09" not in v.hosts
     other = text.replace("replay step=21120 replica=6", "replay step=21120 replica=2")
     assert classify(other).hosts == ()
+
+
+# --- host fields in the layouts on-call pastes use (heldout3's misses) ---------------------------------------
+@pytest.mark.parametrize(("line", "host"), [
+    # clush/pdsh output gathered as `[host] line`, here nvidia-smi -q's padded ECC field
+    ("[hgx-07.dc2.example.net]             DRAM Uncorrectable                : 2", "hgx-07.dc2.example.net"),
+    # Python logging `[%(asctime)s] [%(hostname)s] %(name)s:` and `%(asctime)s [%(hostname)s] %(name)s:`
+    ("[2026-11-29 08:00:05] [hgx-h100-b2-17] health-agent: GPU 2 thermal sensor read failed", "hgx-h100-b2-17"),
+    ("2026-11-29 02:00:00,000 [node-f-0033] bmc: SEL 0x77 | Add-in Card RISER2_Status | Riser card fault | Asserted",
+     "node-f-0033"),
+    ("2026-11-29 04:00:00 [node-e-0420] PSU2 Status      | 71h | ok  | 10.2 | Presence detected, Failure detected",
+     "node-e-0420"),
+    ("2026-11-29 05:40:02,003 [node-0117] kernel WARNING: NVRM: Xid (PCI:0000:3a:00): 43, pid=19001, name=python",
+     "node-0117"),
+    # `|`-separated export with the host column before the time column
+    ("gpu-d11 | 2026-11-29 01:03:10 | INFO  | epilog  |             SRAM Uncorrectable SEC-DED        : 1", "gpu-d11"),
+    # CSV and TSV rows without their header: the host column right after an ISO timestamp
+    ('2026-11-29T12:05:02Z,ip-172-31-9-44,5,,,,"Xid 94 Contained: SM SRAM uncorrectable (0x1)."', "ip-172-31-9-44"),
+    ("2026-11-29T05:00:03Z\tr12n07\tkernel\t-\tblk_update_request: critical medium error, dev nvme0n1", "r12n07"),
+    # pdsh's `host: ` prefix in front of syslog (a name without a dash), with and without syslog's own host column
+    ("r21n03: Nov 29 05:40:01 r21n03 kernel: NVRM: Xid (PCI:0000:63:00): 79, pid='<unknown>'", "r21n03"),
+    ("r21n03: Nov 29 05:40:01 kernel: NVRM: Xid (PCI:0000:63:00): 79, pid='<unknown>'", "r21n03"),
+    # an exporter's `host timestamp program:` layout
+    ("node-d-1102 Nov 29 04:12:40 kernel: mlx5_core 0000:3b:00.0: poll_health:834:(pid 0): Fatal error 3 detected",
+     "node-d-1102"),
+    # Python logging's `%(levelname)s [%(hostname)s] %(name)s:` behind torchrun's `[rank3]:` line prefix
+    ("[rank3]: WARNING [gpu-a17] dcgm: GPU 3 clock event reasons 0x48", "gpu-a17"),
+    # RFC 5424: <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
+    ("<3>1 2026-11-29T05:00:00.123Z gpu-a17 kernel - - - mlx5_core 0000:3b:00.0: Fatal error 3 detected", "gpu-a17"),
+    # never a level, program, thread, rank, device, PCI address, GPU UUID, hex value, version, file, path or date
+    ("Nov 29 04:12:40 kernel: NVRM: Xid (PCI:0000:63:00): 79, GPU has fallen off the bus.", None),
+    ("2026-11-29 01:03:10 | ERROR | trainer | RuntimeError: CUDA error", None),
+    ("2026-11-29T05:00:03Z\tk8s-device-plugin\tregistered\tnvidia.com/gpu", None),
+    ("2026-11-29T05:00:03Z,mlx5_0,1,down", None),
+    ("2026-11-29T05:00:03Z\tnvme0n1\tmedia_errors\t3", None),
+    ("2026-11-29T05:00:03Z,GPU3,xid,79", None),
+    ("2026-11-29T05:00:03Z,GPU-3b2a1c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d,79", None),
+    ("2026-11-29T05:00:03Z,0000:3b:00.0,79", None),
+    ("2026-11-29T05:00:03Z,rank12,loss,nan", None),
+    ("2026-11-29T05:00:03Z,0x7e2b3310,MISMATCH", None),
+    ("2026-11-29T05:00:03Z,2026-11-30,ok", None),
+    ("2026-11-29T05:00:03Z,/mnt/ckpt/gpu-a17/step_100,ok", None),
+    ("[2026-11-29 08:00:05] [v2.13.0] loader: ready", None),
+    ("[2026-11-29 08:00:05] [llama3-8b.yaml] config: loaded", None),
+    ("[2026-11-29 08:00:05] [Thread-12] loader: prefetch", None),
+    ("[2026-11-29 08:00:05] [rank-3] trainer: step 5", None),
+    ("[2026-11-29 08:00:05] [pool-1-thread-3] loader: prefetch", None),
+    ("2026-11-29 01:00:00 | step-100 | loss 2.1", None),
+])
+def test_host_prefixes_and_columns_of_on_call_pastes(line: str, host: str | None) -> None:
+    assert host_of(line) == host
+
+
+def test_a_pdsh_prefix_keeps_the_syslog_time() -> None:
+    """The timeout is earlier in time though later in the paste: read in time order, nothing names a cause first."""
+    text = ("r21n03: Nov 29 05:40:01 r21n03 kernel: NVRM: Xid (PCI:0000:63:00): 79, pid=0, GPU has fallen off the bus.\n"
+            "r21n05: Nov 29 05:30:00 r21n05 python[900]: [rank8] Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=5, OpType=ALLREDUCE) ran for 600087 milliseconds before timing out.\n")
+    assert classify(text).category == "nccl_watchdog_timeout"
+    assert classify(text.replace("05:30:00", "05:50:00")).hosts == ("r21n03",)
+
+
+def test_csv_and_tsv_rows_keep_quoted_and_free_text_cells_whole() -> None:
+    csv_text = ("time,hostname,port,state,symbol_errors,detail\n"
+                "2026-11-29T05:00:00Z,hpc-gpu-106,mlx5_0/1,ok,0,\n"
+                '2026-11-29T05:05:00Z,hpc-gpu-107,mlx5_0/1,retraining,9120,"link retraining 3 times in 60s; cable '
+                'module high BER, replace cable"\n')
+    v = classify(csv_text)
+    assert (v.category, v.hosts) == ("network_switch_cable", ("hpc-gpu-107",)), v.explanation
+    tsv = ("time\thost\tdevice\tnote\n"
+           "2026-11-29T05:00:00Z\tr12n06\t/dev/nvme0\tok\n"
+           "2026-11-29T05:00:03Z\tr12n07\tkernel\tblk_update_request: critical medium error, dev nvme0n1, sector 88112\n")
+    v = classify(tsv)
+    assert (v.category, v.hosts) == ("ssd", ("r12n07",)), v.explanation
+
+
+def test_a_replay_row_in_a_table_names_the_replica_columns_host() -> None:
+    tsv = ("time\thost\tstep\tdp_rank\tgrad_checksum\tstatus\n"
+           "2026-11-29T04:10:00Z\tip-10-4-2-7\t9100\t0\t0x7e2b3310\tok\n"
+           "2026-11-29T04:10:00Z\tip-10-4-2-9\t9100\t1\t0x7e2b3b10\tMISMATCH\n"
+           "2026-11-29T04:25:00Z\tip-10-4-2-30\t9100\t1\t0x7e2b3310\treplay_agrees_with_majority\n")
+    v = classify(tsv)
+    assert (v.category, v.hosts[:1]) == ("silent_data_corruption", ("ip-10-4-2-9",)), v.explanation
+    assert "ip-10-4-2-30" not in v.hosts
+
+
+def test_a_replay_on_a_bracketed_host_names_the_replica_that_disagreed() -> None:
+    text = ("[2026-11-29 03:00:00] [gpu-e15] sdc-guard: step 13000 loss 2.1934 on dp replica 2 vs 2.0512 on replicas "
+            "0,1,3\n"
+            "[2026-11-29 03:20:10] [gpu-e20] sdc-guard: replay of step 13000 replica 2 on gpu-e20: loss 2.0512 (agrees "
+            "with replicas 0,1,3)\n")
+    v = classify(text)
+    assert (v.category, v.hosts) == ("silent_data_corruption", ("gpu-e15",)), v.explanation
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    # dcgmi diag's result table (DCGM 3: `Fail - GPU: N` / `Fail - All`; DCGM 4: a `GPU0: Fail` row) after an Xid 43
+    ("| Diagnostic                | Fail - GPU: 2                                  |", "faulty_gpu"),
+    ("| Memory                    | Fail - All                                     |", "faulty_gpu"),
+    ("|                           | GPU0: Fail                                     |", "faulty_gpu"),
+    ("| Diagnostic                | Pass                                           |", "software_bug"),
+    # kured's log lines (Kubernetes reboot daemon) for a pending kernel update
+    ("kured: Reboot required", "host_maintenance"),
+    ("kured: Draining node gke-train-a3-pool-5f2c-b7n4", "host_maintenance"),
+    ('time="2026-11-29T02:00:40Z" level=info msg="Commanding reboot for node: gke-train-a3-pool-5f2c-b7n4"',
+     "host_maintenance"),
+    ("kured: Reboot not required", "software_bug"),
+    # iDRAC's Redfish event SEC0031
+    ('{"MessageId":"iDRAC.2.9.SEC0031","Severity":"Critical","Message":"The chassis is open while the power is on."}',
+     "server_chassis"),
+    ('{"MessageId":"iDRAC.2.9.SEC0032","Severity":"OK","Message":"The chassis is closed while the power is on."}',
+     "software_bug"),
+])
+def test_on_call_wording_of_diag_tables_reboot_daemons_redfish_and_user_faults(text: str, category: str) -> None:
+    """Each line after an Xid 43 on the same host (the application's, unless hardware evidence comes with it)."""
+    xid43 = "2026-11-29 05:40:02,003 [node-0117] kernel WARNING: NVRM: Xid (PCI:0000:3a:00): 43, pid=19001, name=python\n"
+    clean = "health-agent: mcelog --client: no machine check errors; edac-util: mc0: 0 Uncorrected Errors\n"
+    v = classify(xid43 + "2026-11-29 05:46:51,443 [node-0117] epilog INFO: " + text + "\n" + clean)
+    assert v.category == category, v.explanation
+    assert v.hosts[:1] == ("node-0117",)
+
+
+@pytest.mark.parametrize("line", [
+    "Nov 29 06:30:00 ip-10-2-0-15 kernel: python[20112]: segfault at 18 ip 00007f9a2c1b3e41 sp 00007ffd1b2c3a00 "
+    "error 4 in libtorch_cpu.so[7f9a27e00000+1c2a4000] likely on CPU 17 (core 1, socket 0)",
+    "Nov 29 06:30:00 ip-10-2-0-15 kernel: traps: python[20111] general protection fault ip:7f9a2c1b3e41 "
+    "sp:7ffe4b1d2a80 error:0 in libtorch_cpu.so[7f9a27e00000+1c2a4000]",
+])
+def test_a_user_process_fault_with_a_clean_machine_check_summary_is_software(line: str) -> None:
+    clean = ("Nov 29 06:31:00 ip-10-2-0-15 health-agent: mcelog --client: no machine check errors; edac-util: mc0: "
+             "0 Uncorrected Errors, 0 Corrected Errors\n")
+    v = classify(line + "\n" + clean)
+    assert v.category == "software_bug", v.explanation
+
+
+def test_the_controllers_own_network_probes_name_the_network() -> None:
+    """The reachability knock and the link probe's lines, as the controller's evidence renders them: the network
+    (weak), so that a power loss the BMC names first still wins."""
+    from health.link_probe import name_slow_link
+    from health.observations import Finding, FindingKind
+    from health.reachability import SILENT, lost_host_evidence
+    from orchestrator.controller.evidence import probe_line
+
+    silent = probe_line(lost_host_evidence("gpu-b07", "10.0.0.7", 6379, SILENT, True, 100.0, 12.0))
+    alone = probe_line(lost_host_evidence("gpu-b07", "10.0.0.7", 6379, SILENT, False, 100.0, 12.0))
+    hang = Finding(FindingKind.HANG, (0, 1), ("gpu-b01", "gpu-b07"), 10.0, 30.0, "no step completed", evidence={})
+    named = name_slow_link(hang, {h: {"transfer_s": t, "rtt_s": 0.001, "error": None}
+                                  for h, t in (("gpu-b01", 0.0004), ("gpu-b02", 0.006), ("gpu-b07", 3.9))},
+                           {0: "gpu-b01", 1: "gpu-b07"}, at=31.0)
+    [slow] = [probe_line(r) for r in named.evidence["probes"]]
+    for line in (silent, slow):
+        v = classify(line + "\n")
+        assert (v.category, v.hosts, v.cordon) == ("network_switch_cable", ("gpu-b07",), False), line
+    assert classify(alone + "\n").category == "unknown"
+    psu = "  2 | 03/19/2026 | 03:11:58 | Power Supply #0x51 | Power Supply AC lost | Asserted\n"
+    assert classify(psu + silent + "\n").category == "power_supply"
