@@ -26,6 +26,9 @@ from trainer.launch import STALL_POINTS
 
 app = typer.Typer(no_args_is_help=True, help="Inject real faults into a running job.")
 
+GANG_WAIT_S = 10.0
+"""How long a fault waits for the job's gang when it has none (a restart in progress)."""
+
 RankOpt = Annotated[int, typer.Option("--rank", "-r", help="Global rank to hit")]
 JobArg = Annotated[str, typer.Argument(help="Job name")]
 
@@ -46,6 +49,11 @@ def _worker(job: str, rank: int, state_dir: Any, db: str | None, where: str | No
         from orchestrator import client
 
         workers = client.rank_handles(job)
+        # Between attempts (a restart places and starts a gang) there are no supervisors for a moment.
+        deadline = time.monotonic() + GANG_WAIT_S
+        while len(workers) <= rank and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = client.rank_handles(job)
     except (ConnectionError, ValueError, RuntimeError) as e:
         fail(f"cannot reach the controller of job {job!r} at {row.ray_address}: {str(e).splitlines()[0]}")
     if len(workers) <= rank:
