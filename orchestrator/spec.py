@@ -167,9 +167,10 @@ class ReliabilitySpec(_Section):
     restart_window_s: float = Field(86_400.0, gt=0)
     crash_loop_attempts: int = Field(3, ge=1)
     """Consecutive failed attempts that commit no new checkpoint before the job is failed as a crash loop."""
-    capacity_wait_s: float = Field(300.0, ge=0)
+    capacity_wait_s: float = Field(0.0, ge=0)
     """How long a restart waits for hosts to come back (a node rejoining, a repaired host uncordoned) when the
-    gang does not fit, before the attempt fails as placement_failed (0: at once)."""
+    gang does not fit, before the attempt fails as placement_failed (0, the default: at once). Off by default
+    until a spare-swap run that once sat out a whole 300-s wait instead of taking its held spare is understood."""
     spares: int = Field(0, ge=0)
     """Hosts held aside (each reserving one host's share of the ranks), swapped in for a cordoned host."""
     allow_shrink_dp: bool = False

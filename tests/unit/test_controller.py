@@ -31,10 +31,10 @@ class Rig:
     def __init__(self, tmp: Path, *, hosts: int = 3, slots: int = 2, dp: int = 2, tp: int = 1, steps: int = 12,
                  spares: int = 0, shrink: bool = False, max_restarts: int = 5, faults: dict | None = None,
                  db: Path | None = None, clock: FakeClock | None = None,
-                 checkpoints: FakeCheckpoints | None = None) -> None:
+                 checkpoints: FakeCheckpoints | None = None, capacity_wait_s: float = 0.0) -> None:
         raw = small_job("job", steps=steps, dp=dp, tp=tp,
                         reliability={"max_restarts": max_restarts, "spares": spares, "allow_shrink_dp": shrink,
-                                     "hang_timeout_s": 30})
+                                     "hang_timeout_s": 30, "capacity_wait_s": capacity_wait_s})
         self.spec = JobSpec.model_validate(raw)
         self.db = db or tmp / "catalog.db"
         self.catalog = Catalog(f"sqlite:///{self.db}")
@@ -404,7 +404,8 @@ def test_loss_rollback_is_its_own_interruption_and_the_job_goes_on(tmp_path: Pat
 def test_a_restart_waits_for_capacity_and_goes_on_when_a_host_joins(tmp_path: Path) -> None:
     """A lost node leaves the gang short; a host that joins within reliability.capacity_wait_s costs time,
     not a failed attempt (without the wait, three placement failures in a row failed the job)."""
-    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)},
+              capacity_wait_s=300.0)
     rig.until(S.RESTARTING)
     rig.until(S.PLACING)
     t0 = rig.clock.now
@@ -419,7 +420,8 @@ def test_a_restart_waits_for_capacity_and_goes_on_when_a_host_joins(tmp_path: Pa
 
 
 def test_a_stop_while_waiting_for_capacity_stops_without_another_attempt(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)})
+    rig = Rig(tmp_path, hosts=2, slots=2, dp=4, faults={1: Fault("node_lost", at_step=6, rank=2)},
+              capacity_wait_s=300.0)
     rig.until(S.RESTARTING)
     rig.until(S.PLACING)
     rig.ctl.step()
