@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -48,8 +49,23 @@ def ray_cluster(nodes: list[tuple[str, int]]) -> Iterator[str]:
             if r.returncode != 0:
                 raise RuntimeError(f"ray start failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
         yield address
+    except BaseException:
+        print_controller_log(tmp)
+        raise
     finally:
         stop_cluster(tmp, address)
+
+
+def print_controller_log(temp_dir: str, lines: int = 80) -> None:
+    """Print the last log lines of the job controllers of the cluster: pytest shows them with a failed test."""
+    logs = sorted(glob.glob(os.path.join(temp_dir, "session_*", "logs", "worker-*.err")), key=os.path.getmtime)
+    for path in logs:
+        with contextlib.suppress(OSError), open(path, errors="replace") as f:
+            text = f.read().splitlines()
+        if any("orchestrator.controller" in line for line in text[:400]) or any(
+                ":actor_name:JobController" in line for line in text[:5]):
+            print(f"---- controller log {os.path.basename(path)} (last {lines} lines) ----", file=sys.stderr)
+            print("\n".join(text[-lines:]), file=sys.stderr)
 
 
 def cluster_pids(temp_dir: str, address: str) -> list[int]:
