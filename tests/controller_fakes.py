@@ -227,8 +227,8 @@ class FakeWorkerGroup:
             self.calls.append("release")
         self.placements = []
 
-    def shutdown(self) -> None:
-        self.calls.append("shutdown")
+    def shutdown(self, job_over: bool = True) -> None:
+        self.calls.append("shutdown" if job_over else "shutdown (job goes on)")
         self.placements = []
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,16 @@ def host_root(snapshot_dir: str | os.PathLike[str], host: str) -> Path:
     """One host's part of the job's snapshot folder. Hosts have their own memory; naming the host in the
     path also keeps apart the nodes of a test cluster that share one machine's /dev/shm."""
     return Path(snapshot_dir) / f"host-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)[:100]}"
+
+
+def remove_job_folder(snapshot_dir: Path) -> None:
+    """Remove a job's snapshot folder from this host once the job is over. Only a folder holding nothing but
+    host folders is removed: a mistaken path never takes anything else with it."""
+    if not snapshot_dir.is_dir():
+        return
+    if any(not (p.is_dir() and p.name.startswith("host-")) for p in snapshot_dir.iterdir()):
+        raise OSError(f"{snapshot_dir} holds more than host snapshot folders: not removed")
+    shutil.rmtree(snapshot_dir, ignore_errors=True)
 
 
 def folder_of(root: Path, kind: str, rank: int) -> Path:

@@ -122,7 +122,7 @@ class JobController:
         except Exception as e:  # the loop must always leave a terminal state behind
             logger.exception("controller crashed")
             with contextlib.suppress(Exception):
-                self.controller.teardown()
+                self.controller.teardown(job_over=False)
             try:
                 if not self.controller.state.terminal:
                     self.controller.sm.set(ControllerState.FAILED, f"controller error: {type(e).__name__}: {e}")

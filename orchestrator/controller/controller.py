@@ -130,10 +130,11 @@ class Controller:
             pass
         return self.sm.state
 
-    def teardown(self) -> None:
-        """Nothing is left running or reserved once the job is over (or the controller fails)."""
+    def teardown(self, job_over: bool = True) -> None:
+        """Nothing is left running or reserved once the job is over (or the controller fails: `job_over`
+        False keeps what a successor would resume from)."""
         self.spares.release_all()
-        self.workers.shutdown()
+        self.workers.shutdown(job_over=job_over)
 
     # ---- states ------------------------------------------------------------------------
     def _pending(self) -> None:

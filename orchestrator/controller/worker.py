@@ -355,6 +355,11 @@ class RankWorker:
         sf.install(Path(root), kind, rank, marker, data)
         return int(marker["step"])
 
+    def drop_snapshots(self, snapshot_dir: str) -> None:
+        """The job is over: remove its snapshot folder from this host (only a folder under the snapshot root)."""
+        self._peer = None
+        sf.remove_job_folder(Path(snapshot_dir))
+
     def set_snapshot_peer(self, peer: Any, peer_root: str) -> None:
         """From now on copy each new snapshot of this rank to `peer` (a supervisor on another host)."""
         self._peer = (peer, peer_root)

@@ -90,6 +90,8 @@ class RayWorkerGroup:
         self._link_server: LinkProbeServer | None = None
         self._heard: dict[str, float] = {}
         """Node id -> when (our clock) its agent last answered: a lost node's fault time."""
+        self._snapshot_dir: str | None = None
+        """The job's snapshot folder (set at the first start that takes snapshots): removed when the job ends."""
 
     # ---- the cluster ---------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -193,6 +195,7 @@ class RayWorkerGroup:
         snap = config.get("snapshot_dir") if config.get("snapshot_interval_steps") else None
         if g is None or not snap:
             return {}
+        self._snapshot_dir = snap
         root = {p.host: str(host_root(snap, p.host)) for p in g.placements}
         first = {}
         for p in g.placements:
@@ -423,6 +426,19 @@ class RayWorkerGroup:
         tails = call_all(live, "log_tail", max_bytes, timeout_s=CALL_TIMEOUT_S)
         return {r: t for r, t in tails.items() if isinstance(t, str)}
 
+    def _drop_snapshots(self) -> None:
+        g, snap = self.gang, self._snapshot_dir
+        if g is None or snap is None:
+            return
+        first: dict[str, int] = {}
+        for p in g.placements:
+            if p.rank not in g.gone:
+                first.setdefault(p.host, p.rank)
+        done = gather({h: g.workers[r].drop_snapshots.remote(snap) for h, r in first.items()}, PROBE_TIMEOUT_S)
+        for host, res in done.items():
+            if isinstance(res, BaseException):
+                logger.warning("job %s: the snapshots on host %s were not removed: %r", self.job, host, res)
+
     def handles(self) -> list[Any]:
         return list(self.gang.workers) if self.gang else []
 
@@ -440,9 +456,13 @@ class RayWorkerGroup:
             with contextlib.suppress(Exception):
                 remove_placement_group(g.pg)
 
-    def shutdown(self) -> None:
+    def shutdown(self, job_over: bool = True) -> None:
+        """End everything of the job here. Once the job is over its snapshots go too (from every host of the last
+        gang): a later submission never resumes from them. A controller that fails leaves them for its successor."""
         if self.gang is not None:
             self.stop(3.0)
+            if job_over:
+                self._drop_snapshots()
         self.release()
         for agent in self._agents.values():
             with contextlib.suppress(Exception):

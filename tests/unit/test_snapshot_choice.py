@@ -174,3 +174,19 @@ def test_a_copy_travels_checked(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="damaged"):
         sf.install(dst, "local", 3, marker, b"abd")
     assert sf.inventory(dst)["local"] == {}
+
+
+def test_a_finished_jobs_folder_is_removed_and_nothing_else_ever(tmp_path: Path) -> None:
+    job = tmp_path / "job-0123456789ab"
+    _commit(sf.folder_of(sf.host_root(job, "node-a"), "local", 0), 10)
+    _commit(sf.folder_of(sf.host_root(job, "node-a"), sf.HELD, 1), 10)
+    sf.remove_job_folder(job)
+    assert not job.exists()
+    sf.remove_job_folder(job)  # already gone: nothing to do
+
+    wrong = tmp_path / "home"
+    (wrong / "host-node-a").mkdir(parents=True)
+    (wrong / "notes.txt").write_text("keep me")
+    with pytest.raises(OSError, match="not removed"):
+        sf.remove_job_folder(wrong)
+    assert (wrong / "notes.txt").read_text() == "keep me"
