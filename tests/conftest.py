@@ -82,8 +82,12 @@ def catalog_url(request, tmp_path: Path) -> str:
 _LAYER_ORDER = {"integration": 0, "e2e": 1, "unit": 2}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start processes or Ray (integration, e2e) run one at a time, integration first.
+
+    First among the hooks: pytest-xdist's worker reads the group marker in its own hook of this name, which
+    would otherwise run before this one and see no marker (the tests then ran two at a time).
 
     Under pytest-xdist with `--dist loadgroup` (the Makefile's `test`), they are one group on one worker
     while the unit tests run on the other; the e2e jobs' timing checks then run with nothing else beside
