@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 ## Install the services the tests start (PostgreSQL, Prometheus, Chromium) and run every test.
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -ra --durations=30 -n 2 --dist loadgroup
+	VENV=$(VENV) bash scripts/run-tests.sh
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -82,22 +82,11 @@ def catalog_url(request, tmp_path: Path) -> str:
 _LAYER_ORDER = {"integration": 0, "e2e": 1, "unit": 2}
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that start processes or Ray (integration, e2e) run one at a time, integration first.
-
-    First among the hooks: pytest-xdist's worker reads the group marker in its own hook of this name, which
-    would otherwise run before this one and see no marker (the tests then ran two at a time).
-
-    Under pytest-xdist with `--dist loadgroup` (the Makefile's `test`), they are one group on one worker
-    while the unit tests run on the other; the e2e jobs' timing checks then run with nothing else beside
-    them. Without xdist the marker is inert and only the order applies.
-    """
+    """Integration tests first, then e2e, then unit: the cheaper layer fails first. `make test` runs the unit
+    tests in a pytest process of their own beside the others (scripts/run-tests.sh)."""
     def layer(item: pytest.Item) -> str:
         parts = Path(str(item.fspath)).relative_to(REPO).parts
         return parts[1] if len(parts) > 2 and parts[0] == "tests" else "unit"
 
-    for item in items:
-        if layer(item) in ("integration", "e2e"):
-            item.add_marker(pytest.mark.xdist_group("processes"))
     items.sort(key=lambda i: _LAYER_ORDER.get(layer(i), 2))
