@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.cli import orch, orch_json, wait_for
 from tests.conftest import small_job, write_job
+from tests.e2e.test_snapshot_recovery import _reference
 from tests.raycluster import ray_cluster, ray_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -79,20 +81,25 @@ def _raylet_pid(host_label: str) -> int:
 def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, state_dir: Path) -> None:
     """Three hosts, a four-rank job on two of them and one spare held aside.
 
-    The first lost node is replaced by the spare (dp stays 4); the second, with
-    no spare left, shrinks dp to what the head node holds.
+    The first lost node is replaced by the spare (dp stays 4), and its ranks resume from the in-memory
+    snapshot newer than the last checkpoint: the spare's memory held nothing of theirs, so only the copies
+    a peer host kept of them can have filled it. The second, with no spare left, shrinks dp to what the
+    head node holds (another layout: from the checkpoint).
     """
     import os
     import signal
 
     from orchestrator.catalog.repository import Catalog
-    from tests.cli import start_submit
+    from tests.cli import metrics_rows, start_submit
+    from tests.e2e.test_snapshot_recovery import slow_down
 
     env = ray_env()
     env["ORCHESTRATOR_HOME"] = str(state_dir)
     job = write_job(tmp_path / "job.yaml", small_job(
-        "spare", dp=4, steps=60, interval=5,
+        "spare", dp=4, steps=60, checkpoint={"interval_steps": 20, "snapshot_interval_steps": 5, "async": False},
         reliability={"allow_shrink_dp": True, "max_restarts": 4, "spares": 1}))
+    run_dir = state_dir / "runs" / "spare"
+    snap_dir: str | None = None
     with ray_cluster([("node-a", 2), ("node-b", 2), ("node-c", 2)]) as address:
         proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
         cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
@@ -100,10 +107,17 @@ def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, stat
             def spare_held() -> dict | None:
                 r = orch(["status", "spare", "--json"], env)
                 st = json.loads(r.stdout) if r.returncode == 0 else {}
-                return st if st.get("spares") and st["step"] >= 8 else None
+                return st if st.get("spares") and st["step"] >= 1 else None
 
-            st = wait_for(spare_held, 300, "a spare held and step 8", interval_s=1.0)
-            gang = {r["host"] for r in st["ranks"]}
+            wait_for(spare_held, 300, "a spare held and step 1", interval_s=1.0)
+            snap_dir = json.loads((run_dir / "attempts" / "attempt-001" / "trainer.json").read_text())["snapshot_dir"]
+            # Every rank alike sleeps before each step, so that the fault lands between the snapshot at step 25
+            # and the checkpoint at step 40 on a fast or a loaded machine.
+            slow_down(run_dir, ranks=4)
+            wait_for(lambda: any(x["step"] >= 27 for x in metrics_rows(run_dir)), 240, "step 27")
+            st = orch_json(["status", "spare"], env)
+            placed = {r["rank"]: r["host"] for r in st["ranks"]}
+            gang = set(placed.values())
             [spare] = st["spares"]
             assert len(gang) == 2 and spare not in gang, st
             first = sorted(gang - {"node-a"})[0]  # the head node carries the controller and the cluster
@@ -113,17 +127,43 @@ def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, stat
             assert second_attempt.layout["dp"] == 4 and second_attempt.layout["swapped_in"] == [spare]
             hosts = {r.host for r in second_attempt.ranks}
             assert hosts == (gang - {first}) | {spare}
+            wait_for(lambda: any(x["attempt"] == second_attempt.number and x["step"] >= 33
+                                 for x in metrics_rows(run_dir)), 240, "the second attempt to train")
             second = sorted(hosts - {"node-a"})[0]
             os.kill(_raylet_pid(second), signal.SIGKILL)
             assert proc.wait(timeout=400) == 0, (tmp_path / "submit.log").read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
+            if snap_dir:
+                shutil.rmtree(snap_dir, ignore_errors=True)
         lost = cat.interruptions("spare")
         assert [(i.kind, i.hosts) for i in lost] == [("node_lost", [first]), ("node_lost", [second])]
         assert {first, second} <= cat.cordoned_hosts()
         job_row = cat.require_job("spare")
         assert job_row.state == "succeeded" and job_row.last_step == 60
+
+        # The first resume: from the snapshot, through the peer's copy, with the losses of an uninterrupted run.
+        i = lost[0]
+        resumed = job_row.attempts[1].layout["resumed_from"]
+        assert resumed["kind"] == "snapshot", resumed
+        s = resumed["step"]
+        older = [c.step for c in cat.checkpoints("spare") if c.step <= s]
+        assert s >= 25 and s % 5 == 0 and s > max(older, default=0), (s, older)
+        new_hosts = {r.rank: r.host for r in job_row.attempts[1].ranks}
+        moved = sorted(r for r, h in placed.items() if h == first)
+        assert moved and all(new_hosts[r] != first for r in moved), (placed, new_hosts)
+        for r in moved:  # loaded from its new host's memory, where only a peer's copy could have come from
+            log = (run_dir / "logs" / f"attempt-{i.attempt + 1:03d}" / f"rank-{r:05d}.log").read_text()
+            assert f"resumed from snapshot {snap_dir}/host-{new_hosts[r]}/rank-{r:05d}/step-{s:08d}.pt" in log, \
+                log[-2000:]
+        rows = metrics_rows(run_dir)
+        assert [x for x in rows if x["attempt"] == i.attempt + 1][0]["step"] == s + 1
+        reference = _reference(run_dir, tmp_path / "ref")
+        got = {x["step"]: x["loss"] for x in rows if x["attempt"] <= i.attempt + 1}
+        worst = max(abs(got[k] - reference[k]) for k in got)
+        assert worst <= 1e-4, f"loss differs from the uninterrupted run by {worst}"
+
         last = job_row.attempts[-1]
         assert last.layout["dp"] == 2 and last.layout["shrunk_from"] == 4
         assert {r.host for r in last.ranks} == {"node-a"}
