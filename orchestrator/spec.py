@@ -181,6 +181,9 @@ class ReliabilitySpec(_Section):
     preflight_collective: bool = True
     """Include the all-reduce (and, on GPUs, the matmul burn-in) in the preflight."""
     preflight_timeout_s: float = Field(60.0, gt=0)
+    preflight_max_age_s: float = Field(600.0, ge=0)
+    """A restart onto hosts that all passed a preflight within this many seconds, after a failure that named none
+    of them as faulty hardware, skips the preflight (0: every start is preflighted)."""
     sdc_check_interval_steps: int = Field(0, ge=0)
     """Every this many steps data-parallel replicas compare a checksum of the same computation (0: off)."""
     loss_spike_factor: float = Field(0.0, ge=0)

@@ -54,6 +54,7 @@ from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
 from orchestrator.controller.worker_group import WorkerGroupError
 from orchestrator.spec import JobSpec
+from orchestrator.taxonomy import HARDWARE_CATEGORIES
 from trainer.integrity import EXIT_SDC
 from trainer.launch import EXIT_CONFIG
 
@@ -107,6 +108,8 @@ class Controller:
         self._capacity_wait_since: float | None = None
         self._step_s: float | None = None
         """Median step time of the last attempt that trained (for the checkpoint interval)."""
+        self._preflight_passed: dict[str, float] = {}
+        """Host -> when it last passed a preflight for this job (a restarted controller checks afresh)."""
 
     # ---- driving -------------------------------------------------------------------------
     @property
@@ -296,11 +299,23 @@ class Controller:
         if not rel.preflight:
             return None
         t0 = self.clock.time()
+        hosts = {p.host for p in a.placements}
+        last = self.history.outcomes[-1] if self.history.outcomes else None
+        suspects = last.culprit_hosts if last is not None and (
+            last.kind in failure_policy.LOST_HOST_KINDS or last.category in HARDWARE_CATEGORIES) else ()
+        why = preflight.reason_to_check(hosts, suspects, self._preflight_passed, t0, rel.preflight_max_age_s)
+        if why is None:
+            a.layout["preflight"] = (f"skipped: every host passed one within {rel.preflight_max_age_s:g} s and the "
+                                     "last failure named none of them")
+            self.cb.layout_changed(a.number, a.layout)
+            return None
         report = self.workers.preflight(str(self.checkpoint_dir), rel.preflight_timeout_s, rel.preflight_collective)
         pf = preflight.decide(report)
         a.layout["preflight_s"] = round(self.clock.time() - t0, 3)
+        a.layout["preflight"] = f"run: {why}"
         self.cb.layout_changed(a.number, a.layout)
         if pf.ok:
+            self._preflight_passed.update(dict.fromkeys(hosts, t0))
             return None
         logger.warning("job %s: %s", self.spec.name, pf.detail)
         now = self.clock.time()

@@ -9,6 +9,7 @@ to take out and the evidence the classifier reads. No Ray, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,3 +72,27 @@ def decide(report: PreflightReport) -> PreflightDecision:
     first = evidence[0]
     return PreflightDecision(False, hosts, f"preflight failed on {', '.join(hosts)}: host={first['host']}: "
                                            f"{first.get('message')}", evidence)
+
+
+def reason_to_check(hosts: Iterable[str], suspects: Iterable[str], passed_at: Mapping[str, float], now: float,
+                    max_age_s: float) -> str | None:
+    """Why the gang on `hosts` must be preflighted before it starts; None when it need not be.
+
+    A preflight looks for broken hardware. A restart onto hosts that all passed one within `max_age_s` and then
+    trained, after a failure that named none of them as faulty hardware (a killed or hung rank, a software
+    error), would check again what was just found healthy: it is skipped, and its time with it. A host new to
+    the job, a host the failure named (`suspects`), or an old pass means the whole gang is checked (the
+    collective spans every rank). `max_age_s` 0: every start is checked.
+    """
+    if max_age_s <= 0:
+        return "every start is preflighted (preflight_max_age_s 0)"
+    suspect = set(suspects)
+    for host in sorted(set(hosts)):
+        if host in suspect:
+            return f"host {host} was named by the last failure"
+        t = passed_at.get(host)
+        if t is None:
+            return f"host {host} has not been preflighted for this job"
+        if now - t > max_age_s:
+            return f"host {host} last passed a preflight {now - t:.0f} s ago"
+    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.catalog.repository import Catalog
+from orchestrator.controller import preflight
 from orchestrator.controller.callbacks import CallbackList
 from orchestrator.controller.catalog_writer import CatalogWriter
 from orchestrator.controller.controller import Controller
@@ -31,10 +32,12 @@ class Rig:
     def __init__(self, tmp: Path, *, hosts: int = 3, slots: int = 2, dp: int = 2, tp: int = 1, steps: int = 12,
                  spares: int = 0, shrink: bool = False, max_restarts: int = 5, faults: dict | None = None,
                  db: Path | None = None, clock: FakeClock | None = None,
-                 checkpoints: FakeCheckpoints | None = None, capacity_wait_s: float = 0.0) -> None:
+                 checkpoints: FakeCheckpoints | None = None, capacity_wait_s: float = 0.0,
+                 preflight_max_age_s: float = 600.0) -> None:
         raw = small_job("job", steps=steps, dp=dp, tp=tp,
                         reliability={"max_restarts": max_restarts, "spares": spares, "allow_shrink_dp": shrink,
-                                     "hang_timeout_s": 30, "capacity_wait_s": capacity_wait_s})
+                                     "hang_timeout_s": 30, "capacity_wait_s": capacity_wait_s,
+                                     "preflight_max_age_s": preflight_max_age_s})
         self.spec = JobSpec.model_validate(raw)
         self.db = db or tmp / "catalog.db"
         self.catalog = Catalog(f"sqlite:///{self.db}")
@@ -344,11 +347,33 @@ def test_a_host_failing_preflight_is_cordoned_whatever_the_category(tmp_path: Pa
     assert rig.layouts()[1]["scaling"] == "shrink" and rig.layouts()[1]["dp"] == 2
 
 
-def test_preflight_runs_before_every_restart_too(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, faults={1: Fault("crash", at_step=6, rank=1)})
+@pytest.mark.parametrize(("max_age_s", "checked"), [(600.0, False), (0.0, True), (1.0, True)])
+def test_a_restart_in_place_after_a_software_fault_skips_a_recent_preflight(
+        tmp_path: Path, max_age_s: float, checked: bool) -> None:
+    # The crash comes after 6 steps of polling (seconds of the fake clock): a 1-s pass is too old by then.
+    rig = Rig(tmp_path, faults={1: Fault("crash", at_step=6, rank=1)}, preflight_max_age_s=max_age_s)
     assert rig.run() is S.SUCCEEDED
-    assert rig.workers.calls.count("preflight") == 2
     assert rig.workers.calls.index("preflight") < rig.workers.calls.index("start:1")
+    assert rig.workers.calls.count("preflight") == 1 + checked
+    first, second = rig.layouts()
+    assert first["preflight"] == ("run: host h0 has not been preflighted for this job" if max_age_s else
+                                  "run: every start is preflighted (preflight_max_age_s 0)")
+    if checked:
+        assert second["preflight"].startswith("run: ") and second["preflight_s"] > 0
+    else:
+        assert second["preflight"].startswith("skipped: ") and "preflight_s" not in second
+
+
+def test_preflight_is_needed_for_a_new_a_named_or_a_stale_host() -> None:
+    passed = {"a": 100.0, "b": 100.0}
+    assert preflight.reason_to_check(["a", "b"], [], passed, 150.0, 600.0) is None
+    assert preflight.reason_to_check(["a", "c"], [], passed, 150.0, 600.0) == \
+        "host c has not been preflighted for this job"
+    assert preflight.reason_to_check(["a", "b"], ["b"], passed, 150.0, 600.0) == \
+        "host b was named by the last failure"
+    assert preflight.reason_to_check(["a", "b"], [], passed, 800.0, 600.0) == \
+        "host a last passed a preflight 700 s ago"
+    assert preflight.reason_to_check(["a"], [], passed, 101.0, 0.0) is not None
 
 
 def test_bad_gpu_finding_from_a_probe_is_classified_and_cordons_the_host(tmp_path: Path) -> None:
