@@ -46,6 +46,7 @@ from orchestrator.controller.recovery import (
     history_from_catalog,
     lemon_counts,
     open_attempts,
+    snapshot_covered,
 )
 from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
 from orchestrator.controller.snapshots import note_resume, note_snapshot, snapshot_dir
@@ -356,9 +357,22 @@ class Controller:
             self.cb.layout_changed(a.number, a.layout)
 
     def _checkpoint_interval(self) -> IntervalDecision | None:
-        """With `checkpoint.interval_steps: auto`, the interval for the next attempt (Young/Daly)."""
+        """With `checkpoint.interval_steps: auto`, the interval for the next attempt (Young/Daly).
+
+        Two levels, as in multi-level checkpointing: a failure the in-memory snapshots recovered from cost no work
+        back to the checkpoint, so only the failures they did not cover set how often the checkpoint is written."""
+        if not self.spec.checkpoint.auto:
+            return None
         failures = sum(1 for o in self.history.outcomes if o.kind.failed)
-        return checkpoint_interval(self.spec, self.catalog, failures, self._step_s, self.clock.time())
+        covered = 0
+        if self.spec.checkpoint.snapshot_interval_steps:
+            job = self.catalog.require_job(self.spec.name)
+            covered = min(failures, snapshot_covered(job.attempts, self.checkpoints.committed_step()))
+        decision = checkpoint_interval(self.spec, self.catalog, failures - covered, self._step_s, self.clock.time())
+        if decision is not None and covered:
+            decision = replace(decision, reason=f"{decision.reason}; {covered} other failures were recovered from "
+                                                "in-memory snapshots and do not count")
+        return decision
 
     # ---- ending an attempt ------------------------------------------------------------------
     def _outcome(self, kind: OutcomeKind, *, detail: str = "", ranks: tuple[int, ...] = (),

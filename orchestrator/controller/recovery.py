@@ -104,6 +104,21 @@ def open_attempts(job: Job, alive_node_ids: set[str], committed_step: int, now_s
     return out
 
 
+def snapshot_covered(attempts: list[Attempt], committed_step: int) -> int:
+    """Failed attempts whose work the in-memory snapshots saved: the next attempt resumed from a snapshot or, for
+    the last one (not restarted yet), every rank held a snapshot newer than the newest committed checkpoint."""
+    ordered = sorted(attempts, key=lambda a: a.number)
+    covered = 0
+    for i, a in enumerate(ordered):
+        if a.state not in ("failed", "lost"):
+            continue
+        if i + 1 < len(ordered):
+            covered += ((ordered[i + 1].layout or {}).get("resumed_from") or {}).get("kind") == "snapshot"
+        else:
+            covered += int((a.layout or {}).get("snapshot_step") or 0) > committed_step
+    return covered
+
+
 def checkpoint_interval(spec: JobSpec, catalog: Catalog, failures: int, step_s: float | None,
                         now_s: float) -> IntervalDecision | None:
     """The next attempt's checkpoint interval when the job asks for `auto`, from what the catalog measured."""

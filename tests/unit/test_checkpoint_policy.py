@@ -44,3 +44,21 @@ def test_bounds_and_the_save_duration_floor() -> None:
     assert choose_interval(_inp(failures=0, exposure_s=1e7)).steps == 500
     slow_save = choose_interval(_inp(failures=80, exposure_s=3600, save_duration_s=8.0))
     assert slow_save.steps == 20  # saves cannot come closer than they finish: 8 s / 0.4 s
+
+
+def test_only_failures_the_snapshots_did_not_cover_set_the_checkpoint_interval() -> None:
+    from types import SimpleNamespace as A
+
+    from orchestrator.controller.recovery import snapshot_covered
+
+    attempts = [
+        A(number=1, state="failed", layout={"snapshot_step": 30}),
+        A(number=2, state="failed", layout={"resumed_from": {"kind": "snapshot", "step": 30}}),  # 1 covered
+        A(number=3, state="lost", layout={"resumed_from": {"kind": "checkpoint", "step": 20}}),  # 2 was not
+        A(number=4, state="failed", layout={"resumed_from": {"kind": "snapshot"}, "snapshot_step": 45}),
+    ]
+    # 3 was covered (4 resumed from a snapshot); 4 has no successor yet: covered while its snapshot is newer
+    # than the newest checkpoint.
+    assert snapshot_covered(attempts, committed_step=40) == 3
+    assert snapshot_covered(attempts, committed_step=45) == 2
+    assert snapshot_covered([A(number=1, state="succeeded", layout={})], 0) == 0
