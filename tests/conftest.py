@@ -80,13 +80,18 @@ def catalog_url(request, tmp_path: Path) -> str:
 
 
 _LAYER_ORDER = {"integration": 0, "e2e": 1, "unit": 2}
+_E2E_LAST = ("test_netns_hosts.py", "test_bad_gpu.py", "test_recovery.py")
+"""E2e modules whose detectors time faults in seconds (hangs, slow links, SDC replays), run last: `make test`
+runs the unit and integration tests beside the first e2e jobs, and these then have the CPUs alone."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests first, then e2e, then unit: the cheaper layer fails first. `make test` runs the unit
-    tests in a pytest process of their own beside the others (scripts/run-tests.sh)."""
-    def layer(item: pytest.Item) -> str:
+    """Integration tests first, then e2e (the timing-sensitive modules last), then unit: the cheaper layer fails
+    first. `make test` runs unit and integration in one pytest process beside e2e (scripts/run-tests.sh)."""
+    def key(item: pytest.Item) -> tuple[int, int]:
         parts = Path(str(item.fspath)).relative_to(REPO).parts
-        return parts[1] if len(parts) > 2 and parts[0] == "tests" else "unit"
+        layer = parts[1] if len(parts) > 2 and parts[0] == "tests" else "unit"
+        late = _E2E_LAST.index(parts[-1]) + 1 if layer == "e2e" and parts[-1] in _E2E_LAST else 0
+        return _LAYER_ORDER.get(layer, 2), late
 
-    items.sort(key=lambda i: _LAYER_ORDER.get(layer(i), 2))
+    items.sort(key=key)

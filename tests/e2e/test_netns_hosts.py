@@ -131,6 +131,7 @@ def test_spread_job_survives_a_partition_then_a_raylet_kill_on_hosts_without_the
     st = wait_for(lambda: _at_step(c, "part", 6), 300, "step 6", interval_s=2.0)
     hosts = {x["rank"]: x["host"] for x in st["ranks"]}
     assert set(hosts.values()) == {"h1", "h2", "h3"}, hosts
+    assert all(hosts[2 * g] == hosts[2 * g + 1] for g in range(3)), f"a TP group spans hosts: {hosts}"
     # Six steps on three hosts, one of them with its clock three days ahead: nothing found, not a straggler.
     assert not _catalog(c).interruptions("part"), [i.explanation for i in _catalog(c).interruptions("part")]
     c.link(c.host("h3"), up=False)
