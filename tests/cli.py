@@ -47,3 +47,10 @@ def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 def interrupt(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGINT)
+
+
+def slow_down(run_dir: Path, ranks: int, delay_s: float = 0.1) -> None:
+    """Every rank of the job's running attempt sleeps `delay_s` before each step (the same for all: no
+    straggler), so that a fault lands where a test needs it in the job on a fast or a loaded machine."""
+    for r in range(ranks):
+        (run_dir / "control" / f"rank-{r:05d}.json").write_text(json.dumps({"step_delay_s": delay_s}))

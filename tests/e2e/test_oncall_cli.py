@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
+from tests.cli import metrics_rows, orch, orch_json, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -20,7 +20,10 @@ def _filled_catalog(tmp_path: Path, env: dict[str, str], state_dir: Path, db: li
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, *db, log=log)
     try:
-        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(state_dir / "runs" / "oncall")), 240, "step 10")
+        run_dir = state_dir / "runs" / "oncall"
+        wait_for(lambda: metrics_rows(run_dir), 240, "the first step")
+        slow_down(run_dir, ranks=2, delay_s=0.2)  # the kill must land before the job ends, however loaded the machine
+        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(run_dir)), 240, "step 10")
         r = orch(["chaos", "kill", "oncall", "--rank", "1", *db], env)
         assert r.returncode == 0, r.stderr
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]

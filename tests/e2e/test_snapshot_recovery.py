@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.catalog.repository import Catalog
-from tests.cli import metrics_rows, orch_json, start_submit, wait_for
+from tests.cli import metrics_rows, orch_json, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
 from trainer.local_run import read_metrics, run_local
 
@@ -29,13 +29,6 @@ LOSS_TOL = 1e-4
 """As in the checkpoint resume tests: the same layout resumes bit-for-bit in practice."""
 STEPS = 60
 NAME = "snap-kill"
-
-
-def slow_down(run_dir: Path, ranks: int, delay_s: float = 0.1) -> None:
-    """Every rank of the running attempt sleeps before each step (the same for all: no straggler), so that the
-    fault lands between the snapshot at step 20 and the checkpoint at step 50 on a fast or a loaded machine."""
-    for r in range(ranks):
-        (run_dir / "control" / f"rank-{r:05d}.json").write_text(json.dumps({"step_delay_s": delay_s}))
 
 
 def test_sigkill_between_checkpoints_resumes_from_the_snapshot(tmp_path: Path, cli_env: dict[str, str],
