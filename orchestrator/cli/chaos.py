@@ -62,14 +62,22 @@ def _worker(job: str, rank: int, state_dir: Any, db: str | None, where: str | No
     return workers[rank]
 
 
-def _signal(job: str, rank: int, sig: int, state_dir: Any, db: str | None) -> None:
-    w = _worker(job, rank, state_dir, db)
+def _ask(job: str, rank: int, ref: Any) -> Any:
+    """The answer of rank `rank`'s supervisor; one line when it is gone (the job ended or is restarting)."""
     import ray
 
     try:
-        ok = ray.get(w.send_signal.remote(sig), timeout=30)
+        return ray.get(ref, timeout=30)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+        fail(f"rank {rank} of job {job!r} cannot be reached (the job may have ended or be restarting): "
+             f"{type(e).__name__}")
     finally:
         disconnect()
+
+
+def _signal(job: str, rank: int, sig: int, state_dir: Any, db: str | None) -> None:
+    w = _worker(job, rank, state_dir, db)
+    ok = _ask(job, rank, w.send_signal.remote(sig))
     if not ok:
         fail(f"rank {rank} of job {job!r} has no live process to signal")
     console.print(f"sent {signal.Signals(sig).name} to rank {rank} of job {job}")
@@ -95,23 +103,13 @@ def slow(job: JobArg, rank: RankOpt,
     if not 0 <= delay_s < math.inf:
         fail(f"--delay-s must be a number of seconds >= 0, not {delay_s:g}", EXIT_USAGE)
     w = _worker(job, rank, state_dir_opt, db)
-    import ray
-
-    try:
-        ray.get(w.set_step_delay.remote(delay_s), timeout=30)
-    finally:
-        disconnect()
+    _ask(job, rank, w.set_step_delay.remote(delay_s))
     console.print(f"rank {rank} of job {job} now sleeps {delay_s:g} s before each step")
 
 
 def _call(job: str, rank: int, state_dir: Any, db: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
     w = _worker(job, rank, state_dir, db)
-    import ray
-
-    try:
-        return ray.get(getattr(w, method).remote(*args, **kwargs), timeout=30)
-    finally:
-        disconnect()
+    return _ask(job, rank, getattr(w, method).remote(*args, **kwargs))
 
 
 def _job_reliability(job: str, state_dir: Any, db: str | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,26 +18,17 @@ from tests.raycluster import ray_cluster, ray_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_a_job_that_does_not_fit_around_a_cordoned_host_is_refused_up_front(tmp_path: Path,
-                                                                           state_dir: Path) -> None:
-    """Three hosts of 3 slots hold three TP groups of 2 (one per host: a group never spans hosts); with one
-    host cordoned they do not fit, and `submit --address` says so before anything starts. (A job spread over
-    hosts with its TP groups inside one: the namespace-host tests; `stop`: the embedded-submit test.)"""
-    env = ray_env()
-    env["ORCHESTRATOR_HOME"] = str(state_dir)
-    with ray_cluster([("node-a", 3), ("node-b", 3), ("node-c", 3)]) as address:
-        from orchestrator.catalog.repository import Catalog
-
-        Catalog(f"sqlite:///{state_dir / 'catalog.db'}").set_host_state(
-            "node-b", "cordoned", reason="test", actor="test", create=True)
-        job = write_job(tmp_path / "job.yaml", small_job("toobig", dp=3, tp=2, steps=6, interval=3))
-        t0 = time.time()
-        r = orch(["submit", str(job), "--address", address], env, timeout_s=300)
-        assert r.returncode != 0 and "cordoned" in (r.stdout + r.stderr)
-        assert "tensor-parallel groups of 2" in (r.stdout + r.stderr)
-        assert time.time() - t0 < 60, "the refusal must come before anything is placed"
-        r = orch(["status", "toobig", "--json"], env)
-        assert r.returncode == 2 or json.loads(r.stdout)["state"] == "failed", r.stdout + r.stderr
+def _refused_around_a_cordoned_host(tmp_path: Path, env: dict[str, str], cat: Any, address: str) -> None:
+    """Three TP groups of 2 (a group never spans hosts) need all three 2-slot hosts: with one cordoned they do
+    not fit, and `submit --address` says so before anything starts. Then the host is put back in service."""
+    cat.set_host_state("node-b", "cordoned", reason="test", actor="test", create=True)
+    job = write_job(tmp_path / "toobig.yaml", small_job("toobig", dp=3, tp=2, steps=6, interval=3))
+    t0 = time.time()
+    r = orch(["submit", str(job), "--address", address], env, timeout_s=300)
+    assert r.returncode != 0 and "cordoned" in (r.stdout + r.stderr)
+    assert "tensor-parallel groups of 2" in (r.stdout + r.stderr)
+    assert time.time() - t0 < 60, "the refusal must come before anything is placed"
+    cat.set_host_state("node-b", "repaired", reason="test over", actor="test")
 
 
 def _raylet_pid(host_label: str) -> int:
@@ -53,7 +45,8 @@ def _raylet_pid(host_label: str) -> int:
 
 
 def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, state_dir: Path) -> None:
-    """Three hosts, a four-rank job on two of them and one spare held aside.
+    """Three hosts, a four-rank job on two of them and one spare held aside (after a job that does not fit
+    around a cordoned host was refused up front).
 
     The first lost node is replaced by the spare (dp stays 4), and its ranks resume from the in-memory
     snapshot newer than the last checkpoint: the spare's memory held nothing of theirs, so only the copies
@@ -74,8 +67,9 @@ def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, stat
     run_dir = state_dir / "runs" / "spare"
     snap_dir: str | None = None
     with ray_cluster([("node-a", 2), ("node-b", 2), ("node-c", 2)]) as address:
-        proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
         cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
+        _refused_around_a_cordoned_host(tmp_path, env, cat, address)
+        proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
         try:
             def spare_held() -> dict | None:
                 r = orch(["status", "spare", "--json"], env)

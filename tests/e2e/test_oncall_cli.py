@@ -96,12 +96,12 @@ def check_oncall_cli(env: dict[str, str], db: list[str], job_name: str, rank: in
 
 def test_oncall_cli_on_postgresql(tmp_path: Path, cli_env: dict[str, str], state_dir: Path,
                                   postgres_admin_url: str) -> None:
-    """The SQLite catalog gets the same checks at the end of the SIGKILL recovery test."""
+    """The on-call CLI over a PostgreSQL catalog (every other e2e test reads SQLite), its HTML report in Chromium."""
     from tests.services import create_database
 
     db = ["--db", create_database(postgres_admin_url, "oncall_e2e")]
     _filled_catalog(tmp_path, cli_env, state_dir, db)
-    check_oncall_cli(cli_env, db, "oncall", rank=1, steps=STEPS)
+    check_oncall_cli(cli_env, db, "oncall", rank=1, steps=STEPS, tmp_path=tmp_path)
 
 
 def test_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:

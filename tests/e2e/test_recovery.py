@@ -1,6 +1,6 @@
 """Real faults injected into a running job; it must finish every step on its own.
 
-Each test submits a small 4-rank job on the embedded Ray, injects one fault with
+Each test submits a small 4-rank job on the embedded Ray, injects a fault (or two, one after the other) with
 `orchestrator chaos` (SIGKILL, SIGSTOP, a stall of a live rank, a per-step delay) or kill -9 of the
 controller, and checks that the job completes, that the catalog holds one
 interruption for the fault with the culprit rank and host and ordered times, and
@@ -13,14 +13,14 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
-from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
+from tests.cli import metrics_rows, orch, orch_json, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
-from tests.e2e.test_oncall_cli import check_oncall_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 STEPS = 50
@@ -45,15 +45,20 @@ def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: 
     return Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
 
 
-def _check_resume(cat: Catalog, name: str, run_dir: Path) -> None:
-    [i] = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+def _check_resume(i: Any, run_dir: Path) -> None:
+    """Interruption `i` was followed by an attempt that resumed right after a committed step, times in order."""
     rows = metrics_rows(run_dir)
-    second = [x for x in rows if x["attempt"] == i.attempt + 1]
-    assert second and second[0]["step"] == i.resume_step + 1
+    after = [x for x in rows if x["attempt"] == i.attempt + 1]
+    assert after and after[0]["step"] == i.resume_step + 1
     assert i.resume_step % 5 == 0 and i.resume_step <= i.step_at_fault
     t = [as_utc(x) for x in (i.fault_at, i.detected_at, i.stopped_at, i.resumed_at)]
     assert all(t), t
     assert t[0] <= t[1] <= t[2] <= t[3]
+
+
+def _only(cat: Catalog, name: str) -> Any:
+    [i] = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+    return i
 
 
 def _standby_pids() -> set[int]:
@@ -70,46 +75,45 @@ def _standby_pids() -> set[int]:
     return out
 
 
-def test_sigkill_of_a_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+def test_a_killed_rank_then_a_stopped_one(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    """SIGKILL of rank 2, then, once the job trains again, SIGSTOP of rank 1. The crash is found at once and the
+    restart runs in place on the standby processes the supervisors had ready; the hang is found in about 3 s
+    with the stopped rank named. Each is recorded and the job resumes after it."""
+    name = "fault-ks"
+    run_dir = state_dir / "runs" / name
     standby: set[int] = set()
-
-    def inject() -> None:
-        # One standby per rank is started once training is under way.
-        standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
-        r = orch(["chaos", "kill", "fault-kill", "--rank", "2"], cli_env)
-        assert r.returncode == 0, r.stderr
-
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-kill", inject)
-    # The restart ran in place, every rank on the standby process its supervisor had ready.
-    second = cat.require_job("fault-kill").attempts[1]
-    assert {r.pid for r in second.ranks} == standby
-    [i] = cat.interruptions("fault-kill")
-    assert i.kind == "crash" and not i.planned
-    assert i.ranks == [2] and i.hosts and "SIGKILL" in i.explanation
-    assert (as_utc(i.detected_at) - as_utc(i.fault_at)).total_seconds() < 5
-    _check_resume(cat, "fault-kill", state_dir / "runs" / "fault-kill")
-    # The on-call CLI over this SQLite catalog (PostgreSQL: tests/e2e/test_oncall_cli.py).
-    check_oncall_cli(cli_env, [], "fault-kill", rank=2, steps=STEPS, tmp_path=tmp_path)
-
-
-def test_sigstop_hang_names_the_stopped_rank(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
     stopped_at: list[float] = []
 
     def inject() -> None:
+        slow_down(run_dir, ranks=4, delay_s=0.1)  # both faults land before the job ends, however loaded
+        # One standby per rank is started once training is under way.
+        standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
+        r = orch(["chaos", "kill", name, "--rank", "2"], cli_env)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: len([x for x in metrics_rows(run_dir) if x["attempt"] == 2]) >= 3, 240,
+                 "three steps of the second attempt")
         stopped_at.append(time.time())
-        r = orch(["chaos", "hang", "fault-hang", "--rank", "1"], cli_env)
+        r = orch(["chaos", "hang", name, "--rank", "1"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-hang", inject, steps=60)
-    [i] = cat.interruptions("fault-hang")
-    assert i.kind == "hang" and i.ranks == [1]
-    assert "stopped" in i.explanation and "wait in" in i.explanation
-    fault, detected = as_utc(i.fault_at).timestamp(), as_utc(i.detected_at).timestamp()
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=60)
+    killed, hung = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+
+    assert killed.kind == "crash" and not killed.planned
+    assert killed.ranks == [2] and killed.hosts and "SIGKILL" in killed.explanation
+    assert (as_utc(killed.detected_at) - as_utc(killed.fault_at)).total_seconds() < 5
+    second = cat.require_job(name).attempts[1]
+    assert {r.pid for r in second.ranks} == standby, "the restart must run on the warm standbys"
+    _check_resume(killed, run_dir)
+
+    assert hung.kind == "hang" and hung.ranks == [1] and hung.attempt == 2
+    assert "stopped" in hung.explanation and "wait in" in hung.explanation
+    fault, detected = as_utc(hung.fault_at).timestamp(), as_utc(hung.detected_at).timestamp()
     assert fault >= stopped_at[0] - 1.0, "the fault time predates the injection"
     # A stopped rank with stale beacons is a hang in about 3 s (the old rule's 5-s floor alone exceeded this).
     assert detected - fault < 4, f"hang detected {detected - fault:.1f} s after the rank stopped"
-    assert i.evidence["finding"]["evidence"]["limit_s"] < 5, i.evidence["finding"]["evidence"]["limit_s"]
-    _check_resume(cat, "fault-hang", state_dir / "runs" / "fault-hang")
+    assert hung.evidence["finding"]["evidence"]["limit_s"] < 5, hung.evidence["finding"]["evidence"]["limit_s"]
+    _check_resume(hung, run_dir)
 
 
 def test_stalled_live_rank_is_named_in_a_pipelined_layout(tmp_path: Path, cli_env: dict[str, str],
@@ -174,7 +178,7 @@ def test_controller_killed_with_sigkill(tmp_path: Path, cli_env: dict[str, str],
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     job = cat.require_job("fault-ctrl")
     assert [a.state for a in job.attempts] == ["lost", "succeeded"]
-    _check_resume(cat, "fault-ctrl", state_dir / "runs" / "fault-ctrl")
+    _check_resume(_only(cat, "fault-ctrl"), state_dir / "runs" / "fault-ctrl")
 
 
 def _controller_pid(state_dir: Path) -> int:
