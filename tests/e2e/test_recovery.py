@@ -85,7 +85,7 @@ def test_a_killed_rank_then_a_stopped_one(tmp_path: Path, cli_env: dict[str, str
     stopped_at: list[float] = []
 
     def inject() -> None:
-        slow_down(run_dir, ranks=4, delay_s=0.1)  # both faults land before the job ends, however loaded
+        slow_down(run_dir, ranks=4, delay_s=0.2)  # both faults land before the job ends, however loaded
         # One standby per rank is started once training is under way.
         standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
         r = orch(["chaos", "kill", name, "--rank", "2"], cli_env)
@@ -96,7 +96,7 @@ def test_a_killed_rank_then_a_stopped_one(tmp_path: Path, cli_env: dict[str, str
         r = orch(["chaos", "hang", name, "--rank", "1"], cli_env)
         assert r.returncode == 0, r.stderr
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=60)
+    cat = _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=90)
     killed, hung = [i for i in cat.interruptions(name) if i.kind != "straggler"]
 
     assert killed.kind == "crash" and not killed.planned
