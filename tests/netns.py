@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import BIN, REPO
+from tests.raycluster import NODE_DEATH_ENV
 
 RAY = str(BIN / "ray")
 SUBNET = "10.77.0"
@@ -138,6 +139,7 @@ class NetnsCluster:
         # home is not private to a host), so every node and client agrees on it.
         env.setdefault("RAY_AUTH_MODE", "token")
         env.pop("RAY_ADDRESS", None)
+        env.update(NODE_DEATH_ENV)
         if host is not None:
             env.update(host.env)
         return env

@@ -1,4 +1,7 @@
-"""`submit` on embedded Ray: a longer schedule continues a succeeded job; unreadable checkpoints never restart it."""
+"""`submit`: a longer schedule continues a succeeded job; unreadable checkpoints never restart it.
+
+The three submissions go to one Ray cluster (`--address`); the embedded path: tests/e2e/test_submit_embedded.py.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 
 from tests.cli import metrics_rows, orch, orch_json
 from tests.conftest import small_job, write_job
+from tests.raycluster import ray_cluster, ray_env
 from trainer.checkpoint import committed_checkpoints, quarantined_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -29,7 +33,14 @@ def _flip_bytes(d: Path) -> None:
 
 
 def test_more_steps_continue_and_unreadable_checkpoints_fail_without_redoing_a_step(
-        tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+        tmp_path: Path, state_dir: Path) -> None:
+    cli_env = ray_env()
+    cli_env["ORCHESTRATOR_HOME"] = str(state_dir)
+    with ray_cluster([("node-a", 4)]) as address:
+        _continue_then_fail(tmp_path, cli_env, state_dir, address)
+
+
+def _continue_then_fail(tmp_path: Path, cli_env: dict[str, str], state_dir: Path, address: str) -> None:
     shared = tmp_path / "shared"
     # Another job's checkpoint in the same checkpoint.folder: never read, pruned or deleted by this job.
     other = shared / "other" / "step-00000004"
@@ -38,12 +49,12 @@ def test_more_steps_continue_and_unreadable_checkpoints_fail_without_redoing_a_s
     ckdir = shared / "nolost"
     run_dir = state_dir / "runs" / "nolost"
 
-    r = orch(["submit", str(_job(tmp_path, shared, 8))], cli_env, timeout_s=600)
+    r = orch(["submit", str(_job(tmp_path, shared, 8)), "--address", address], cli_env, timeout_s=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert [c.step for c in committed_checkpoints(ckdir)] == [4, 8]
 
     # A longer schedule continues from the newest commit instead of asking for --fresh.
-    r = orch(["submit", str(_job(tmp_path, shared, 12))], cli_env, timeout_s=600)
+    r = orch(["submit", str(_job(tmp_path, shared, 12)), "--address", address], cli_env, timeout_s=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "continuing to step 12" in r.stdout
     rows = metrics_rows(run_dir)
@@ -53,7 +64,7 @@ def test_more_steps_continue_and_unreadable_checkpoints_fail_without_redoing_a_s
     # Every committed checkpoint corrupt: each attempt fails at load with the reason, nothing is retrained.
     for c in committed_checkpoints(ckdir):
         _flip_bytes(c.path)
-    r = orch(["submit", str(_job(tmp_path, shared, 16))], cli_env, timeout_s=600)
+    r = orch(["submit", str(_job(tmp_path, shared, 16)), "--address", address], cli_env, timeout_s=600)
     assert r.returncode == 1, r.stdout + r.stderr
     st = orch_json(["status", "nolost"], cli_env)
     assert st["state"] == "failed"
