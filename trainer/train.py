@@ -399,6 +399,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
             continue
         if sdc_every and step % sdc_every == 0:
             assert check_batch is not None
+            ctx.beacon({"phase": "sdc_check"})  # a replay may double its time: the hang limit allows for it
             v = check_replicas(lambda: check_checksum(parts, check_batch, cfg.micro_batch_size, injected("sdc")),
                                dp_group)
             if not v.ok:

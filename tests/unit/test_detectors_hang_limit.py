@@ -160,3 +160,34 @@ def test_without_evidence_a_stall_while_saving_waits_for_the_job_timeout() -> No
     job.frozen_at = job.starts[25] - saves[25] / 2  # inside the attempt's first save: nothing to compare it with
     found = job.run(job.frozen_at + 70)
     assert found is not None and 55 <= found - job.frozen_at <= 62
+
+
+def test_an_sdc_check_and_its_replay_are_no_hang_and_after_the_verdict_the_exit_decides() -> None:
+    """A check every step's end, replayed once on a disagreement: that step takes a check longer than any before
+    it. In phase `sdc_check` the limit doubles; once a replica has its verdict (phase `sdc`) the job's timeout
+    applies, and a rank stopped in the middle of a check is still a hang after the floor."""
+    durations = [2.5] + [0.6] * 59
+    job = Job(durations)
+    job.frozen_at = job.starts[40]  # step 41's check disagrees; the replay runs past the usual limit
+    limit = hang_limit([0.6] * 30, HangConfig(timeout_s=60))
+    stall = limit + 0.8  # longer than the limit, within twice it
+
+    def run(phase: str, sigstop: bool = False) -> float | None:
+        st = MonitorState(start_step=0, last_progress_at=job.starts[0] - 2.0, total_steps=10_000)
+        t = job.starts[0] - 2.0
+        while t < job.frozen_at + stall:
+            t += POLL_S
+            obs = job.observe(t)
+            if t > job.frozen_at:
+                obs = [RankObservation(o.rank, o.host, t, True, stopped=sigstop and o.rank == 1, step=o.step,
+                                       step_seconds=0.6, heartbeat=o.heartbeat if not sigstop else job.frozen_at,
+                                       ready=o.ready, phase=phase) for o in obs]
+            res = tick(st, obs, [], t, RANKS, HangConfig(timeout_s=60))
+            if res.failure is not None:
+                return t - job.frozen_at
+        return None
+
+    assert run("train") is not None, "without the phase this stall is a hang"
+    assert run("sdc_check") is None and run("sdc") is None
+    found = run("sdc_check", sigstop=True)
+    assert found is not None and found <= 3.0
