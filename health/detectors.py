@@ -75,14 +75,16 @@ class StragglerConfig:
 
 
 def hang_limit(recent_step_seconds: Sequence[float], cfg: HangConfig, *, checkpointing: bool = False,
-               saving: bool = False, save_step_seconds: Sequence[float] = (), stopped: bool = False) -> float:
+               saving: bool = False, save_step_seconds: Sequence[float] = (), stopped: bool = False,
+               sdc_check: bool = False) -> float:
     """Seconds without a completed step that count as a hang, learned from recent step intervals.
 
     `recent_step_seconds`: wall time between consecutive steps (saves excluded);
     `checkpointing`: no step-time evidence applies (starting up, after the last
     step, exiting); `saving`: the step in flight starts or waits for a save,
     judged against `save_step_seconds` (the job's timeout until one is seen);
-    `stopped`: a rank's process is stopped, which no phase explains.
+    `stopped`: a rank's process is stopped, which no phase explains;
+    `sdc_check`: an SDC check is in flight, which a replay on a disagreement can double.
     """
     if stopped:
         return min(cfg.timeout_s, cfg.floor_s)
@@ -93,7 +95,8 @@ def hang_limit(recent_step_seconds: Sequence[float], cfg: HangConfig, *, checkpo
         if not save_step_seconds:
             return cfg.timeout_s
         slowest = max(slowest, max(save_step_seconds))
-    return min(cfg.timeout_s, max(cfg.floor_s, cfg.interval_multiple * slowest + cfg.margin_s))
+    limit = max(cfg.floor_s, cfg.interval_multiple * slowest + cfg.margin_s)
+    return min(cfg.timeout_s, 2 * limit if sdc_check else limit)
 
 
 def detect_crash(obs: Sequence[RankObservation], now: float) -> Finding | None:

@@ -106,12 +106,13 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
                           exited=exited, completed=all(o.phase == "done" for o in obs))
     # Saving, past the last step, or exiting (a loaded host can take seconds to exit): the job's full timeout.
     finishing = state.total_steps is not None and min(o.step for o in obs) >= state.total_steps
-    checkpointing = (any(o.phase in ("done", "stopped", "failed") for o in obs)
+    # After an SDC verdict (phase `sdc`) the named replica exits and the others wait to be stopped: that exit,
+    # not the wait, is the finding.
+    checkpointing = (any(o.phase in ("done", "stopped", "failed", "sdc") for o in obs)
                      or not state.first_step_seen or finishing)
     limit = hang_limit(list(state.intervals) or list(state.step_times), hang, checkpointing=checkpointing,
                        saving=_saving(state, obs), save_step_seconds=list(state.save_intervals),
-                       stopped=_stopped(obs, now))
-    limit = _sdc_allowance(limit, obs, hang, stopped=_stopped(obs, now))
+                       stopped=_stopped(obs, now), sdc_check=any(o.phase == "sdc_check" for o in obs))
     hung = detect_hang(obs, state.last_progress_at, now, limit, layout=state.layout)
     if hung is not None:
         return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
@@ -165,20 +166,6 @@ def _stopped(obs: list[RankObservation], now: float) -> bool:
     """A rank's process is stopped and its beacons are stale: its peers have had time to say they wait for it."""
     return any(o.stopped and (o.heartbeat is None or now - o.heartbeat > HEARTBEAT_STALE_S)
                for o in obs if o.worker_alive and o.returncode is None)
-
-
-def _sdc_allowance(limit: float, obs: list[RankObservation], hang: HangConfig, stopped: bool) -> float:
-    """An SDC check in flight may replay its computation once on a disagreement: twice the limit. After its
-    verdict (phase `sdc`) the named replica exits at once and the others wait to be stopped: that exit, not the
-    wait, is the finding, so only the job's timeout applies. A stopped process is a hang whatever the phase."""
-    if stopped:
-        return limit
-    phases = {o.phase for o in obs}
-    if "sdc" in phases:
-        return hang.timeout_s
-    if "sdc_check" in phases:
-        return min(hang.timeout_s, 2 * limit)
-    return limit
 
 
 def _saving(state: MonitorState, obs: list[RankObservation]) -> bool:

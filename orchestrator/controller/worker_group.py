@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,15 @@ class Gang:
     placements: list[RankPlacement] = field(default_factory=list)
     gone: set[int] = field(default_factory=set)
     """Ranks whose supervisor (actor or node) is gone: nothing to stop there, no call to wait on."""
+
+
+def _first_rank_per_host(g: Gang, skip: Collection[int] = ()) -> dict[str, int]:
+    """Host -> the lowest rank placed there (ranks in `skip` left out): whose supervisor speaks for the host."""
+    first: dict[str, int] = {}
+    for p in g.placements:
+        if p.rank not in skip:
+            first.setdefault(p.host, p.rank)
+    return first
 
 
 class RayWorkerGroup:
@@ -197,9 +206,7 @@ class RayWorkerGroup:
             return {}
         self._snapshot_dir = snap
         root = {p.host: str(host_root(snap, p.host)) for p in g.placements}
-        first = {}
-        for p in g.placements:
-            first.setdefault(p.host, p.rank)
+        first = _first_rank_per_host(g)
         inv = gather({h: g.workers[r].snapshot_inventory.remote(root[h]) for h, r in first.items()}, CALL_TIMEOUT_S)
         have = {h: v for h, v in inv.items() if isinstance(v, dict)}
         plan = restore_plan(g.placements, have)
@@ -430,10 +437,7 @@ class RayWorkerGroup:
         g, snap = self.gang, self._snapshot_dir
         if g is None or snap is None:
             return
-        first: dict[str, int] = {}
-        for p in g.placements:
-            if p.rank not in g.gone:
-                first.setdefault(p.host, p.rank)
+        first = _first_rank_per_host(g, skip=g.gone)
         done = gather({h: g.workers[r].drop_snapshots.remote(snap) for h, r in first.items()}, PROBE_TIMEOUT_S)
         for host, res in done.items():
             if isinstance(res, BaseException):

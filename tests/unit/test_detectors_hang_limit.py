@@ -94,6 +94,8 @@ def test_limit_follows_the_slowest_recent_step() -> None:
     assert hang_limit([30.0] * 10, cfg) == 60.0
     assert hang_limit([0.5, 0.5], cfg) == 60.0  # too little evidence yet
     assert hang_limit([0.5] * 10, cfg, checkpointing=True) == 60.0
+    assert hang_limit([0.5] * 10, cfg, sdc_check=True) == 4.0  # a replay may double a check
+    assert hang_limit([0.5] * 10, cfg, sdc_check=True, stopped=True) == 1.5  # a stop is a stop
 
 
 def test_save_steps_are_judged_against_save_steps() -> None:
