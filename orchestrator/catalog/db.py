@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,12 +45,25 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+WAL_SWITCH_TRIES = 200
+"""Tries, 50 ms apart, to switch a new SQLite catalog to WAL while another client holds it."""
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
     # WAL lets `status` read while the controller writes; busy_timeout makes
     # concurrent writers wait instead of failing.
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Switching a new file to WAL needs it alone and can fail at once, without the busy handler, while another
+    # client opens the same new catalog: try again for a while.
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
