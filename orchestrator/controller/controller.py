@@ -111,6 +111,8 @@ class Controller:
         """Median step time of the last attempt that trained (for the checkpoint interval)."""
         self._preflight_passed: dict[str, float] = {}
         """Host -> when it last passed a preflight for this job (a restarted controller checks afresh)."""
+        self._last_gang: set[str] = set()
+        """Hosts of the last attempt that got past its preflight: a host not among them joins untested."""
 
     # ---- driving -------------------------------------------------------------------------
     @property
@@ -304,7 +306,9 @@ class Controller:
         last = self.history.outcomes[-1] if self.history.outcomes else None
         suspects = last.culprit_hosts if last is not None and (
             last.kind in failure_policy.LOST_HOST_KINDS or last.category in HARDWARE_CATEGORIES) else ()
-        why = preflight.reason_to_check(hosts, suspects, self._preflight_passed, t0, rel.preflight_max_age_s)
+        why = preflight.reason_to_check(hosts, suspects, self._preflight_passed, t0, rel.preflight_max_age_s,
+                                        last_gang=self._last_gang)
+        self._last_gang = set(hosts)
         if why is None:
             a.layout["preflight"] = (f"skipped: every host passed one within {rel.preflight_max_age_s:g} s and the "
                                      "last failure named none of them")

@@ -75,14 +75,15 @@ def decide(report: PreflightReport) -> PreflightDecision:
 
 
 def reason_to_check(hosts: Iterable[str], suspects: Iterable[str], passed_at: Mapping[str, float], now: float,
-                    max_age_s: float) -> str | None:
+                    max_age_s: float, last_gang: Iterable[str] | None = None) -> str | None:
     """Why the gang on `hosts` must be preflighted before it starts; None when it need not be.
 
     A preflight looks for broken hardware. A restart onto hosts that all passed one within `max_age_s` and then
     trained, after a failure that named none of them as faulty hardware (a killed or hung rank, a software
     error), would check again what was just found healthy: it is skipped, and its time with it. A host new to
     the job, a host the failure named (`suspects`), or an old pass means the whole gang is checked (the
-    collective spans every rank). `max_age_s` 0: every start is checked.
+    collective spans every rank). With `last_gang`, a host that did not train in it (a spare or an idle host
+    joining) is checked too, whenever it last passed. `max_age_s` 0: every start is checked.
     """
     if max_age_s <= 0:
         return "every start is preflighted (preflight_max_age_s 0)"
@@ -93,6 +94,8 @@ def reason_to_check(hosts: Iterable[str], suspects: Iterable[str], passed_at: Ma
         t = passed_at.get(host)
         if t is None:
             return f"host {host} has not been preflighted for this job"
+        if last_gang is not None and host not in set(last_gang):
+            return f"host {host} joins the gang (it did not train in the last attempt)"
         if now - t > max_age_s:
             return f"host {host} last passed a preflight {now - t:.0f} s ago"
     return None

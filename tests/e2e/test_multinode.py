@@ -62,7 +62,7 @@ def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, stat
     env = ray_env()
     env["ORCHESTRATOR_HOME"] = str(state_dir)
     job = write_job(tmp_path / "job.yaml", small_job(
-        "spare", dp=4, steps=60, checkpoint={"interval_steps": 40, "snapshot_interval_steps": 5, "async": False},
+        "spare", dp=4, steps=80, checkpoint={"interval_steps": 40, "snapshot_interval_steps": 5, "async": False},
         reliability={"allow_shrink_dp": True, "max_restarts": 4, "spares": 1}))
     run_dir = state_dir / "runs" / "spare"
     snap_dir: str | None = None
@@ -108,7 +108,7 @@ def test_lost_nodes_are_replaced_by_a_spare_then_dp_shrinks(tmp_path: Path, stat
         assert [(i.kind, i.hosts) for i in lost] == [("node_lost", [first]), ("node_lost", [second])]
         assert {first, second} <= cat.cordoned_hosts()
         job_row = cat.require_job("spare")
-        assert job_row.state == "succeeded" and job_row.last_step == 60
+        assert job_row.state == "succeeded" and job_row.last_step == 80
 
         # The first resume: from the snapshot, through the peer's copy, with the losses of an uninterrupted run.
         i = lost[0]

@@ -374,6 +374,9 @@ def test_preflight_is_needed_for_a_new_a_named_or_a_stale_host() -> None:
     assert preflight.reason_to_check(["a", "b"], [], passed, 800.0, 600.0) == \
         "host a last passed a preflight 700 s ago"
     assert preflight.reason_to_check(["a"], [], passed, 101.0, 0.0) is not None
+    assert preflight.reason_to_check(["a", "b"], [], passed, 150.0, 600.0, last_gang=["a", "c"]) == \
+        "host b joins the gang (it did not train in the last attempt)"
+    assert preflight.reason_to_check(["a", "b"], [], passed, 150.0, 600.0, last_gang=["a", "b"]) is None
 
 
 def test_bad_gpu_finding_from_a_probe_is_classified_and_cordons_the_host(tmp_path: Path) -> None:
