@@ -51,6 +51,15 @@ def interrupt(proc: subprocess.Popen[bytes]) -> None:
 
 def slow_down(run_dir: Path, ranks: int, delay_s: float = 0.1) -> None:
     """Every rank of the job's running attempt sleeps `delay_s` before each step (the same for all: no
-    straggler), so that a fault lands where a test needs it in the job on a fast or a loaded machine."""
+    straggler), so that a fault lands where a test needs it in the job on a fast or a loaded machine.
+
+    Merged into the rank's control file (other requests there stay), atomically: the trainer re-reads it."""
     for r in range(ranks):
-        (run_dir / "control" / f"rank-{r:05d}.json").write_text(json.dumps({"step_delay_s": delay_s}))
+        path = run_dir / "control" / f"rank-{r:05d}.json"
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = {}
+        tmp = path.with_name(path.name + ".test-tmp")
+        tmp.write_text(json.dumps({**current, "step_delay_s": delay_s}))
+        tmp.replace(path)

@@ -94,7 +94,9 @@ def cluster_pids(temp_dir: str, address: str) -> list[int]:
     return out
 
 
-def stop_cluster(temp_dir: str, address: str, grace_s: float = 10.0) -> None:
+def stop_cluster(temp_dir: str, address: str, grace_s: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`: Ray's gcs_server and raylets outlast a 10-s grace anyway, and a
+    test's cluster keeps nothing worth a graceful drain."""
     pids = cluster_pids(temp_dir, address)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:

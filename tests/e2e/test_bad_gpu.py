@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from orchestrator.catalog.repository import TERMINAL_JOB_STATES, Catalog
-from tests.cli import orch, start_submit, wait_for
+from tests.cli import orch, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
 from tests.raycluster import node_ids, ray_cluster, ray_env
 
@@ -38,6 +38,9 @@ HOSTS = [f"node-{c}" for c in "abcdef"]
 BAD_AT_START = "node-b"
 HELD = HOSTS[2:]
 """Cordoned by the operator until the first gang is placed, so that it must take node-a and node-b."""
+SLOW_S = 0.15
+"""Each attempt that is about to be hit sleeps this long before every step: an attempt resumed from a late
+snapshot has ~100 steps of ~0.13 s left, and the `chaos` call (a Ray client) must land before they are done."""
 
 
 @dataclass
@@ -75,7 +78,7 @@ def _training(cat: Catalog, after: int, spares: int) -> Any:
             return None
         if len((a.layout or {}).get("spares", [])) < spares or len(st.current_ranks) != 2:
             return None
-        assert st.job.last_step < STEPS - 10, f"job {JOB} nearly finished before the next fault (attempt {a.number})"
+        assert st.job.last_step < STEPS - 30, f"job {JOB} nearly finished before the next fault (attempt {a.number})"
         return a.number, {r.rank: r.host for r in st.current_ranks}, list(a.layout["spares"])
     return cond
 
@@ -93,8 +96,9 @@ def test_bad_gpus_and_hosts_are_classified_cordoned_and_replaced_by_spares(
     for h in HELD:
         cat.set_host_state(h, "cordoned", reason="held until the first gang is placed", actor="test", create=True)
     injected: list[Injected] = []
+    run_dir = state_dir / "runs" / JOB
     with ray_cluster([(h, 1) for h in HOSTS]) as address:
-        _lose_gpu(state_dir / "runs" / JOB, node_ids(address)[BAD_AT_START])
+        _lose_gpu(run_dir, node_ids(address)[BAD_AT_START])
         proc = start_submit(job, env, "--address", address, log=tmp_path / "submit.log")
         try:
             def first_gang_placed() -> bool:
@@ -108,14 +112,17 @@ def test_bad_gpus_and_hosts_are_classified_cordoned_and_replaced_by_spares(
             for what, rank, spares in (("xid79", 1, 3), ("xid48", 0, 2), ("sdc", 1, 1)):
                 last, hosts, held = wait_for(_training(cat, last, spares), 400, f"training before {what}",
                                              interval_s=0.5)
+                slow_down(run_dir, ranks=2, delay_s=SLOW_S)
                 args = (["xid", JOB, "--rank", str(rank), "--code", what[3:]] if what.startswith("xid")
                         else ["sdc", JOB, "--rank", str(rank)])
                 r = orch(["chaos", *args], env)
                 assert r.returncode == 0, r.stderr
                 injected.append(Injected(what, last, rank, hosts[rank], held))
             last, _, _ = wait_for(_training(cat, last, 0), 400, "training before the NaN batch", interval_s=0.5)
+            slow_down(run_dir, ranks=2, delay_s=SLOW_S)
             r = orch(["chaos", "nan", JOB], env)
             assert r.returncode == 0, r.stderr
+            slow_down(run_dir, ranks=2, delay_s=0)  # the request is in: the rest of the job at full speed
             assert proc.wait(timeout=400) == 0, (tmp_path / "submit.log").read_text()[-3000:]
         finally:
             if proc.poll() is None:
