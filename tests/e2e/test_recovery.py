@@ -1,7 +1,7 @@
 """Real faults injected into a running job; it must finish every step on its own.
 
-Each test submits a small 4-rank job on the embedded Ray, injects a fault (or two, one after the other) with
-`orchestrator chaos` (SIGKILL, SIGSTOP, a stall of a live rank, a per-step delay) or kill -9 of the
+Each test submits a small 4-rank job on the embedded Ray, injects faults one after the other with
+`orchestrator chaos` (a per-step delay, SIGKILL, SIGSTOP, a stall of a live rank) or kill -9 of the
 controller, and checks that the job completes, that the catalog holds one
 interruption for the fault with the culprit rank and host and ordered times, and
 that training resumed from the newest committed checkpoint.
@@ -56,11 +56,6 @@ def _check_resume(i: Any, run_dir: Path) -> None:
     assert t[0] <= t[1] <= t[2] <= t[3]
 
 
-def _only(cat: Catalog, name: str) -> Any:
-    [i] = [i for i in cat.interruptions(name) if i.kind != "straggler"]
-    return i
-
-
 def _standby_pids() -> set[int]:
     """Warm standby rank processes now alive on this machine."""
     out = set()
@@ -75,35 +70,62 @@ def _standby_pids() -> set[int]:
     return out
 
 
-def test_a_killed_rank_then_a_stopped_one(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
-    """SIGKILL of rank 2, then, once the job trains again, SIGSTOP of rank 1. The crash is found at once and the
-    restart runs in place on the standby processes the supervisors had ready; the hang is found in about 3 s
-    with the stopped rank named. Each is recorded and the job resumes after it."""
+def test_a_straggler_a_killed_rank_a_stopped_one_and_a_killed_controller(
+        tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
+    """One job, four faults in turn, each once the job trains again after the one before:
+
+    1. rank 3 sleeps before every step: it is flagged as a straggler and the job goes on (no restart);
+    2. SIGKILL of rank 2: the crash is found at once and the restart runs in place on the standby processes
+       the supervisors had ready;
+    3. SIGSTOP of rank 1: the hang is found in about 3 s with the stopped rank named;
+    4. kill -9 of the job's controller: Ray restarts it, it records the attempt as lost, no rank of the old
+       attempt is left behind, and the job resumes from the newest committed checkpoint.
+    Each is recorded and the job finishes every step.
+    """
     name = "fault-ks"
     run_dir = state_dir / "runs" / name
+    cat = Catalog(f"sqlite:///{state_dir / 'catalog.db'}")
     standby: set[int] = set()
     stopped_at: list[float] = []
+    old_pids: list[int] = []
+
+    def attempt_steps(n: int) -> int:
+        return len([x for x in metrics_rows(run_dir) if x["attempt"] == n])
 
     def inject() -> None:
-        slow_down(run_dir, ranks=4, delay_s=0.2)  # both faults land before the job ends, however loaded
+        slow_down(run_dir, ranks=4, delay_s=0.2)  # the first two faults land before the job ends, however loaded
+        r = orch(["chaos", "slow", name, "--rank", "3", "--delay-s", "0.5"], cli_env)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: any(i.kind == "straggler" for i in cat.interruptions(name)), 120, "the straggler found")
         # One standby per rank is started once training is under way.
         standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
         r = orch(["chaos", "kill", name, "--rank", "2"], cli_env)
         assert r.returncode == 0, r.stderr
-        wait_for(lambda: len([x for x in metrics_rows(run_dir) if x["attempt"] == 2]) >= 3, 240,
-                 "three steps of the second attempt")
+        wait_for(lambda: attempt_steps(2) >= 3, 240, "three steps of the second attempt")
         stopped_at.append(time.time())
         r = orch(["chaos", "hang", name, "--rank", "1"], cli_env)
         assert r.returncode == 0, r.stderr
+        wait_for(lambda: attempt_steps(3) >= 3, 240, "three steps of the third attempt")
+        slow_down(run_dir, ranks=4, delay_s=0.2)  # the dead controller's ranks train on until its successor ends them
+        st = orch_json(["status", name], cli_env)
+        assert st["attempt"] == 3, st
+        old_pids.extend(r["pid"] for r in st["ranks"])
+        os.kill(_controller_pid(state_dir), signal.SIGKILL)
 
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=90)
-    killed, hung = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+    _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=130)
+    [slow] = [i for i in cat.interruptions(name) if i.kind == "straggler"]
+    killed, hung, lost = [i for i in cat.interruptions(name) if i.kind != "straggler"]
+    job = cat.require_job(name)
+    assert [a.state for a in job.attempts][2:] == ["lost", "succeeded"], [a.state for a in job.attempts]
+
+    assert slow.ranks == [3] and slow.hosts and slow.attempt == 1
+    assert slow.evidence["finding"]["score"] > 6
+    assert killed.attempt == 1, "the straggler alone must not restart the job"
 
     assert killed.kind == "crash" and not killed.planned
     assert killed.ranks == [2] and killed.hosts and "SIGKILL" in killed.explanation
     assert (as_utc(killed.detected_at) - as_utc(killed.fault_at)).total_seconds() < 5
-    second = cat.require_job(name).attempts[1]
-    assert {r.pid for r in second.ranks} == standby, "the restart must run on the warm standbys"
+    assert {r.pid for r in job.attempts[1].ranks} == standby, "the restart must run on the warm standbys"
     _check_resume(killed, run_dir)
 
     assert hung.kind == "hang" and hung.ranks == [1] and hung.attempt == 2
@@ -114,6 +136,11 @@ def test_a_killed_rank_then_a_stopped_one(tmp_path: Path, cli_env: dict[str, str
     assert detected - fault < 4, f"hang detected {detected - fault:.1f} s after the rank stopped"
     assert hung.evidence["finding"]["evidence"]["limit_s"] < 5, hung.evidence["finding"]["evidence"]["limit_s"]
     _check_resume(hung, run_dir)
+
+    assert lost.kind == "controller_lost" and lost.attempt == 3
+    for pid in old_pids:  # no rank of the dead controller is left behind
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    _check_resume(lost, run_dir)
 
 
 def test_stalled_live_rank_is_named_in_a_pipelined_layout(tmp_path: Path, cli_env: dict[str, str],
@@ -145,40 +172,6 @@ def test_stalled_live_rank_is_named_in_a_pipelined_layout(tmp_path: Path, cli_en
     fault, detected = as_utc(i.fault_at).timestamp(), as_utc(i.detected_at).timestamp()
     limit = i.evidence["finding"]["evidence"]["limit_s"]
     assert 0 <= detected - fault <= limit + 2.0, (detected - fault, limit)
-
-
-def test_slowed_rank_is_flagged_and_the_job_goes_on(tmp_path: Path, cli_env: dict[str, str],
-                                                    state_dir: Path) -> None:
-    def inject() -> None:
-        r = orch(["chaos", "slow", "fault-slow", "--rank", "3", "--delay-s", "0.4"], cli_env)
-        assert r.returncode == 0, r.stderr
-
-    # Long enough that most of the detector's window of steps comes after the delay starts.
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-slow", inject, steps=75)
-    [i] = cat.interruptions("fault-slow")
-    assert i.kind == "straggler" and i.ranks == [3] and i.hosts
-    assert i.evidence["finding"]["score"] > 6
-    st = orch_json(["status", "fault-slow"], cli_env)
-    assert st["attempt"] == 1, "a straggler alone must not restart the job"
-
-
-def test_controller_killed_with_sigkill(tmp_path: Path, cli_env: dict[str, str], state_dir: Path) -> None:
-    old_pids: list[int] = []
-
-    def inject() -> None:
-        st = orch_json(["status", "fault-ctrl"], cli_env)
-        old_pids.extend(r["pid"] for r in st["ranks"])
-        ctrl_pid = _controller_pid(state_dir)
-        os.kill(ctrl_pid, signal.SIGKILL)
-
-    cat = _run_with_fault(tmp_path, cli_env, state_dir, "fault-ctrl", inject, steps=50)
-    [i] = cat.interruptions("fault-ctrl")
-    assert i.kind == "controller_lost"
-    for pid in old_pids:  # no rank of the dead controller is left behind
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-    job = cat.require_job("fault-ctrl")
-    assert [a.state for a in job.attempts] == ["lost", "succeeded"]
-    _check_resume(_only(cat, "fault-ctrl"), state_dir / "runs" / "fault-ctrl")
 
 
 def _controller_pid(state_dir: Path) -> int:
