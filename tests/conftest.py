@@ -82,12 +82,13 @@ def catalog_url(request, tmp_path: Path) -> str:
 _LAYER_ORDER = {"integration": 0, "e2e": 1, "unit": 2}
 _E2E_LAST = ("test_netns_hosts.py", "test_bad_gpu.py", "test_recovery.py")
 """E2e modules whose detectors time faults in seconds (hangs, slow links, SDC replays), run last: `make test`
-runs the unit and integration tests beside the first e2e jobs, and these then have the CPUs alone."""
+runs the unit and integration tests beside the other e2e jobs, and these once both are done, alone (the
+list in scripts/run-tests.sh)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests first, then e2e (the timing-sensitive modules last), then unit: the cheaper layer fails
-    first. `make test` runs unit and integration in one pytest process beside e2e (scripts/run-tests.sh)."""
+    first. `make test` runs unit and integration in one pytest process beside the e2e jobs (scripts/run-tests.sh)."""
     def key(item: pytest.Item) -> tuple[int, int]:
         parts = Path(str(item.fspath)).relative_to(REPO).parts
         layer = parts[1] if len(parts) > 2 and parts[0] == "tests" else "unit"

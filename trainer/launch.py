@@ -151,28 +151,49 @@ STANDBY_FLAG = "--standby"
 
 
 def standby() -> int:
-    """Warm standby: pay for the imports now, then wait on stdin for this process's assignment.
+    """Warm standby: pay for the imports now, then wait on stdin for this process's requests.
 
     A restart then costs a rendezvous and a checkpoint load instead of a fresh
-    interpreter importing torch on every rank. The assignment is one JSON line:
-    {"config": path, "env": {...}, "log": path}. End of input means the
-    supervisor no longer needs this process.
+    interpreter importing torch on every rank. Requests are JSON lines. A
+    preflight request, {"preflight": {"env": {...}, "timeout_s": s, "use_cuda":
+    bool, "result": path}}, runs the rank's preflight collective here (its
+    process group is made for the check and dropped after it) and writes the
+    answer to `result`; more requests may follow. The assignment, {"config":
+    path, "env": {...}, "log": path}, turns this process into the rank's
+    trainer. End of input means the supervisor no longer needs this process.
     """
     import torch  # noqa: F401  (the slow part)
 
     import trainer.progress  # noqa: F401
     import trainer.train  # noqa: F401
 
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0
-    req = json.loads(line)
-    os.environ.update(req["env"])
-    fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    return main([req["config"]])
+    while True:
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        req = json.loads(line)
+        if "preflight" in req:
+            standby_preflight(req["preflight"])
+            continue
+        os.environ.update(req["env"])
+        fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        return main([req["config"]])
+
+
+def standby_preflight(req: dict[str, Any]) -> None:
+    """Run one preflight request in the standby and write its answer (see `standby`)."""
+    from trainer.preflight import run_check
+
+    env = req["env"]
+    for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        if env.get(k):
+            os.environ[k] = env[k]
+    ans = run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
+                    float(req["timeout_s"]), use_cuda=bool(req.get("use_cuda")))
+    write_json_atomic(Path(req["result"]), ans)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """Preflight collective of one rank: all candidate ranks all-reduce a known tensor and check the sum.
 
 On a GPU each rank first runs a small matmul burn-in checked against a float64
-CPU reference. The rank supervisors call `check` in their own process (torch
-is imported once per supervisor, so a restart's preflight costs a rendezvous,
-not an interpreter per rank); `python -m trainer.preflight` runs the same check
-from the torch.distributed environment variables and prints one JSON line.
+CPU reference. The check runs in the rank's warm standby process (started
+with its supervisor, it goes on to train), else in the supervisor's process:
+torch is imported once per rank, so a preflight costs a rendezvous, not an
+interpreter; `python -m trainer.preflight` runs the same check from the
+torch.distributed environment variables and prints one JSON line.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def run_check(rank: int, world: int, master_addr: str, master_port: int, timeout
         ok, msg = check(rank, world, master_addr, master_port, timeout_s, use_cuda)
     except Exception as e:
         ok, msg = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return {"ok": ok, "message": msg, "seconds": time.time() - t0, "at": time.time()}
+    return {"ok": ok, "message": msg, "seconds": time.time() - t0, "at": time.time(), "pid": os.getpid()}
 
 
 def main() -> int:

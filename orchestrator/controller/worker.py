@@ -97,7 +97,7 @@ class RankWorker:
     so that a restart does not pay for a fresh interpreter on every rank.
     """
 
-    def __init__(self, job: str, rank: int, run_dir: str, warm_standby: bool = True) -> None:
+    def __init__(self, job: str, rank: int, run_dir: str, warm_standby: bool = True, cpus: float = 1.0) -> None:
         self.job, self.rank = job, rank
         self.attempt = 0
         self.run_dir = Path(run_dir)
@@ -107,7 +107,7 @@ class RankWorker:
         self.log_path = self.run_dir / "logs" / "unstarted" / f"rank-{rank:05d}.log"
         self.beacon_path = self.run_dir / "beacons" / f"rank-{rank:05d}.json"
         self.control_path = self.run_dir / "control" / f"rank-{rank:05d}.json"
-        self.cpus = 1.0
+        self.cpus = cpus
         self.started_at: float | None = None
         self.exited_at: float | None = None
         self.snapshot_root: Path | None = None
@@ -115,6 +115,8 @@ class RankWorker:
         self._peer: tuple[Any, str] | None = None
         """The supervisor on another host that keeps copies of this rank's snapshots, and its host's folder."""
         self._copier: threading.Thread | None = None
+        # The first attempt's process starts importing torch now, while the gang is preflighted (in it).
+        self._ensure_standby()
 
     def info(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -278,16 +280,56 @@ class RankWorker:
         return inject_xid(folder, code, gpu, pci=f"0000:{0x18 + gpu:02x}:00")
 
     def preflight(self, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-        """This rank's part of the preflight collective, run in this supervisor's process (torch is imported
-        once per supervisor; the process group is made for the check and dropped after it)."""
-        from trainer.preflight import run_check
-
+        """This rank's part of the preflight collective, in the rank's warm standby when it has one (the
+        process that then trains: torch is imported once per rank), else in this supervisor's process.
+        The process group is made for the check and dropped after it."""
         iface = env.get(ENV_INTERFACE) or interface_of(ray.util.get_node_ip_address())
         if iface:
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
-            os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
+            env = {**env, "GLOO_SOCKET_IFNAME": iface, "NCCL_SOCKET_IFNAME": iface}
+        use_cuda = bool(ray.get_gpu_ids())
+        budget = max(1.0, timeout_s - 2.0)
+        sb = self.standby
+        if sb is not None and sb.poll() is None and sb.stdin is not None:
+            return self._preflight_in_standby(sb, env, budget, timeout_s, use_cuda)
+        from trainer.preflight import run_check
+
+        for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            if env.get(k):
+                os.environ.setdefault(k, env[k])
         return run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
-                         max(1.0, timeout_s - 2.0), use_cuda=bool(ray.get_gpu_ids()))
+                         budget, use_cuda=use_cuda)
+
+    def _preflight_in_standby(self, sb: subprocess.Popen[bytes], env: dict[str, str], budget: float,
+                              timeout_s: float, use_cuda: bool) -> dict[str, Any]:
+        assert sb.stdin is not None
+        t0 = time.time()
+        result = self.run_dir / "preflight" / f"rank-{self.rank:05d}-{os.getpid()}-{time.monotonic_ns()}.json"
+        result.parent.mkdir(parents=True, exist_ok=True)
+        req = {"preflight": {"env": env, "timeout_s": budget, "use_cuda": use_cuda, "result": str(result)}}
+        try:
+            sb.stdin.write((json.dumps(req) + "\n").encode())
+            sb.stdin.flush()
+        except OSError as e:
+            return {"ok": False, "message": f"the rank's standby process took no request: {e}", "at": time.time()}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ans = json.loads(result.read_text())
+                result.unlink(missing_ok=True)
+                return dict(ans)
+            except (OSError, ValueError):
+                pass
+            if sb.poll() is not None:
+                self.standby = None
+                return {"ok": False, "message": f"the rank's process exited with code {sb.returncode} during the "
+                        f"preflight", "seconds": time.time() - t0, "at": time.time()}
+            time.sleep(0.05)
+        # No answer: the process is stuck in the check and is no use as a trainer.
+        self.standby = None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sb.pid, signal.SIGKILL)
+        return {"ok": False, "message": f"no preflight answer from the rank's process within {timeout_s:.0f} s",
+                "seconds": time.time() - t0, "at": time.time()}
 
     def stop(self, grace_s: float = 5.0) -> dict[str, Any]:
         """SIGTERM, then SIGKILL after the grace period (a stopped process is continued first)."""

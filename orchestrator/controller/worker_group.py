@@ -148,7 +148,7 @@ class RayWorkerGroup:
             self.gang.workers.append(actor.options(
                 num_cpus=self.cpus, num_gpus=self.gpus or None, max_restarts=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank // group),
-            ).remote(self.job, rank, self.run_dir, self.warm_standby))
+            ).remote(self.job, rank, self.run_dir, self.warm_standby, self.cpus))
         infos = call_all(dict(enumerate(self.gang.workers)), "info", timeout_s=START_TIMEOUT_S)
         bad = sorted(r for r, i in infos.items() if isinstance(i, BaseException))
         if bad:
