@@ -28,6 +28,7 @@ Each result names the git commit of its code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -183,6 +184,7 @@ def one(cfg: SoakConfig, period_s: float, steps: int, faults: list[str], seed: i
         rep = job.report()
         incidents = job.incidents()
         rows = job.rows()
+        timeline = attempt_timeline(Path(d) / "catalog.db")
         return {"config": cfg.name, "code": str(cfg.code), "commit": code_commit(cfg.code),
                 "overrides": cfg.overrides, "period_s": period_s, "steps": steps, "exit_code": rc,
                 "timed_out": rc is None, "wall_s": time.time() - job.started,
@@ -191,7 +193,26 @@ def one(cfg: SoakConfig, period_s: float, steps: int, faults: list[str], seed: i
                 "interruptions_recorded": sum(1 for i in incidents if not i["planned"] and i["kind"] != "straggler"),
                 "incidents": incidents, "ettr": rep["ettr"], "time_lost_seconds": rep["time_lost_seconds"],
                 "steps_redone": rep.get("steps_redone"), "final_step": max((r["step"] for r in rows), default=0),
-                "state": rep["state"], "report": rep}
+                "state": rep["state"], "report": rep, "attempts": timeline,
+                "loop_seconds": {"snapshots": sum(r.get("snapshot_seconds") or 0.0 for r in rows),
+                                 "snapshot_count": sum(1 for r in rows if r.get("snapshot_seconds")),
+                                 "checkpoint_blocked": sum(r.get("checkpoint_blocked_seconds") or 0.0 for r in rows)}}
+
+
+def attempt_timeline(db: Path) -> list[dict[str, Any]]:
+    """Each attempt's times and steps from the catalog (read-only), to see where a run's time went."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        cur = con.execute("SELECT number, state, started_at, first_step_at, ended_at, start_step, end_step, layout "
+                          "FROM attempts ORDER BY number")
+        cols = [c[0] for c in cur.description]
+        out = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    for a in out:
+        layout = json.loads(a.pop("layout") or "{}")
+        a["preflight_s"] = layout.get("preflight_s")
+        a["preflight"] = layout.get("preflight")
+    return out
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ class RankObservation:
     """The rank's flight recorder: {"backend", "state" (ok | off | empty | unreadable), "entries", "detail"}."""
     snapshot_step: int | None = None
     """The newest step this rank holds an in-memory snapshot of (None: none, or snapshots off)."""
+    snapshots: dict[str, float] = field(default_factory=dict)
+    """What this attempt's snapshots cost the rank so far: count, blocked_s (the loop's wait), write_s."""
     saving_step: int | None = None
     """The newest step at which this rank began a save (a checkpoint or a snapshot): that step and the next wait
     for it, so the hang detector judges them against save steps."""
@@ -122,6 +124,7 @@ def observation_from_poll(poll: dict[str, Any], host: str, now: float) -> RankOb
         at_time=b.get("at_time") or None, recorder=b.get("recorder") or {},
         saving_step=None if b.get("saving_step") is None else int(b["saving_step"]),
         snapshot_step=None if b.get("snapshot_step") is None else int(b["snapshot_step"]),
+        snapshots=b.get("snapshots") or {},
     )
 
 

@@ -91,6 +91,10 @@ class FakeWorkerGroup:
     """The hosts of each preflight, in order."""
     probes_seen: dict[str, list[dict]] = field(default_factory=dict)
     """Host -> warn/fail results its agent has kept (what probe_evidence returns)."""
+    snapshot_cost: tuple[float, float] | None = None
+    """(loop's wait, write) seconds of each in-memory snapshot the ranks report; None: they report none."""
+    snapshot_intervals: list[int] = field(default_factory=list)
+    """The snapshot interval each attempt was started with."""
 
     def nodes(self) -> list[NodeView]:
         return [NodeView(f"node-{h}", h, f"10.0.0.{i}", h not in self.dead, float(self.slots_per_host), 0.0)
@@ -121,6 +125,7 @@ class FakeWorkerGroup:
     def start(self, attempt: int, config: dict, config_path: str, checkpoint_dir: str) -> dict[int, int | None]:
         self.calls.append(f"start:{attempt}")
         self.interval = int(config.get("checkpoint_interval_steps", self.interval))
+        self.snapshot_intervals.append(int(config.get("snapshot_interval_steps") or 0))
         self.attempt, self.step, self.ended = attempt, self.checkpoints.committed_step(), False
         self.finding, self.hang_started, self._last_rollback = None, False, {}
         return {p.rank: 1000 + p.rank for p in self.placements}
@@ -133,6 +138,10 @@ class FakeWorkerGroup:
                                        checkpoint={"checkpoint_step": last, "checkpoint_path": f"/ckpt/{last}",
                                                    "checkpoint_blocked_s": 0.02, "checkpoint_seconds": 0.3}
                                        if last else {})
+        if self.snapshot_cost is not None and self.step:
+            n = self.step  # running totals, as a rank's beacon carries them
+            base["snapshots"] = {"count": n, "blocked_s": n * self.snapshot_cost[0],
+                                 "write_s": n * self.snapshot_cost[1]}
         base.update(kw)
         return RankObservation(**base)  # type: ignore[arg-type]
 

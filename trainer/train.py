@@ -432,9 +432,12 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                     "compute_seconds": compute_s, "loss": loss_val,
                     "tokens_per_second": row["tokens_per_second"], "max_rss_mb": max_rss_mb(),
                     "ready": readiness.snapshot(),
-                    "snapshot_step": snap.last_step if snap is not None else None})
+                    "snapshot_step": snap.last_step if snap is not None else None,
+                    "snapshots": snap.stats() if snap is not None else None})
     ckpt.close()
     metrics.close()
+    if snap is not None:
+        snap.close()
     if snap is not None and not stopped and step == cfg.steps and ckpt.last_saved == (step, True):
         snap.clear()  # the final checkpoint holds everything now
     if not stopped and step == cfg.steps and ckpt.last_saved == (step, False):

@@ -252,6 +252,7 @@ def job_summary(job: Job, status: JobStatus | None = None) -> dict[str, Any]:
         lay = {} if current is None else (current.layout or {})
         out["spares"] = list(lay.get("spares", []))
         out["checkpoint_interval_steps"] = lay.get("checkpoint_interval_steps")
+        out["snapshot_interval_steps"] = lay.get("snapshot_interval_steps")
         out["snapshot_step"] = lay.get("snapshot_step")
         out["resumed_from"] = lay.get("resumed_from")
         out["ranks"] = [] if current is None else [
@@ -290,6 +291,8 @@ def status(
         console.print(f"spare hosts held: {', '.join(summary['spares'])}", markup=False)
     recovery = [f"checkpoint every {summary['checkpoint_interval_steps']} steps (auto)"
                 if summary.get("checkpoint_interval_steps") else "",
+                f"snapshot every {summary['snapshot_interval_steps']} steps (auto)"
+                if summary.get("snapshot_interval_steps") else "",
                 f"snapshot held by every rank: step {summary['snapshot_step']}" if summary.get("snapshot_step") else "",
                 "resumed from {kind} at step {step}".format(**summary["resumed_from"])
                 if summary.get("resumed_from") else ""]

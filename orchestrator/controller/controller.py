@@ -22,6 +22,7 @@ from typing import Any
 
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
+from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.classifier import classify
 from orchestrator.controller import failure_policy, preflight, scaling_policy
@@ -47,9 +48,10 @@ from orchestrator.controller.recovery import (
     lemon_counts,
     open_attempts,
     snapshot_covered,
+    snapshot_interval,
 )
 from orchestrator.controller.scaling_policy import ScalingInput, ScalingKind
-from orchestrator.controller.snapshots import note_resume, note_snapshot, snapshot_dir
+from orchestrator.controller.snapshots import note_resume, note_snapshot, snapshot_cost, snapshot_dir
 from orchestrator.controller.spares import spare_shape
 from orchestrator.controller.state import ControllerState, StateMachine
 from orchestrator.controller.trainer_config import trainer_config, write_trainer_config
@@ -109,6 +111,8 @@ class Controller:
         self._capacity_wait_since: float | None = None
         self._step_s: float | None = None
         """Median step time of the last attempt that trained (for the checkpoint interval)."""
+        self._snapshot_cost: tuple[float, float] | None = None
+        """(loop's wait, write) seconds per snapshot, as last measured (for the snapshot interval)."""
         self._preflight_passed: dict[str, float] = {}
         """Host -> when it last passed a preflight for this job (a restarted controller checks afresh)."""
         self._last_gang: set[str] = set()
@@ -179,6 +183,11 @@ class Controller:
             layout["checkpoint_interval_steps"] = interval.steps
             layout["checkpoint_interval_reason"] = interval.reason
             logger.info("job %s: %s", self.spec.name, interval.reason)
+        snap_interval = self._snapshot_interval()
+        if snap_interval is not None:
+            layout["snapshot_interval_steps"] = snap_interval.steps
+            layout["snapshot_interval_reason"] = snap_interval.reason
+            logger.info("job %s: %s", self.spec.name, snap_interval.reason)
         if self.dp != p.dp:
             layout["shrunk_from"] = p.dp
         self.attempt = a = Attempt(number, start_step, layout)
@@ -209,6 +218,7 @@ class Controller:
                 return
             config = trainer_config(self.spec, dp=self.dp,
                                     checkpoint_interval_steps=interval.steps if interval else None,
+                                    snapshot_interval_steps=snap_interval.steps if snap_interval else None,
                                     snapshot_dir=snapshot_dir(self.spec.name, self.checkpoint_dir, job.submitted_at))
             pids = self.workers.start(number, config, str(write_trainer_config(self.run_dir, number, config)),
                                       str(self.checkpoint_dir))
@@ -234,6 +244,7 @@ class Controller:
             self._note_spares()
         res = tick(a.monitor, obs, findings, now, self.world_size,
                    HangConfig(timeout_s=self.spec.reliability.hang_timeout_s))
+        self._snapshot_cost = snapshot_cost(obs) or self._snapshot_cost
         if note_resume(a.layout, obs) | note_snapshot(a.layout, obs, self.world_size):
             self.cb.layout_changed(a.number, a.layout)
         if res.progress is not None:
@@ -377,6 +388,15 @@ class Controller:
             decision = replace(decision, reason=f"{decision.reason}; {covered} other failures were recovered from "
                                                 "in-memory snapshots and do not count")
         return decision
+
+    def _snapshot_interval(self) -> IntervalDecision | None:
+        """With `checkpoint.interval_steps: auto`, the in-memory snapshot interval for the next attempt."""
+        if not self.spec.checkpoint.auto or not self.spec.checkpoint.snapshot_interval_steps:
+            return None
+        started = as_utc(self.catalog.require_job(self.spec.name).started_at)
+        exposure = max(0.0, self.clock.time() - started.timestamp()) if started else 0.0
+        failures = sum(1 for o in self.history.outcomes if o.kind.failed)
+        return snapshot_interval(self.spec, failures, exposure, self._snapshot_cost, self._step_s)
 
     # ---- ending an attempt ------------------------------------------------------------------
     def _outcome(self, kind: OutcomeKind, *, detail: str = "", ranks: tuple[int, ...] = (),

@@ -104,6 +104,26 @@ def open_attempts(job: Job, alive_node_ids: set[str], committed_step: int, now_s
     return out
 
 
+def snapshot_interval(spec: JobSpec, failures: int, exposure_s: float, cost: tuple[float, float] | None,
+                      step_s: float | None) -> IntervalDecision | None:
+    """The next attempt's in-memory snapshot interval when the job's checkpoint interval is `auto`: Young/Daly
+    from every failure so far (a snapshot can save the work of any of them) and what a snapshot measured to
+    cost the training loop, at most `checkpoint.snapshot_interval_steps` (the job file's, used until a step
+    and a snapshot have been measured); never closer than a snapshot's write takes."""
+    c = spec.checkpoint
+    if not c.auto or not c.snapshot_interval_steps:
+        return None
+    if cost is None or step_s is None:
+        return IntervalDecision(c.snapshot_interval_steps, 0.0, 0.0,
+                                f"snapshot every {c.snapshot_interval_steps} steps (checkpoint.snapshot_interval_steps)"
+                                " until a step and a snapshot have been measured")
+    d = choose_interval(IntervalInput(
+        failures=failures, exposure_s=exposure_s, save_cost_s=cost[0], save_duration_s=cost[1], step_s=step_s,
+        prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=1, max_steps=c.snapshot_interval_steps))
+    reason = "snapshot" + d.reason.removeprefix("checkpoint").replace("a save blocks", "a snapshot blocks", 1)
+    return IntervalDecision(d.steps, d.mtbf_s, d.optimum_s, reason)
+
+
 def snapshot_covered(attempts: list[Attempt], committed_step: int) -> int:
     """Failed attempts whose work the in-memory snapshots saved: the next attempt resumed from a snapshot or, for
     the last one (not restarted yet), every rank held a snapshot newer than the newest committed checkpoint."""

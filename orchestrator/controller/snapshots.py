@@ -42,6 +42,16 @@ def note_snapshot(layout: dict[str, Any], obs: list[RankObservation], world_size
     return True
 
 
+def snapshot_cost(obs: list[RankObservation]) -> tuple[float, float] | None:
+    """(seconds the loop waits per snapshot, seconds a snapshot's write takes) of the costliest rank this attempt,
+    from the ranks' running totals; None before any rank took one. The slowest rank sets the pace."""
+    costs = [(float(o.snapshots.get("blocked_s", 0.0)) / n, float(o.snapshots.get("write_s", 0.0)) / n)
+             for o in obs if (n := int(o.snapshots.get("count") or 0)) > 0]
+    if not costs:
+        return None
+    return max(c[0] for c in costs), max(c[1] for c in costs)
+
+
 def note_resume(layout: dict[str, Any], obs: list[RankObservation]) -> bool:
     """Put what the attempt's ranks resumed from (kind: snapshot or checkpoint, step, path) into its layout
     record, once; True when it did. The ranks agree on it; the lowest rank that says so is read."""

@@ -11,10 +11,11 @@ from trainer.config import OptimConfig, ParallelConfig, TrainConfig
 
 
 def trainer_config(spec: JobSpec, *, dp: int | None = None, checkpoint_interval_steps: int | None = None,
-                   snapshot_dir: str | None = None) -> dict[str, Any]:
+                   snapshot_dir: str | None = None, snapshot_interval_steps: int | None = None) -> dict[str, Any]:
     """The trainer config for `spec`; `dp` overrides the data-parallel degree (shrinking),
-    `checkpoint_interval_steps` the save interval (chosen by the controller when it is `auto`), and
-    `snapshot_dir` the node-local folder of the job's in-memory snapshots (none: no snapshots)."""
+    `checkpoint_interval_steps` and `snapshot_interval_steps` the save and snapshot intervals (chosen by the
+    controller when the interval is `auto`), and `snapshot_dir` the node-local folder of the job's in-memory
+    snapshots (none: no snapshots)."""
     m, p, t, c = spec.model, spec.parallelism, spec.training, spec.checkpoint
     cfg = TrainConfig(
         model=m.model_args(),
@@ -34,7 +35,7 @@ def trainer_config(spec: JobSpec, *, dp: int | None = None, checkpoint_interval_
         collective_timeout_s=spec.reliability.effective_collective_timeout_s,
         sdc_check_interval_steps=spec.reliability.sdc_check_interval_steps,
         loss_spike_factor=spec.reliability.loss_spike_factor,
-        snapshot_interval_steps=c.snapshot_interval_steps if snapshot_dir else 0,
+        snapshot_interval_steps=(snapshot_interval_steps or c.snapshot_interval_steps) if snapshot_dir else 0,
         snapshot_dir=snapshot_dir if c.snapshot_interval_steps else None,
     )
     return cfg.to_dict()

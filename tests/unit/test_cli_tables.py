@@ -146,13 +146,16 @@ def test_status_says_what_a_restart_would_resume_from(tmp_path: Path) -> None:
     cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     cat.create_job("snapjob", {"name": "snapjob"}, world_size=2, steps_total=100, run_dir=str(tmp_path / "r"),
                    ray_address=None)
-    cat.start_attempt("snapjob", 1, 0, {"dp": 2, "checkpoint_interval_steps": 37, "snapshot_step": 40,
+    cat.start_attempt("snapjob", 1, 0, {"dp": 2, "checkpoint_interval_steps": 37, "snapshot_interval_steps": 3,
+                                        "snapshot_step": 40,
                                         "resumed_from": {"kind": "snapshot", "step": 30, "path": "/dev/shm/x"}})
     r = CliRunner().invoke(app, ["status", "snapjob"], env={"ORCHESTRATOR_HOME": str(tmp_path), "COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     text = " ".join(r.stdout.split())
     assert "checkpoint every 37 steps (auto)" in text and "snapshot held by every rank: step 40" in text
+    assert "snapshot every 3 steps (auto)" in text
     assert "resumed from snapshot at step 30" in text
     j = json.loads(CliRunner().invoke(app, ["status", "snapjob", "--json"],
                                       env={"ORCHESTRATOR_HOME": str(tmp_path)}).stdout)
     assert (j["checkpoint_interval_steps"], j["snapshot_step"], j["resumed_from"]["step"]) == (37, 40, 30)
+    assert j["snapshot_interval_steps"] == 3

@@ -319,6 +319,36 @@ def test_auto_checkpoint_interval_follows_the_failures_seen(tmp_path: Path) -> N
     assert lost[1] < lost[0], lost
 
 
+def test_auto_snapshot_interval_follows_the_failures_and_the_measured_snapshot_cost(tmp_path: Path) -> None:
+    faults = {1: Fault("crash", at_step=30, rank=0), 2: Fault("crash", at_step=40, rank=0)}
+    rig = Rig(tmp_path, steps=60, max_restarts=5, faults=faults)
+    rig.workers.snapshot_cost = (0.004, 0.05)
+    ck = rig.spec.checkpoint.model_copy(update={"interval_steps": "auto", "snapshot_interval_steps": 10,
+                                                "auto_prior_mtbf_s": 10.0})
+    rig.ctl.spec = rig.spec.model_copy(update={"checkpoint": ck})
+    assert rig.run() is S.SUCCEEDED
+    first, second, third = rig.layouts()
+    assert first["snapshot_interval_steps"] == 10 and "measured" in first["snapshot_interval_reason"]
+    # A failure every ~15-20 s against a 4-ms wait per snapshot: Daly's optimum is well under one 0.5-s step, so
+    # the floor decides: a write takes 0.05 s, a tenth of a step, so every step.
+    assert second["snapshot_interval_steps"] == 1 and "1 failures" in second["snapshot_interval_reason"]
+    assert "snapshot blocks 0.004 s and takes 0.05 s" in second["snapshot_interval_reason"]
+    assert third["snapshot_interval_steps"] == 1 and "2 failures" in third["snapshot_interval_reason"]
+    assert rig.workers.snapshot_intervals == [10, 1, 1], "the ranks were started with the chosen interval"
+
+
+def test_a_costly_snapshot_is_taken_less_often_and_never_closer_than_its_write(tmp_path: Path) -> None:
+    faults = {1: Fault("crash", at_step=30, rank=0)}
+    rig = Rig(tmp_path, steps=40, max_restarts=5, faults=faults)
+    rig.workers.snapshot_cost = (0.4, 1.6)  # the loop waits 0.4 s per snapshot; a write takes 3.2 steps
+    ck = rig.spec.checkpoint.model_copy(update={"interval_steps": "auto", "snapshot_interval_steps": 50,
+                                                "auto_prior_mtbf_s": 10.0})
+    rig.ctl.spec = rig.spec.model_copy(update={"checkpoint": ck})
+    assert rig.run() is S.SUCCEEDED
+    _, second = rig.layouts()
+    assert 4 <= second["snapshot_interval_steps"] < 50, second["snapshot_interval_reason"]
+
+
 XID79_PROBE = "NVRM: Xid (PCI:0000:18:00): 79, GPU 0: GPU has fallen off the bus"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -52,3 +53,31 @@ def test_round_trip_then_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
     assert snap.resume(other, other_opt, {"step": 0}, tmp_path / "ckpt") is None
     assert _same(other, _trained(2)[0])
     assert not data.exists(), "a snapshot that fails its check is dropped"
+
+
+def test_the_written_snapshot_is_the_state_at_save_time_from_buffers_kept_between_saves(tmp_path: Path) -> None:
+    """The write runs in the background while training goes on: what lands is the state the save copied,
+    not what the live tensors hold by the time the writer gets to them."""
+    model, opt = _trained(1)
+    snap = Snapshotter(tmp_path / "shm", 0, "key")
+    at_save = {k: v.clone() for k, v in model.state_dict().items()}
+    writer_busy = threading.Event()
+    snap._writer.submit(writer_busy.wait, 30)  # the writer gets to the snapshot only once released
+    snap.save(3, model, opt, {"step": 3, "sample": 24})
+    with torch.no_grad():  # the next optimizer step, before the writer has run
+        for p in model.parameters():
+            p.add_(1.0)
+    assert not list((tmp_path / "shm").glob("rank-*/*.pt")), "written before the writer was released"
+    writer_busy.set()
+    buffers = [t.data_ptr() for t in snap._buffers[1] if isinstance(t, torch.Tensor)]
+    snap.save(4, model, opt, {"step": 4, "sample": 32})
+    assert [t.data_ptr() for t in snap._buffers[1] if isinstance(t, torch.Tensor)] == buffers, "buffers reused"
+    snap.close()
+    assert snap.last_step == 4 and sorted(p.name for p in (tmp_path / "shm" / "rank-00000").glob("*.pt")) == [
+        "step-00000003.pt", "step-00000004.pt"]
+
+    fresh, fresh_opt = _trained(2)
+    snap.drop_after(3)  # the step-4 snapshot goes: the one of step 3 is what resume finds
+    got = Snapshotter(tmp_path / "shm", 0, "key").resume(fresh, fresh_opt, {"step": 0}, tmp_path / "ckpt")
+    assert got is not None and got.step == 3
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in at_save.items())
