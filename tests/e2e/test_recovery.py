@@ -27,14 +27,14 @@ STEPS = 50
 
 
 def _run_with_fault(tmp_path: Path, env: dict[str, str], state_dir: Path, name: str, inject,
-                    steps: int = STEPS, layout: dict[str, int] | None = None) -> Catalog:
+                    steps: int = STEPS, layout: dict[str, int] | None = None, inject_after: int = 10) -> Catalog:
     job = write_job(tmp_path / "job.yaml", small_job(name, **(layout or {"dp": 4}), steps=steps, interval=5,
                                                        reliability={"hang_timeout_s": 60, "max_restarts": 3}))
     log = tmp_path / "submit.log"
     proc = start_submit(job, env, log=log)
     run_dir = state_dir / "runs" / name
     try:
-        wait_for(lambda: any(x["step"] >= 10 for x in metrics_rows(run_dir)), 240, "step 10")
+        wait_for(lambda: any(x["step"] >= inject_after for x in metrics_rows(run_dir)), 240, f"step {inject_after}")
         inject()
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     finally:
@@ -57,7 +57,7 @@ def _check_resume(i: Any, run_dir: Path) -> None:
 
 
 def _standby_pids() -> set[int]:
-    """Warm standby rank processes now alive on this machine."""
+    """Processes started as warm standbys now alive on this machine (waiting, or activated as trainers)."""
     out = set()
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -97,8 +97,13 @@ def test_a_straggler_a_killed_rank_a_stopped_one_and_a_killed_controller(
         r = orch(["chaos", "slow", name, "--rank", "3", "--delay-s", "0.5"], cli_env)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: any(i.kind == "straggler" for i in cat.interruptions(name)), 120, "the straggler found")
-        # One standby per rank is started once training is under way.
-        standby.update(wait_for(lambda: len(_standby_pids()) == 4 and _standby_pids(), 60, "4 standbys"))
+        # One standby per rank is started once training is under way (the attempt's own trainers were standbys too).
+        def waiting() -> set[int]:
+            trainers = {r.pid for r in cat.job_status(name).current_ranks}
+            left = _standby_pids() - trainers
+            return left if len(left) == 4 else set()
+
+        standby.update(wait_for(waiting, 60, "4 standbys"))
         r = orch(["chaos", "kill", name, "--rank", "2"], cli_env)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: attempt_steps(2) >= 3, 240, "three steps of the second attempt")
@@ -112,7 +117,8 @@ def test_a_straggler_a_killed_rank_a_stopped_one_and_a_killed_controller(
         old_pids.extend(r["pid"] for r in st["ranks"])
         os.kill(_controller_pid(state_dir), signal.SIGKILL)
 
-    _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=130)
+    # The straggler's window of steps fills sooner the sooner it starts: from the second step on.
+    _run_with_fault(tmp_path, cli_env, state_dir, name, inject, steps=130, inject_after=2)
     [slow] = [i for i in cat.interruptions(name) if i.kind == "straggler"]
     killed, hung, lost = [i for i in cat.interruptions(name) if i.kind != "straggler"]
     job = cat.require_job(name)
