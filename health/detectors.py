@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,15 @@ def detect_hang(obs: Sequence[RankObservation], last_progress_at: float, now: fl
         return None  # every rank finished its steps and is on its way out (a slow exit is no hang)
     frozen = [o for o in live if o.stopped or (o.heartbeat is not None and now - o.heartbeat > HEARTBEAT_STALE_S)]
     a = attribute(live, layout, [o.rank for o in frozen])
+    stopped = [o.rank for o in live if o.stopped]
+    if len(stopped) == 1 and a.culprits != (stopped[0],):
+        # The kernel's word beats the wait graph: a stopped process can take no part in any collective, while the
+        # graph may rest on a beacon that a loaded host wrote late (seen: a peer's stale beacon, one collective
+        # behind, named instead of the SIGSTOPped rank).
+        a = dataclasses.replace(a, culprits=(stopped[0],), certain=True, reason=(
+            "its process is stopped, so every collective it is in waits for it"
+            + (f" (the beacons alone pointed at rank{'s' if len(a.culprits) > 1 else ''} {_ranks(a.culprits)})"
+               if a.culprits else "")))
     by_rank = {o.rank: o for o in live}
     culprits = [by_rank[r] for r in a.culprits if r in by_rank]
     named = culprits if a.certain else [by_rank[r] for r in a.group if r in by_rank] or culprits

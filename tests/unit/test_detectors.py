@@ -68,6 +68,23 @@ def test_hang_names_the_frozen_rank_and_the_collective() -> None:
     assert f.fault_at == NOW - 8.0
 
 
+def test_a_stopped_rank_is_named_over_a_peer_whose_late_beacon_makes_it_look_behind() -> None:
+    """Rank 1 is SIGSTOPped inside all-reduce #41; rank 2's last beacon, written late on a loaded host, still
+    shows it before #41. The beacons alone say everyone waits for rank 2; the kernel says rank 1 cannot run."""
+    inside = {"0": {"enqueued": 41, "completed": 40, "op": "gloo:all_reduce"}}
+    obs = [_obs(0, collectives=inside), _obs(1, stopped=True, heartbeat=NOW - 3.0, collectives=inside),
+           _obs(2, heartbeat=NOW - 3.0, collectives={"0": {"enqueued": 40, "completed": 40}}),
+           _obs(3, collectives=inside)]
+    f = detect_hang(obs, NOW - 4.0, NOW, 1.5)
+    assert f is not None and f.ranks == (1,) and f.hosts == ("h0",), f.summary
+    assert "rank 1 on host h0 is the culprit: its process is stopped" in f.summary
+    assert "the beacons alone pointed at rank 2" in f.summary
+    # Without the stop, the same beacons name rank 2.
+    obs[1] = _obs(1, heartbeat=NOW - 3.0, collectives=inside)
+    f = detect_hang(obs, NOW - 4.0, NOW, 1.5)
+    assert f is not None and f.ranks == (2,), f.summary
+
+
 def test_hang_without_frozen_rank_uses_collective_lag() -> None:
     ahead = {"0": {"enqueued": 12, "completed": 11, "op": "gloo:allgather"}}
     obs = [_obs(0, collectives=ahead), _obs(1, collectives={"0": {"enqueued": 11, "completed": 11}}),
