@@ -66,6 +66,8 @@ class TrainConfig:
     """Every this many steps each rank keeps its shard of the state in `snapshot_dir` (0: off)."""
     snapshot_dir: str | None = None
     """Node-local folder (shared memory) of the job's snapshots; the same for every attempt of the job."""
+    snapshot_async: bool = True
+    """Write snapshots on a background thread from a copy (False: the loop writes them itself)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

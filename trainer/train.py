@@ -457,7 +457,7 @@ def snapshotter(cfg: TrainConfig, dims: ParallelDims, ctx: RunContext) -> Snapsh
                       "model": dataclasses.asdict(cfg.model), "dtype": cfg.dtype, "seed": cfg.seed,
                       "global_batch_size": cfg.global_batch_size, "seq_len": cfg.seq_len})
     group = dist.new_group(backend="gloo") if dist.get_world_size() > 1 else None
-    return Snapshotter(cfg.snapshot_dir, ctx.rank, key, group=group)
+    return Snapshotter(cfg.snapshot_dir, ctx.rank, key, group=group, background=cfg.snapshot_async)
 
 
 def rollback(ckpt: Checkpointer, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
