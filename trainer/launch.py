@@ -185,14 +185,9 @@ def standby() -> int:
 
 def standby_preflight(req: dict[str, Any]) -> None:
     """Run one preflight request in the standby and write its answer (see `standby`)."""
-    from trainer.preflight import run_check
+    from trainer.preflight import run_request
 
-    env = req["env"]
-    for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-        if env.get(k):
-            os.environ[k] = env[k]
-    ans = run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
-                    float(req["timeout_s"]), use_cuda=bool(req.get("use_cuda")))
+    ans = run_request(req["env"], float(req["timeout_s"]), use_cuda=bool(req.get("use_cuda")))
     write_json_atomic(Path(req["result"]), ans)
 
 

@@ -81,6 +81,16 @@ def run_check(rank: int, world: int, master_addr: str, master_port: int, timeout
     return {"ok": ok, "message": msg, "seconds": time.time() - t0, "at": time.time(), "pid": os.getpid()}
 
 
+def run_request(env: dict[str, str], timeout_s: float, use_cuda: bool = False) -> dict[str, object]:
+    """`run_check` for the torch.distributed variables in `env` (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
+    over the interface `env` names (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME) unless this process has one set."""
+    for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        if env.get(k):
+            os.environ.setdefault(k, env[k])
+    return run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
+                     timeout_s, use_cuda=use_cuda)
+
+
 def main() -> int:
     import torch
 

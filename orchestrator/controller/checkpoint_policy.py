@@ -36,6 +36,8 @@ class IntervalInput:
     prior_mtbf_s: float
     min_steps: int = 1
     max_steps: int = 10_000
+    what: str = "checkpoint"
+    """What is saved (checkpoint, snapshot): the decision's sentence names it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,8 @@ def choose_interval(inp: IntervalInput) -> IntervalDecision:
     floor = max(inp.min_steps, math.ceil(inp.save_duration_s / step_s))
     steps = min(inp.max_steps, max(floor, round(tau / step_s)))
     return IntervalDecision(steps, mtbf, tau, (
-        f"checkpoint every {steps} steps: {inp.failures} failures in {inp.exposure_s / 3600:.2f} h "
+        f"{inp.what} every {steps} steps: {inp.failures} failures in {inp.exposure_s / 3600:.2f} h "
         + ("" if inp.failures else f"(and a prior MTBF of {inp.prior_mtbf_s / 3600:g} h) ")
-        + f"give an MTBF of {mtbf / 3600:.2f} h; a save "
+        + f"give an MTBF of {mtbf / 3600:.2f} h; a {inp.what} "
         f"blocks {cost:.3f} s and takes {inp.save_duration_s:.2f} s; Daly's optimum is {tau:.1f} s of "
         f"{step_s:.3f}-s steps, kept within [{floor}, {inp.max_steps}]"))

@@ -22,7 +22,6 @@ from typing import Any
 
 from health.detectors import HangConfig
 from health.observations import Finding, FindingKind, RankObservation
-from orchestrator.catalog.db import as_utc
 from orchestrator.catalog.repository import Catalog
 from orchestrator.classifier import classify
 from orchestrator.controller import failure_policy, preflight, scaling_policy
@@ -391,12 +390,9 @@ class Controller:
 
     def _snapshot_interval(self) -> IntervalDecision | None:
         """With `checkpoint.interval_steps: auto`, the in-memory snapshot interval for the next attempt."""
-        if not self.spec.checkpoint.auto or not self.spec.checkpoint.snapshot_interval_steps:
-            return None
-        started = as_utc(self.catalog.require_job(self.spec.name).started_at)
-        exposure = max(0.0, self.clock.time() - started.timestamp()) if started else 0.0
         failures = sum(1 for o in self.history.outcomes if o.kind.failed)
-        return snapshot_interval(self.spec, failures, exposure, self._snapshot_cost, self._step_s)
+        return snapshot_interval(self.spec, self.catalog, failures, self._snapshot_cost, self._step_s,
+                                 self.clock.time())
 
     # ---- ending an attempt ------------------------------------------------------------------
     def _outcome(self, kind: OutcomeKind, *, detail: str = "", ranks: tuple[int, ...] = (),

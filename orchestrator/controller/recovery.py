@@ -104,12 +104,18 @@ def open_attempts(job: Job, alive_node_ids: set[str], committed_step: int, now_s
     return out
 
 
-def snapshot_interval(spec: JobSpec, failures: int, exposure_s: float, cost: tuple[float, float] | None,
-                      step_s: float | None) -> IntervalDecision | None:
+def exposure_s(catalog: Catalog, spec: JobSpec, now_s: float) -> float:
+    """Seconds the job has run since it first started (what its failure rate is measured over)."""
+    started = as_utc(catalog.require_job(spec.name).started_at)
+    return max(0.0, now_s - started.timestamp()) if started else 0.0
+
+
+def snapshot_interval(spec: JobSpec, catalog: Catalog, failures: int, cost: tuple[float, float] | None,
+                      step_s: float | None, now_s: float) -> IntervalDecision | None:
     """The next attempt's in-memory snapshot interval when the job's checkpoint interval is `auto`: Young/Daly
-    from every failure so far (a snapshot can save the work of any of them) and what a snapshot measured to
-    cost the training loop, at most `checkpoint.snapshot_interval_steps` (the job file's, used until a step
-    and a snapshot have been measured); never closer than a snapshot's write takes."""
+    from every failure so far (a snapshot can save the work of any of them) and `cost`, what a snapshot measured
+    to cost the training loop and how long its write takes (never closer than that); at most
+    `checkpoint.snapshot_interval_steps`, the job file's, used until a step and a snapshot have been measured."""
     c = spec.checkpoint
     if not c.auto or not c.snapshot_interval_steps:
         return None
@@ -117,11 +123,10 @@ def snapshot_interval(spec: JobSpec, failures: int, exposure_s: float, cost: tup
         return IntervalDecision(c.snapshot_interval_steps, 0.0, 0.0,
                                 f"snapshot every {c.snapshot_interval_steps} steps (checkpoint.snapshot_interval_steps)"
                                 " until a step and a snapshot have been measured")
-    d = choose_interval(IntervalInput(
-        failures=failures, exposure_s=exposure_s, save_cost_s=cost[0], save_duration_s=cost[1], step_s=step_s,
-        prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=1, max_steps=c.snapshot_interval_steps))
-    reason = "snapshot" + d.reason.removeprefix("checkpoint").replace("a save blocks", "a snapshot blocks", 1)
-    return IntervalDecision(d.steps, d.mtbf_s, d.optimum_s, reason)
+    return choose_interval(IntervalInput(
+        failures=failures, exposure_s=exposure_s(catalog, spec, now_s), save_cost_s=cost[0],
+        save_duration_s=cost[1], step_s=step_s, prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=1,
+        max_steps=c.snapshot_interval_steps, what="snapshot"))
 
 
 def snapshot_covered(attempts: list[Attempt], committed_step: int) -> int:
@@ -151,8 +156,7 @@ def checkpoint_interval(spec: JobSpec, catalog: Catalog, failures: int, step_s: 
     if step_s is None or not blocked:
         return IntervalDecision(c.auto_initial_steps, 0.0, 0.0, f"checkpoint every {c.auto_initial_steps} steps "
                                 "(checkpoint.auto_initial_steps) until a step and a save have been measured")
-    started = as_utc(catalog.require_job(spec.name).started_at)
     return choose_interval(IntervalInput(
-        failures=failures, exposure_s=max(0.0, now_s - started.timestamp()) if started else 0.0,
+        failures=failures, exposure_s=exposure_s(catalog, spec, now_s),
         save_cost_s=statistics.median(blocked), save_duration_s=statistics.median(durations) if durations else 0.0,
         step_s=step_s, prior_mtbf_s=c.auto_prior_mtbf_s, min_steps=c.auto_min_steps, max_steps=c.auto_max_steps))

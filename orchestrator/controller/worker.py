@@ -291,13 +291,9 @@ class RankWorker:
         sb = self.standby
         if sb is not None and sb.poll() is None and sb.stdin is not None:
             return self._preflight_in_standby(sb, env, budget, timeout_s, use_cuda)
-        from trainer.preflight import run_check
+        from trainer.preflight import run_request
 
-        for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-            if env.get(k):
-                os.environ.setdefault(k, env[k])
-        return run_check(int(env["RANK"]), int(env["WORLD_SIZE"]), env["MASTER_ADDR"], int(env["MASTER_PORT"]),
-                         budget, use_cuda=use_cuda)
+        return run_request(env, budget, use_cuda=use_cuda)
 
     def _preflight_in_standby(self, sb: subprocess.Popen[bytes], env: dict[str, str], budget: float,
                               timeout_s: float, use_cuda: bool) -> dict[str, Any]:
