@@ -7,7 +7,7 @@
   slowest of the recent step intervals (as NVIDIA's resiliency extension
   derives its timeouts from the intervals it observed), plus the poll's
   margin, capped by the job's hang_timeout_s; steps that start or wait for a
-  save are judged against save steps, and a stopped rank with stale beacons
+  save are judged against save steps, and a rank seen stopped twice in a row
   needs no step-time evidence (`HangConfig`). The culprit is found by following who
   waits for whom within each process group and pipeline channel
   (`health/attribution.py`); a stopped process or silent beacons only break a
@@ -52,9 +52,10 @@ class HangConfig:
     `margin_s` for the poll that sees progress late, never below `floor_s` nor
     above the job's `timeout_s`. Steps that wait for a save (the step that
     starts one and the next, which waits for its staging) are judged against the
-    slowest such step seen, not against plain steps. A rank whose process is
-    stopped (SIGSTOP: the kernel says it cannot run) with stale beacons is a hang
-    once no step has completed for `floor_s`, in every phase.
+    slowest such step seen, not against plain steps. A rank whose process the
+    monitor has seen stopped (SIGSTOP: the kernel says it cannot run) in two polls
+    in a row, with no step since, is a hang once no step has completed for
+    `stopped_s`, in every phase: no step time needs learning to know it waits.
     """
 
     timeout_s: float
@@ -62,6 +63,7 @@ class HangConfig:
     interval_multiple: float = 2.0
     margin_s: float = 2 * POLL_PERIOD_S
     floor_s: float = 1.5
+    stopped_s: float = POLL_PERIOD_S
     min_intervals: int = 3
     """Plain step intervals needed before the learned limit replaces the job's timeout."""
 
@@ -84,11 +86,11 @@ def hang_limit(recent_step_seconds: Sequence[float], cfg: HangConfig, *, checkpo
     `checkpointing`: no step-time evidence applies (starting up, after the last
     step, exiting); `saving`: the step in flight starts or waits for a save,
     judged against `save_step_seconds` (the job's timeout until one is seen);
-    `stopped`: a rank's process is stopped, which no phase explains;
+    `stopped`: a rank's process is stopped (seen so twice in a row), which no phase explains;
     `sdc_check`: an SDC check is in flight, which a replay on a disagreement can double.
     """
     if stopped:
-        return min(cfg.timeout_s, cfg.floor_s)
+        return min(cfg.timeout_s, cfg.stopped_s)
     if checkpointing or len(recent_step_seconds) < cfg.min_intervals:
         return cfg.timeout_s
     slowest = max(recent_step_seconds)

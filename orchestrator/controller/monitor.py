@@ -13,13 +13,24 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from health.detectors import HEARTBEAT_STALE_S, HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
+from health.detectors import HangConfig, detect_hang, detect_stragglers, first_cause, hang_limit
 from health.observations import Finding, RankObservation
 
 STEP_TIME_WINDOW = 20
 INTERVAL_WINDOW = 256
 """Plain step intervals the hang limit learns from: several checkpoint intervals' worth of GC pauses and jitter."""
 SAVE_WINDOW = 16
+STOPPED_POLLS = 2
+"""Polls in a row that must see a rank's process stopped before that alone is a hang."""
+
+
+@dataclass(slots=True)
+class StoppedSighting:
+    """A rank seen stopped in consecutive polls: how many, the job's step and its peers' heartbeats at the first."""
+
+    step: int
+    peer_beats: dict[int, float | None]
+    polls: int = 1
 
 
 @dataclass(slots=True)
@@ -46,6 +57,8 @@ class MonitorState:
     saving_steps: deque[int] = field(default_factory=lambda: deque(maxlen=SAVE_WINDOW))
     ready_seen: tuple[int, float] | None = None
     """The newest (step, ready time) taken from the readiness ring."""
+    stopped_seen: dict[int, StoppedSighting] = field(default_factory=dict)
+    """Ranks whose process the latest polls saw stopped."""
 
     def __post_init__(self) -> None:
         if self.last_step < 0:
@@ -112,7 +125,7 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
                      or not state.first_step_seen or finishing)
     limit = hang_limit(list(state.intervals) or list(state.step_times), hang, checkpointing=checkpointing,
                        saving=_saving(state, obs), save_step_seconds=list(state.save_intervals),
-                       stopped=_stopped(obs, now), sdc_check=any(o.phase == "sdc_check" for o in obs))
+                       stopped=_stopped(state, obs), sdc_check=any(o.phase == "sdc_check" for o in obs))
     hung = detect_hang(obs, state.last_progress_at, now, limit, layout=state.layout)
     if hung is not None:
         return TickResult(progress=progress, checkpoint=checkpoint, save_failure=failed_save, failure=hung,
@@ -162,10 +175,30 @@ def _learn_intervals(state: MonitorState, obs: list[RankObservation]) -> None:
         (state.save_intervals if saves else state.intervals).append(t - prev[1])
 
 
-def _stopped(obs: list[RankObservation], now: float) -> bool:
-    """A rank's process is stopped and its beacons are stale: its peers have had time to say they wait for it."""
-    return any(o.stopped and (o.heartbeat is None or now - o.heartbeat > HEARTBEAT_STALE_S)
-               for o in obs if o.worker_alive and o.returncode is None)
+def _stopped(state: MonitorState, obs: list[RankObservation]) -> bool:
+    """A live rank's process was seen stopped by two polls in a row, no step completed since the first, and
+    every other live rank has beaconed since then.
+
+    The kernel's word needs no learned limit: a stopped process takes part in no
+    collective, so every step waits for it. Two sightings rule out a blip (a
+    debugger's attach, job control undone at once); the peers' newer beacons say
+    where they wait for it (heartbeat values are only compared with themselves,
+    never across hosts' clocks).
+    """
+    seen = state.stopped_seen
+    live = [o for o in obs if o.worker_alive and o.returncode is None]
+    stopped = {o.rank for o in live if o.stopped}
+    for r in [r for r in seen if r not in stopped]:
+        del seen[r]
+    for r in stopped:
+        if r in seen:
+            seen[r].polls += 1
+        else:
+            seen[r] = StoppedSighting(state.last_step, {o.rank: o.heartbeat for o in live if o.rank != r})
+    beats = {o.rank: o.heartbeat for o in live}
+    return any(s.polls >= STOPPED_POLLS and s.step == state.last_step
+               and all(beats.get(p) != b for p, b in s.peer_beats.items() if p not in stopped)
+               for s in seen.values())
 
 
 def _saving(state: MonitorState, obs: list[RankObservation]) -> bool:
