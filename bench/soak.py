@@ -194,9 +194,31 @@ def one(cfg: SoakConfig, period_s: float, steps: int, faults: list[str], seed: i
                 "incidents": incidents, "ettr": rep["ettr"], "time_lost_seconds": rep["time_lost_seconds"],
                 "steps_redone": rep.get("steps_redone"), "final_step": max((r["step"] for r in rows), default=0),
                 "state": rep["state"], "report": rep, "attempts": timeline,
+                "unattributed_parts": unattributed_parts(rows, incidents, rep),
                 "loop_seconds": {"snapshots": sum(r.get("snapshot_seconds") or 0.0 for r in rows),
                                  "snapshot_count": sum(1 for r in rows if r.get("snapshot_seconds")),
                                  "checkpoint_blocked": sum(r.get("checkpoint_blocked_seconds") or 0.0 for r in rows)}}
+
+
+def unattributed_parts(rows: list[dict[str, Any]], incidents: list[dict[str, Any]],
+                       rep: dict[str, Any]) -> dict[str, float]:
+    """Where the report's `unattributed` time lies, from the step rows' own times: between steps of an attempt
+    (outside the loop's step timer), in the step a fault cut short (last row to the fault), and after the
+    last step until the job ended (final save, exit, the controller's bookkeeping)."""
+    from datetime import datetime
+
+    between = sum(max(0.0, b["time"] - a["time"] - b["step_seconds"])
+                  for a, b in zip(rows, rows[1:], strict=False) if a.get("attempt") == b.get("attempt"))
+    cut = 0.0
+    for i in incidents:
+        if i.get("planned") or i.get("kind") == "straggler" or not i.get("fault_at"):
+            continue
+        fault = datetime.fromisoformat(i["fault_at"]).timestamp()
+        before = [r["time"] for r in rows if r["time"] <= fault]
+        if before:
+            cut += fault - max(before)
+    tail = (rep["ended_at"] - rows[-1]["time"]) if rows and rep.get("ended_at") else 0.0
+    return {"between_steps": between, "cut_short_by_faults": cut, "after_last_step": max(0.0, tail)}
 
 
 def attempt_timeline(db: Path) -> list[dict[str, Any]]:
