@@ -16,6 +16,8 @@ import sys
 import time
 from datetime import timedelta
 
+from trainer.rendezvous import wait_for_store
+
 BURN_IN_SIZE = 1024
 BURN_IN_ROUNDS = 8
 BURN_IN_RTOL = 1e-3
@@ -49,6 +51,8 @@ def check(rank: int, world: int, master_addr: str, master_port: int, timeout_s: 
         bad = burn_in(device)
         if bad:
             return False, bad
+    if rank != 0:
+        wait_for_store(master_addr, master_port, timeout_s)
     pg_store = dist.TCPStore(master_addr, master_port, world, is_master=rank == 0,
                              timeout=timedelta(seconds=timeout_s))
     pg = dist.ProcessGroupGloo(pg_store, rank, world, timedelta(seconds=timeout_s)) if not use_cuda else None

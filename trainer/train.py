@@ -37,6 +37,7 @@ from trainer.parallel_dims import ParallelDims
 from trainer.parallelize import assign_shard, parallelize_model
 from trainer.pipeline import build_schedule, local_stages, trim_to_stages
 from trainer.progress import RankProgress, StepReadiness
+from trainer.rendezvous import wait_for_store
 from trainer.snapshot import Snapshotter
 from trainer.snapshot_files import layout_key
 
@@ -101,6 +102,8 @@ def init_distributed(ctx: RunContext, timeout_s: float) -> None:
     if dist.is_initialized():
         return
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
+    if ctx.rank != 0 and os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        wait_for_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout_s)
     dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size,
                             timeout=timedelta(seconds=timeout_s))
 
@@ -267,6 +270,22 @@ def check_checksum(parts: ModelParts, b: LocalBatch, micro_batch_size: int, pert
     return float((logits * weights).sum())
 
 
+class StartupClock:
+    """Wall time of the phases before a rank's first step, for its log: what a restart spends where."""
+
+    def __init__(self) -> None:
+        self._t = self._t0 = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((name, now - self._t))
+        self._t = now
+
+    def __str__(self) -> str:
+        return f"{self._t - self._t0:.2f} s (" + ", ".join(f"{n} {s:.2f}" for n, s in self.laps) + ")"
+
+
 class MetricsWriter:
     """Appends one JSON object per completed step to metrics.jsonl (rank 0 only)."""
 
@@ -286,11 +305,14 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     """Train `cfg.steps` steps, resuming from the newest committed checkpoint."""
     torch.manual_seed(cfg.seed)
     ctx.beacon({"phase": "init", "step": 0})
+    ready = StartupClock()
     init_distributed(ctx, cfg.collective_timeout_s)
+    ready.lap("process group")
     p = cfg.parallel
     dims = ParallelDims(dp=p.dp, tp=p.tp, pp=p.pp, cp=p.cp, world_size=dist.get_world_size())
     mesh = dims.build_mesh(ctx.device.type)
     coords = dims.coords(dist.get_rank())
+    ready.lap("mesh")
 
     def point(name: str) -> None:
         ctx.progress.mark(name)
@@ -301,6 +323,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                         progress=ctx.progress, fault_point=point)
     model = parts.model
     install_step_points(model, point)
+    ready.lap("model")
     ctx.beacon({"layout": dict(zip(("dp", "pp", "cp", "tp"), dims.shape, strict=True)),
                 "groups": mesh.group_members()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak,
@@ -324,6 +347,7 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                         on_commit=on_commit, on_failure=on_failure)
     extra: dict[str, Any] = {"step": 0, "sample": 0}
     snap = snapshotter(cfg, dims, ctx)
+    ready.lap("snapshot group")
     # A snapshot newer than the newest checkpoint that every rank holds wins; else the checkpoint.
     from_snap = snap.resume(model, optimizer, extra, ctx.checkpoint_dir) if snap is not None else None
     # Raises CheckpointLoadError when committed checkpoints exist and none loads: never start over.
@@ -341,8 +365,11 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
                     "resumed": {"kind": "checkpoint", "step": info.step, "path": str(info.path)}})
         logger.info("rank %d resumed from %s at step %d", ctx.rank, info.path, start)
 
+    ready.lap("resume")
     stream = load_token_stream(cfg.data_paths, cfg.data_max_bytes)
     order = SampleOrder(stream, cfg.seq_len, cfg.seed)
+    ready.lap("data")
+    logger.info("rank %d ready to train from step %d in %s", ctx.rank, int(extra["step"]), ready)
     tokens_per_step = cfg.global_batch_size * cfg.seq_len
     loss_val: float | None = None
     readiness = StepReadiness()
