@@ -140,6 +140,11 @@ def tick(state: MonitorState, obs: list[RankObservation], findings: list[Finding
 
 
 def _progress(state: MonitorState, obs: list[RankObservation], now: float) -> Progress | None:
+    resumed = max((int(o.resumed.get("step") or 0) for o in obs), default=0)
+    if not state.first_step_seen and resumed > state.start_step:
+        # The ranks loaded a snapshot newer than the checkpoint the attempt was started from: their beacons'
+        # step is where they resumed, not a step done. The interruption lasts until a step past it.
+        state.start_step = state.last_step = resumed
     step = min(o.step for o in obs)
     if step <= state.last_step:
         return None

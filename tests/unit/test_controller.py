@@ -284,6 +284,26 @@ def test_the_final_save_after_the_last_step_is_not_a_hang() -> None:
     assert tick(st, late, [], 70.0, 2, hang).failure is not None
 
 
+def test_a_resume_from_a_snapshot_is_not_the_attempts_first_step() -> None:
+    """Started from checkpoint 50, the ranks load snapshot 60: the interruption ends with step 61, not at the load."""
+    from health.detectors import HangConfig
+    from health.observations import RankObservation
+    from orchestrator.controller.monitor import MonitorState, tick
+
+    st = MonitorState(start_step=50, last_progress_at=0.0, total_steps=100, checkpoint_step=50)
+    hang = HangConfig(timeout_s=60)
+    resumed = {"kind": "snapshot", "step": 60, "path": "/dev/shm/x"}
+
+    def obs(step: int, t: float, phase: str) -> list[RankObservation]:
+        return [RankObservation(r, "h0", t, True, step=step, step_seconds=0.3, heartbeat=t, phase=phase,
+                                resumed=resumed) for r in range(2)]
+
+    res = tick(st, obs(60, 1.0, "resumed"), [], 1.0, 2, hang)
+    assert res.progress is None and res.failure is None
+    res = tick(st, obs(61, 1.5, "train"), [], 1.5, 2, hang)
+    assert res.progress is not None and res.progress.first_step and res.progress.step == 61
+
+
 def test_a_host_with_repeated_hardware_faults_is_cordoned_as_a_lemon(tmp_path: Path) -> None:
     weak = "Mar  3 04:12:01 h1 kernel: NVRM: Xid (PCI:0000:18:00): 63, pid=1, row remapping event"
     rig = Rig(tmp_path, hosts=3, slots=2, dp=2, faults={1: Fault("crash", at_step=5, rank=1, log=weak)})
