@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,10 @@ class NetnsCluster:
             _sh(*hn, "link", "set", "eth0", "up")
             _sh(*hn, "link", "set", "lo", "up")
             h.holder = self._hold(h, head=i == 0)
-        for i, h in enumerate(self.hosts):
-            self._ray_start(h, head=i == 0)
+        self._ray_start(self.hosts[0], head=True)
+        # Each host has its own /tmp (Ray's session files): the workers start side by side.
+        with ThreadPoolExecutor(max(1, len(self.hosts) - 1)) as pool:
+            list(pool.map(lambda h: self._ray_start(h, head=False), self.hosts[1:]))
         return self
 
     def _hold(self, h: Host, head: bool) -> subprocess.Popen[bytes]:

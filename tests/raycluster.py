@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from tests.conftest import BIN
@@ -44,15 +45,15 @@ def ray_cluster(nodes: list[tuple[str, int]]) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     tmp = tempfile.mkdtemp(prefix="orch-ray-")
     try:
-        for i, (host, cpus) in enumerate(nodes):
-            args = [RAY, "start", f"--num-cpus={cpus}", "--labels", f"host={host}", "--disable-usage-stats"]
-            if i == 0:
-                args += ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp}"]
-            else:
-                args += [f"--address={address}"]
-            r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                raise RuntimeError(f"ray start failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+        (head, head_cpus), workers = nodes[0], nodes[1:]
+        _ray_start([f"--num-cpus={head_cpus}", "--labels", f"host={head}", "--head", f"--port={port}",
+                    "--include-dashboard=false", f"--temp-dir={tmp}"], env)
+        # Worker nodes start side by side, each with its own temp folder: in one folder, two starting raylets
+        # race for the session's files.
+        with ThreadPoolExecutor(max(1, len(workers))) as pool:
+            list(pool.map(lambda i: _ray_start([f"--num-cpus={workers[i][1]}", "--labels", f"host={workers[i][0]}",
+                                                f"--address={address}", f"--temp-dir={tmp}/node-{i + 1}"], env),
+                          range(len(workers))))
         yield address
     except BaseException:
         print_controller_log(tmp)
@@ -61,9 +62,17 @@ def ray_cluster(nodes: list[tuple[str, int]]) -> Iterator[str]:
         stop_cluster(tmp, address)
 
 
+def _ray_start(args: list[str], env: dict[str, str]) -> None:
+    r = subprocess.run([RAY, "start", "--disable-usage-stats", *args], env=env, capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"ray start failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+
+
 def print_controller_log(temp_dir: str, lines: int = 80) -> None:
     """Print the last log lines of the job controllers of the cluster: pytest shows them with a failed test."""
-    logs = sorted(glob.glob(os.path.join(temp_dir, "session_*", "logs", "worker-*.err")), key=os.path.getmtime)
+    logs = sorted(glob.glob(os.path.join(temp_dir, "**", "session_*", "logs", "worker-*.err"), recursive=True),
+                  key=os.path.getmtime)
     for path in logs:
         with contextlib.suppress(OSError), open(path, errors="replace") as f:
             text = f.read().splitlines()
