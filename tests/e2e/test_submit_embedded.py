@@ -9,7 +9,7 @@ import pytest
 from orchestrator.catalog.repository import Catalog
 from orchestrator.controller.trainer_config import trainer_config
 from orchestrator.spec import load_job_file
-from tests.cli import interrupt, metrics_rows, orch, orch_json, start_submit, wait_for
+from tests.cli import interrupt, metrics_rows, orch, orch_json, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
 from trainer.local_run import read_metrics, run_local
 
@@ -34,6 +34,10 @@ def test_stop_and_resubmit_resumes_from_last_checkpoint(tmp_path: Path, cli_env:
 
     run_dir = state_dir / "runs" / "resume"
     proc = start_submit(job, cli_env, log=tmp_path / "submit1.log")
+    wait_for(lambda: metrics_rows(run_dir), 300, "the first step")
+    # 0.6 s before each step from here: the stop lands well before step 24 on a fast machine too (the
+    # resubmission's attempt starts with no delay).
+    slow_down(run_dir, ranks=2, delay_s=0.6)
     wait_for(lambda: any(x["step"] >= 12 for x in metrics_rows(run_dir)), 300, "step 12")
     interrupt(proc)
     assert proc.wait(timeout=180) == 130, (tmp_path / "submit1.log").read_text()
