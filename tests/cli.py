@@ -27,8 +27,11 @@ def orch_json(args: list[str], env: dict[str, str]) -> Any:
 
 
 def start_submit(job_file: Path, env: dict[str, str], *extra: str, log: Path) -> subprocess.Popen[bytes]:
+    # Ctrl-C as from a terminal: a shell without job control starts background commands (a CI script's `&`)
+    # with SIGINT ignored, and the submitter would inherit that.
     return subprocess.Popen([ORCH, "submit", str(job_file), *extra], env=env, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.3) -> Any:

@@ -31,6 +31,8 @@ ENV_CONTROL_FILE = "TRAINER_CONTROL_FILE"
 ENV_CPUS = "TRAINER_CPUS"
 ENV_SAMPLE_LOG = "TRAINER_SAMPLE_LOG"
 ENV_SNAPSHOT_DIR = "TRAINER_SNAPSHOT_DIR"
+ENV_METRICS_FILE = "TRAINER_METRICS_FILE"
+"""The file in the run folder this rank appends its step rows to (default: metrics.jsonl on rank 0 only)."""
 """This host's part of the job's snapshot folder (set by the supervisor), replacing the config's `snapshot_dir`."""
 EXIT_CONFIG = 78
 """Exit code of a rank whose configuration is invalid (sysexits' EX_CONFIG): retrying cannot help."""
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_point=control.at if control_path else None,
         sample_log=Path(os.environ[ENV_SAMPLE_LOG]) / f"samples-rank{rank:05d}.jsonl"
         if os.environ.get(ENV_SAMPLE_LOG) else None,
+        metrics_file=os.environ.get(ENV_METRICS_FILE) or None,
     )
     from trainer.progress import BeaconThread
 

@@ -58,7 +58,7 @@ class RunContext:
     world_size: int
     local_rank: int = 0
     run_dir: Path
-    """metrics.jsonl is appended here (by rank 0)."""
+    """metrics.jsonl is appended here (by rank 0; see `metrics_file`)."""
     checkpoint_dir: Path
     attempt: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -75,6 +75,9 @@ class RunContext:
     """Pipeline P2P counters and the rank's place in the step, read by the beacon thread."""
     sample_log: Path | None = None
     """If set, ranks at tp=cp=pp=0 append the sample ids of every step here (audits)."""
+    metrics_file: str | None = None
+    """This rank's step-row file in `run_dir`; None: metrics.jsonl for rank 0, none for the others. Every row
+    is global (the loss is all-reduced), so a rank on another host can keep a copy that outlives rank 0's."""
 
 
 @dataclass(slots=True)
@@ -329,7 +332,8 @@ def train(cfg: TrainConfig, ctx: RunContext) -> TrainResult:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr_peak,
                                   weight_decay=cfg.optim.weight_decay, betas=(0.9, 0.95))
     run_dir = Path(ctx.run_dir)
-    metrics = MetricsWriter(run_dir / "metrics.jsonl" if ctx.rank == 0 else None)
+    name = ctx.metrics_file or ("metrics.jsonl" if ctx.rank == 0 else None)
+    metrics = MetricsWriter(run_dir / name if name else None)
 
     def on_commit(step: int, path: Path, t: SaveTimings) -> None:
         ctx.beacon({"phase": "checkpoint_committed", "checkpoint_step": step,

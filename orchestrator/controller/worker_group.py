@@ -35,12 +35,15 @@ from orchestrator.controller.preflight import PreflightReport
 from orchestrator.controller.scaling_policy import GangView
 from orchestrator.controller.snapshots import peer_ranks, restore_plan
 from orchestrator.controller.worker import ENV_INTERFACE, RankWorker
-from trainer.launch import ENV_SNAPSHOT_DIR
+from trainer.launch import ENV_METRICS_FILE, ENV_SNAPSHOT_DIR
 from trainer.snapshot_files import host_root
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+METRICS_COPY_FILE = "metrics-copy.jsonl"
+"""The step rows a rank on another host than rank 0's keeps too: the rows rank 0's host had not handed over when
+it died are read from there."""
 MARKER_FILE = ".controller"
 PLACEMENT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0
@@ -96,6 +99,10 @@ class RayWorkerGroup:
         """Each node's clock against ours: times in reports are moved onto our clock before any comparison."""
         self._metrics_offset: int | None = None
         """How far rank 0's metrics.jsonl on its own host has been copied into ours (None: rank 0 is here)."""
+        self._metrics_copy: tuple[int, int, int] | None = None
+        """The rank that keeps a copy of the rows on another host: (rank, offset read to, rows read)."""
+        self._metrics_rows = 0
+        """Rows of this attempt put into our metrics.jsonl."""
         self._link_server: LinkProbeServer | None = None
         self._heard: dict[str, float] = {}
         """Node id -> when (our clock) its agent last answered: a lost node's fault time."""
@@ -174,6 +181,7 @@ class RayWorkerGroup:
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
         self._metrics_offset = self._metrics_start(g.workers[0])
+        self._metrics_copy, self._metrics_rows = self._metrics_copy_start(), 0
         snap_roots = self._prepare_snapshots(config)
         local: dict[str, int] = {}
         refs = {}
@@ -186,6 +194,8 @@ class RayWorkerGroup:
                 env[ENV_INTERFACE] = self.network_interface
             if snap_roots:
                 env[ENV_SNAPSHOT_DIR] = snap_roots[rank]
+            if self._metrics_copy is not None and rank == self._metrics_copy[0]:
+                env[ENV_METRICS_FILE] = METRICS_COPY_FILE
             refs[rank] = w.start.remote(attempt, config, config_path, env, checkpoint_dir, self.cpus)
         started = gather(refs, START_TIMEOUT_S)
         bad = sorted(r for r, s in started.items() if isinstance(s, BaseException))
@@ -386,21 +396,65 @@ class RayWorkerGroup:
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             raise WorkerGroupError(f"rank 0's supervisor does not answer: {e!r:.200}") from None
 
-    def _copy_metrics(self) -> None:
-        """Rank 0 writes metrics.jsonl on its own host; the controller's folder gets the new rows."""
+    def _metrics_copy_start(self) -> tuple[int, int, int] | None:
+        """The lowest rank on another host than rank 0's, and where its copy of the rows will start; None when
+        rank 0 writes into our folder or every rank is on its host."""
         g = self.gang
-        if g is None or self._metrics_offset is None or 0 in g.gone:
+        if g is None or self._metrics_offset is None:
+            return None
+        other = [p.rank for p in g.placements if p.host != g.placements[0].host]
+        if not other:
+            return None
+        rank = min(other)
+        try:
+            return rank, int(ray.get(g.workers[rank].read_from.remote(METRICS_COPY_FILE, None),
+                                     timeout=CALL_TIMEOUT_S)[1]), 0
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return None
+
+    def _copy_metrics(self) -> None:
+        """Rank 0 writes metrics.jsonl on its own host; the controller's folder gets the new rows. Once rank 0's
+        supervisor is gone, the rows it had not handed over come from the copy another host keeps."""
+        g = self.gang
+        if g is None or self._metrics_offset is None:
+            return
+        if 0 in g.gone:
+            self._copy_metrics_from_copy()
             return
         try:
             text, self._metrics_offset = ray.get(g.workers[0].read_from.remote(METRICS_FILE, self._metrics_offset),
                                                  timeout=POLL_TIMEOUT_S)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
             return
-        if text:
+        self._append_rows(text.splitlines(keepends=True))
+
+    def _copy_metrics_from_copy(self) -> None:
+        g, copy = self.gang, self._metrics_copy
+        if g is None or copy is None or copy[0] in g.gone:
+            return
+        rank, offset, seen = copy
+        lines: list[str] = []
+        try:
+            while True:
+                text, nxt = ray.get(g.workers[rank].read_from.remote(METRICS_COPY_FILE, offset),
+                                    timeout=POLL_TIMEOUT_S)
+                if nxt == offset:
+                    break
+                lines += text.splitlines(keepends=True)
+                offset = nxt
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return
+        self._metrics_copy = (rank, offset, seen + len(lines))
+        # The copy holds the same rows in the same order (rollbacks included): skip those rank 0 handed over.
+        self._append_rows(lines[max(0, self._metrics_rows - seen):])
+
+    def _append_rows(self, lines: list[str]) -> None:
+        if lines:
             path = Path(self.run_dir) / METRICS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as f:
-                f.write(text)
+                f.writelines(lines)
+            self._metrics_rows += len(lines)
 
     def kill(self) -> None:
         """After a failure nothing is worth saving: SIGKILL every rank at once, no grace period."""
