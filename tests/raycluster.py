@@ -51,9 +51,11 @@ def ray_cluster(nodes: list[tuple[str, int]]) -> Iterator[str]:
         # Worker nodes start side by side, each with its own temp folder: in one folder, two starting raylets
         # race for the session's files.
         with ThreadPoolExecutor(max(1, len(workers))) as pool:
-            list(pool.map(lambda i: _ray_start([f"--num-cpus={workers[i][1]}", "--labels", f"host={workers[i][0]}",
-                                                f"--address={address}", f"--temp-dir={tmp}/node-{i + 1}"], env),
-                          range(len(workers))))
+            started = [pool.submit(_ray_start, [f"--num-cpus={cpus}", "--labels", f"host={host}",
+                                                f"--address={address}", f"--temp-dir={tmp}/node-{i}"], env)
+                       for i, (host, cpus) in enumerate(workers, 1)]
+            for f in started:
+                f.result()
         yield address
     except BaseException:
         print_controller_log(tmp)

@@ -290,7 +290,7 @@ class StartupClock:
 
 
 class MetricsWriter:
-    """Appends one JSON object per completed step to metrics.jsonl (rank 0 only)."""
+    """Appends one JSON object per completed step to the rank's step-row file (`RunContext.metrics_file`)."""
 
     def __init__(self, path: Path | None) -> None:
         self._f = open(path, "a", buffering=1) if path is not None else None  # noqa: SIM115
