@@ -27,8 +27,11 @@ def wait_for_store(addr: str, port: int, timeout_s: float) -> float:
     deadline = t0 + timeout_s
     while True:
         try:
-            with socket.create_connection((addr, port), timeout=max(0.1, min(1.0, deadline - time.monotonic()))):
-                return time.monotonic() - t0
+            with socket.create_connection((addr, port), timeout=max(0.1, min(1.0, deadline - time.monotonic()))) as s:
+                if s.getsockname() != s.getpeername():
+                    return time.monotonic() - t0
+                # A local port nobody listens on can connect to itself (TCP simultaneous open): not the server.
+                raise ConnectionRefusedError("connected to itself")
         except OSError as e:
             if time.monotonic() >= deadline:
                 from torch.distributed import DistStoreError
