@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,24 @@ def train_config(model: dict[str, Any], ranks: int, **parallel: int) -> dict[str
             "global_batch_size": ranks, "micro_batch_size": 1, "seq_len": 32, "data_paths": []}
 
 
+def _wait_all(procs: list[subprocess.Popen[bytes]], timeout_s: float, grace_s: float = 5.0) -> int | None:
+    """Wait for every rank; the first rank that failed, or None. Its peers, blocked in a collective
+    with it, get `grace_s` to leave on their own before they are killed (they would wait out the
+    collective timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        failed = [r for r, pr in enumerate(procs) if pr.poll() not in (None, 0)]
+        if failed:
+            deadline = min(deadline, time.monotonic() + grace_s)
+        if all(pr.poll() is not None for pr in procs):
+            break
+        time.sleep(0.05)
+    failed = [r for r, pr in enumerate(procs) if pr.poll() not in (None, 0)]
+    if not failed and any(pr.poll() is None for pr in procs):
+        raise TimeoutError(f"ranks still running after {timeout_s:.0f} s")
+    return failed[0] if failed else None
+
+
 def launch(cfg: dict[str, Any], out_dir: Path, mode: str, *, dump: bool = False,
            timeout_s: float = 600) -> list[dict[str, Any]]:
     """Run one build on every rank of `cfg`'s layout; returns each rank's record."""
@@ -61,25 +80,25 @@ def launch(cfg: dict[str, Any], out_dir: Path, mode: str, *, dump: bool = False,
     cfg_path = out_dir / "config.json"
     cfg_path.write_text(json.dumps(cfg))
     port = free_port()
-    procs = []
+    procs, logs = [], []
     for rank in range(world):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                    PYTHONPATH=str(ROOT))
         args = [sys.executable, "-m", "bench.build_model_rank", str(cfg_path), str(out_dir), mode]
-        procs.append(subprocess.Popen(args + (["--dump"] if dump else []), env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        logs.append(out_dir / f"rank-{rank}.log")
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen(args + (["--dump"] if dump else []), env=env, cwd=ROOT,
+                                          stdout=log, stderr=subprocess.STDOUT))
     try:
-        outs = [pr.communicate(timeout=timeout_s)[0] for pr in procs]
+        failed = _wait_all(procs, timeout_s)
     finally:
         for pr in procs:
             if pr.poll() is None:
                 pr.kill()
                 pr.wait()
-    bad = [(r, pr.returncode, out[-2000:]) for r, (pr, out) in enumerate(zip(procs, outs, strict=True))
-           if pr.returncode]
-    if bad:
-        raise RuntimeError(f"rank {bad[0][0]} exited {bad[0][1]}:\n{bad[0][2]}")
+    if failed is not None:
+        raise RuntimeError(f"rank {failed} exited {procs[failed].returncode}:\n{logs[failed].read_text()[-2000:]}")
     return [json.loads((out_dir / f"rank-{r}.json").read_text()) for r in range(world)]
 
 

@@ -33,6 +33,7 @@ from trainer.launch import (
     ENV_SNAPSHOT_DIR,
     STANDBY_FLAG,
 )
+from trainer.ports import free_port
 
 
 def signal_name(returncode: int | None) -> str | None:
@@ -125,9 +126,8 @@ class RankWorker:
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
     def free_port(self) -> int:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            return int(s.getsockname()[1])
+        """A port for the rendezvous server, outside the ephemeral range (see trainer.ports)."""
+        return free_port("")
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
