@@ -136,7 +136,7 @@ def test_a_large_job_is_attributed_quickly() -> None:
     tp_name = {r: f"t{i}" for i, g in enumerate(mesh_groups(layout)["tp"]) for r in g}
     obs = [_obs(r, collectives={"0": _coll(50 if r == 1234 else 51, 50, desc="default_pg"),
                                 tp_name[r]: _coll(10, 10)}) for r in range(2048)]
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the bound is on the work, not on what else the machine runs
     a = attribute(obs, layout)
     assert a.culprits == (1234,) and a.certain
-    assert time.perf_counter() - t0 < 2.0, "quadratic or worse in the number of ranks"
+    assert time.process_time() - t0 < 2.0, "quadratic or worse in the number of ranks"
