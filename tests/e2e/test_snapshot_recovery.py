@@ -22,7 +22,7 @@ import pytest
 from orchestrator.catalog.repository import Catalog
 from tests.cli import metrics_rows, orch_json, slow_down, start_submit, wait_for
 from tests.conftest import small_job, write_job
-from trainer.local_run import read_metrics, run_local
+from trainer.local_run import read_metrics, run_local, world_size_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 LOSS_TOL = 1e-4
@@ -80,10 +80,18 @@ def test_sigkill_between_checkpoints_resumes_from_the_snapshot(tmp_path: Path, c
     assert worst <= LOSS_TOL, f"loss differs from the uninterrupted run by {worst}"
 
 
-def _reference(run_dir: Path, out: Path) -> dict[int, float]:
-    """Losses of the attempt's trainer configuration run uninterrupted, without snapshots (gloo ranks, no Ray)."""
+def _reference(run_dir: Path, out: Path, until: int | None = None) -> dict[int, float]:
+    """Losses of the attempt's trainer configuration run uninterrupted, without snapshots (gloo ranks, no Ray).
+
+    With `until`, every rank leaves (code 0) before the step after it: the steps compared are the same as in
+    a whole run (the learning-rate schedule still spans the configured steps), the rest is not run."""
     cfg = json.loads((run_dir / "attempts" / "attempt-001" / "trainer.json").read_text())
     cfg.update(snapshot_interval_steps=0, snapshot_dir=None)
-    ref = run_local(cfg, out)
+    control = None
+    if until is not None:
+        control = {r: {"exit_at_step": until + 1, "exit_code": 0} for r in range(world_size_of(cfg))}
+    ref = run_local(cfg, out, control=control)
     assert not any(ref.returncodes), Path(ref.logs[0]).read_text()[-2000:]
-    return {x["step"]: x["loss"] for x in read_metrics(out)}
+    got = {x["step"]: x["loss"] for x in read_metrics(out)}
+    assert until is None or max(got) == until, (until, max(got))
+    return got
