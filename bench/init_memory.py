@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import median, save  # noqa: E402
-from trainer.local_run import free_port  # noqa: E402
 from trainer.model import ModelArgs  # noqa: E402
+from trainer.ports import free_port  # noqa: E402
 
 
 def example_model() -> dict[str, Any]:

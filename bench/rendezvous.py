@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine, median, save  # noqa: E402
-from trainer.local_run import free_port  # noqa: E402
+from trainer.ports import free_port  # noqa: E402
 
 BACKED_OFF_S = 0.2
 VARIANTS = {"plain": (False, 0.0), "wait": (True, 0.0), "rank0_late": (True, 0.3)}

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from tests.conftest import BIN
-from trainer.local_run import free_port
+from trainer.ports import free_port
 
 RAY = str(BIN / "ray")
 

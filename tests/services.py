@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainer.local_run import free_port
+from trainer.ports import free_port
 
 
 def pg_bin(name: str) -> str | None:

@@ -29,7 +29,7 @@ from orchestrator.dashboards.reliability import panel_queries
 from tests.cli import metrics_rows, orch, orch_json, start_submit, wait_for
 from tests.conftest import REPO, small_job, write_job
 from tests.services import prometheus_server
-from trainer.local_run import free_port
+from trainer.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing")]

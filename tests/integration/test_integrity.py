@@ -47,7 +47,7 @@ def test_preflight_collective_over_gloo_processes(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from trainer.local_run import free_port
+    from trainer.ports import free_port
 
     def run() -> list[dict]:
         port = free_port()

@@ -58,7 +58,7 @@ def test_a_standby_is_prepared_only_when_warm_standby_is_on(tmp_path: Path, warm
 
 
 def _one_rank_env() -> dict[str, str]:
-    from trainer.local_run import free_port
+    from trainer.ports import free_port
 
     return {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from torch.distributed import DistStoreError
 
-from trainer.local_run import free_port
+from trainer.ports import free_port
 from trainer.rendezvous import wait_for_store
 
 
