@@ -41,6 +41,33 @@ def test_wrong_type(tmp_path: Path) -> None:
     assert "parallelism.dp" in _error(tmp_path, job)
 
 
+def test_a_value_for_a_union_names_what_each_member_wants(tmp_path: Path) -> None:
+    job = small_job()
+    job["checkpoint"]["interval_steps"] = "sometimes"
+    err = _error(tmp_path, job)
+    assert err.endswith("checkpoint.interval_steps: should be a valid integer or 'auto', not 'sometimes'"), err
+
+
+def test_a_union_error_still_counts_the_others(tmp_path: Path) -> None:
+    job = small_job()
+    job["checkpoint"]["interval_steps"] = "sometimes"
+    job["training"]["stepz"] = 3
+    assert "(and 1 more)" in _error(tmp_path, job)
+
+
+def test_two_fields_of_one_section_are_not_taken_for_a_union(tmp_path: Path) -> None:
+    job = small_job()
+    job["training"]["steps"] = "many"
+    job["training"]["seed"] = "some"
+    err = _error(tmp_path, job)
+    assert "training.steps: Input should be a valid integer" in err and "(and 1 more)" in err, err
+
+
+def test_a_whole_job_check_is_named_by_its_field_alone(tmp_path: Path) -> None:
+    err = _error(tmp_path, small_job(tp=3, dp=1))
+    assert "(top level)" not in err and ": parallelism.tp: n_heads (4) must be divisible by tp (3)" in err, err
+
+
 def test_missing_required(tmp_path: Path) -> None:
     job = small_job()
     del job["training"]["steps"]
