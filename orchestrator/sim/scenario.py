@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.spec import format_validation_error
 from orchestrator.taxonomy import CATEGORIES
 
 DETECTION_KINDS = ("crash", "hang", "node_lost", "bad_gpu", "sdc")
@@ -168,22 +169,13 @@ class Scenario(_Section):
         return self.cluster.hosts * self.cluster.gpus_per_host
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{where}: {msg}" if where else msg
-
-
 def parse_scenario(data: object, source: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: expected a mapping at the top level")
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(f"{source}: {_first_error(e)}") from None
+        raise ScenarioError(format_validation_error(source, e)) from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
