@@ -313,41 +313,36 @@ _FIELD_FIRST = re.compile(r"^[a-z_]+(\.[a-z_]+)+: ")
 """A whole-job check's message that already starts with the field it is about."""
 
 
+def _value_loc(err: Any) -> tuple[Any, ...]:
+    """Where the value an error is about sits: its loc without a union member's name."""
+    loc = tuple(err["loc"])
+    return loc[:-1] if loc and isinstance(loc[-1], str) and _UNION_MEMBER.match(loc[-1]) else loc
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(x) for x in loc if not (isinstance(x, str) and x.startswith(("function-", "model-")))]
+    parts = [str(x) if x != "async_" else "async" for x in loc
+             if not (isinstance(x, str) and x.startswith(("function-", "model-")))]
     return ".".join(parts) if parts else "(top level)"
-
-
-def _union_errors(errors: list[Any]) -> list[Any]:
-    """The errors of one value tried against every member of a union (`int | "auto"`), or []."""
-    first = errors[0]
-    loc = tuple(first["loc"])
-    if not loc or not isinstance(loc[-1], str) or not _UNION_MEMBER.match(loc[-1]):
-        return []
-    same = [e for e in errors if tuple(e["loc"])[:-1] == loc[:-1] and isinstance(e["loc"][-1], str)
-            and _UNION_MEMBER.match(e["loc"][-1]) and e.get("input") == first.get("input")]
-    return same if len(same) > 1 else []
 
 
 def format_validation_error(path: str, err: ValidationError) -> str:
     errors = err.errors()
     first = errors[0]
-    union = _union_errors(errors)
-    if union:
-        loc = _loc(tuple(x if x != "async_" else "async" for x in first["loc"][:-1]))
+    where = _value_loc(first)
+    # One value tried against every member of a union (`int | "auto"`): one problem, each member's wish.
+    union = [e for e in errors if len(e["loc"]) > len(where) and _value_loc(e) == where
+             and e.get("input") == first.get("input")]
+    loc = _loc(where)
+    if len(union) > 1:
         wants = [e["msg"].removeprefix("Input should be ").split(",")[0] for e in union]
         msg = f"should be {' or '.join(wants)}, not {first['input']!r}"
     else:
-        loc = _loc(tuple(x if x != "async_" else "async" for x in first["loc"]))
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
         elif first["type"] == "missing":
             msg = "required key is missing"
-    # One problem per value: a union's members each add an error for the same value.
-    problems = {tuple(e["loc"])[:-1] if e["loc"] and isinstance(e["loc"][-1], str)
-                and _UNION_MEMBER.match(e["loc"][-1]) else tuple(e["loc"]) for e in errors}
-    rest = len(problems) - 1
+    rest = len({_value_loc(e) for e in errors}) - 1
     more = f" (and {rest} more)" if rest else ""
     if loc == "(top level)" and _FIELD_FIRST.match(msg):
         return f"{path}: {msg}{more}"
